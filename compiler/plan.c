@@ -1,0 +1,206 @@
+/* plan.c: the fourth stage. For each weight it chooses the storage (dense today; tensor-train
+ * and sparse planning come with their own work and already have their columns), counts
+ * parameters the way PyTorch does (trainable tensors only; batchnorm running statistics are
+ * buffers), prices forward and backward FLOPs at the compiled batch size, and lays out memory:
+ * one block each for parameters, gradients, optimizer state and activations, every tensor at
+ * a 64-byte aligned offset. `teslac plan` prints it as a table or as JSON (specs/README.md
+ * documents the fields).
+ *
+ * FLOPs: a multiply-add is 2. The backward of the first layer with weights, and of every layer
+ * before it, skips the input gradient nobody needs. */
+#include "teslac.h"
+
+#include <string.h>
+
+#define ALIGN_FLOATS 16   /* 64 bytes */
+
+static int64_t align_up(int64_t n) { return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS; }
+
+void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
+  memset(pl, 0, sizeof *pl);
+  pl->batch = batch;
+  pl->layers = arena_alloc(cx, sizeof(PlanLayer) * (size_t)(sp->nlayers ? sp->nlayers : 1));
+  pl->tensors = arena_alloc(cx, sizeof(PlanTensor) * (size_t)(4 * sp->nlayers + 1));
+
+  bool need_dx = false;      /* a layer before this one has weights */
+  int64_t in_elems = shape_elems(&sp->input), max_act = in_elems, acts = 0;
+  if (!size_mul(in_elems, batch, &acts)) {
+    diag_at(cx, sp->train.batch_loc, "batch %lld of inputs %s is too large", (long long)batch,
+            shape_str(cx, &sp->input, true));
+    return;
+  }
+  acts = align_up(acts);
+  for (int i = 0; i < sp->nlayers; i++) {
+    const Layer *l = &sp->layers[i];
+    PlanLayer *pli = &pl->layers[i];
+    const OpDef *op = op_registry[l->op];
+    Param p[4];
+    int np = op->params(l, p);
+    for (int j = 0; j < np; j++) {
+      int64_t e = 1;
+      for (int d = 0; d < p[j].ndims; d++) e *= p[j].dims[d];   /* bounded by infer */
+      PlanTensor *t = &pl->tensors[pl->ntensors++];
+      t->name = arena_printf(cx, "%s.%s", l->name, p[j].pname);
+      t->layer = i, t->p = p[j], t->elems = e;
+      t->offset = pl->param_block;
+      pl->param_block += align_up(e);
+      t->grad_offset = -1;
+      if (p[j].trainable) {
+        t->grad_offset = pl->grad_block;
+        pl->grad_block += align_up(e);
+        pli->params += e;
+      } else
+        pli->buffers += e;
+    }
+    pli->dense_params = pli->params;
+    pli->requested = l->tt.on ? ST_TT : l->sparse.on ? ST_SPARSE : ST_DENSE;
+    pli->storage = ST_DENSE;
+    pli->bytes = 4 * (pli->params + pli->buffers);
+    int64_t out;
+    if (!size_mul(shape_elems(&l->out), batch, &out)) {
+      diag_at(cx, l->loc, "this layer's output at batch %lld is too large", (long long)batch);
+      return;
+    }
+    pli->act_elems = out;
+    pli->flops = op->flops(l, batch, need_dx);
+    pl->flops.fwd += pli->flops.fwd, pl->flops.bwd += pli->flops.bwd;
+    pl->params += pli->params, pl->buffers += pli->buffers, pl->bytes += pli->bytes;
+    pl->dense_params += pli->dense_params;
+    /* outputs are kept for the backward (flatten is a view); maxpool keeps an argmax index per
+     * output, batchnorm its per-channel mean and 1/std, dropout its mask */
+    if (l->op != OP_flatten) acts += align_up(out);
+    if (l->op == OP_maxpool || l->op == OP_dropout) acts += align_up(out);
+    if (l->op == OP_batchnorm) acts += align_up(2 * l->in.d[0]);
+    if (shape_elems(&l->out) > max_act) max_act = shape_elems(&l->out);
+    if (op->weighted) need_dx = true;
+  }
+  /* two gradient buffers for the activations, used in turn going backward */
+  pl->act_block = acts + 2 * align_up(max_act * batch);
+  pl->opt_block = sp->train.opt == OPT_SGD ? (sp->train.momentum > 0 ? pl->grad_block : 0)
+                                           : 2 * pl->grad_block;
+
+  for (int i = 0; i < sp->nlayers; i++) {
+    const PlanLayer *pli = &pl->layers[i];
+    if (pli->requested == ST_TT)
+      warn_at(cx, sp->layers[i].tt.loc, "tensor-train storage is not planned yet by this teslac; "
+                                        "layer %d is planned dense", i);
+    if (pli->requested == ST_SPARSE)
+      warn_at(cx, sp->layers[i].sparse.loc, "sparse storage is not planned yet by this teslac; "
+                                            "layer %d is planned dense", i);
+  }
+  if (sp->compress.max_params && pl->params > sp->compress.max_params)
+    warn_at(cx, sp->compress.loc, "compress: max_params %lld is not met: the plan has %lld "
+                                  "parameters (tensor-train and sparse planning come later)",
+            (long long)sp->compress.max_params, (long long)pl->params);
+  if (sp->compress.ratio > 1 && (double)pl->dense_params / (double)pl->params < sp->compress.ratio)
+    warn_at(cx, sp->compress.loc, "compress: ratio %g is not met: the plan keeps all %lld "
+                                  "parameters (tensor-train and sparse planning come later)",
+            sp->compress.ratio, (long long)pl->params);
+}
+
+static const char *storage_name(Storage s) {
+  return s == ST_TT ? "tt" : s == ST_SPARSE ? "sparse" : "dense";
+}
+
+/* 1234567 -> "1.23M" style, for the human table only */
+static const char *human(Ctx *cx, double v) {
+  const char *u = "";
+  if (v >= 1e12) v /= 1e12, u = "T";
+  else if (v >= 1e9) v /= 1e9, u = "G";
+  else if (v >= 1e6) v /= 1e6, u = "M";
+  else if (v >= 1e3) v /= 1e3, u = "K";
+  else return arena_printf(cx, "%.0f", v);
+  return arena_printf(cx, "%.2f%s", v, u);
+}
+
+static const char *bytes_h(Ctx *cx, double b) {
+  if (b >= 1 << 30) return arena_printf(cx, "%.2f GiB", b / (1 << 30));
+  if (b >= 1 << 20) return arena_printf(cx, "%.2f MiB", b / (1 << 20));
+  if (b >= 1 << 10) return arena_printf(cx, "%.1f KiB", b / (1 << 10));
+  return arena_printf(cx, "%.0f B", b);
+}
+
+void plan_print_table(Ctx *cx, const Spec *sp, const Plan *pl, FILE *out) {
+  fprintf(out, "plan for %s at batch %lld\n\n", sp->name, (long long)pl->batch);
+  fprintf(out, "%3s  %-10s %-11s %-8s %-10s %-9s %10s %10s %9s %9s %9s\n", "#", "name", "layer",
+          "storage", "tt ranks", "sparsity", "params", "bytes", "fwd FLOP", "bwd FLOP", "vs dense");
+  for (int i = 0; i < sp->nlayers; i++) {
+    const Layer *l = &sp->layers[i];
+    const PlanLayer *p = &pl->layers[i];
+    bool w = p->params + p->buffers > 0;
+    fprintf(out, "%3d  %-10s %-11s %-8s %-10s %-9s %10lld %10s %9s %9s %9s\n", i, l->name,
+            op_registry[l->op]->name, w ? storage_name(p->storage) : "-", "-",
+            p->storage == ST_SPARSE ? "?" : "-", (long long)p->params, w ? bytes_h(cx, (double)p->bytes) : "-",
+            human(cx, (double)p->flops.fwd), human(cx, (double)p->flops.bwd),
+            p->params ? arena_printf(cx, "%.2fx", (double)p->dense_params / (double)p->params) : "-");
+  }
+  fprintf(out, "\ntotal: %lld parameters", (long long)pl->params);
+  if (pl->buffers) fprintf(out, " + %lld buffers", (long long)pl->buffers);
+  fprintf(out, " (%s); %s forward, %s backward FLOP per step of %lld\n", bytes_h(cx, (double)pl->bytes),
+          human(cx, (double)pl->flops.fwd), human(cx, (double)pl->flops.bwd), (long long)pl->batch);
+  fprintf(out, "memory: parameters %s, gradients %s, optimizer state %s, activations %s\n",
+          bytes_h(cx, 4.0 * (double)pl->param_block), bytes_h(cx, 4.0 * (double)pl->grad_block),
+          bytes_h(cx, 4.0 * (double)pl->opt_block), bytes_h(cx, 4.0 * (double)pl->act_block));
+}
+
+static void json_str(FILE *o, const char *s) {
+  fputc('"', o);
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') fprintf(o, "\\%c", c);
+    else if (c < 0x20) fprintf(o, "\\u%04x", c);
+    else fputc(c, o);
+  }
+  fputc('"', o);
+}
+
+static void json_dims(FILE *o, const int64_t *d, int n) {
+  fputc('[', o);
+  for (int i = 0; i < n; i++) fprintf(o, "%s%lld", i ? ", " : "", (long long)d[i]);
+  fputc(']', o);
+}
+
+/* One JSON document; its fields are documented in specs/README.md ("teslac plan --json"). */
+void plan_print_json(Ctx *cx, const Spec *sp, const Plan *pl, FILE *o) {
+  fprintf(o, "{\n  \"model\": ");
+  json_str(o, sp->name);
+  fprintf(o, ",\n  \"batch\": %lld,\n  \"input\": ", (long long)pl->batch);
+  json_dims(o, sp->input.d, sp->input.rank);
+  fprintf(o, ",\n  \"classes\": %lld,\n  \"layers\": [", (long long)sp->classes);
+  for (int i = 0; i < sp->nlayers; i++) {
+    const Layer *l = &sp->layers[i];
+    const PlanLayer *p = &pl->layers[i];
+    fprintf(o, "%s\n    {\"index\": %d, \"name\": ", i ? "," : "", i);
+    json_str(o, l->name);
+    fprintf(o, ", \"kind\": \"%s\", \"output\": ", op_registry[l->op]->name);
+    json_dims(o, l->out.d, l->out.rank);
+    fprintf(o, ", \"storage\": \"%s\", \"requested\": \"%s\", \"tt\": null, \"sparsity\": %s",
+            storage_name(p->storage), storage_name(p->requested),
+            p->storage == ST_SPARSE ? arena_printf(cx, "%g", l->sparse.target) : "null");
+    fprintf(o, ", \"params\": %lld, \"buffers\": %lld, \"bytes\": %lld, \"dense_params\": %lld",
+            (long long)p->params, (long long)p->buffers, (long long)p->bytes, (long long)p->dense_params);
+    fprintf(o, ", \"flops\": {\"forward\": %lld, \"backward\": %lld}, \"activation_elems\": %lld",
+            (long long)p->flops.fwd, (long long)p->flops.bwd, (long long)p->act_elems);
+    fprintf(o, ", \"tensors\": [");
+    int k = 0;
+    for (int t = 0; t < pl->ntensors; t++) {
+      const PlanTensor *pt = &pl->tensors[t];
+      if (pt->layer != i) continue;
+      fprintf(o, "%s{\"name\": ", k++ ? ", " : "");
+      json_str(o, pt->name);
+      fprintf(o, ", \"shape\": ");
+      json_dims(o, pt->p.dims, pt->p.ndims);
+      fprintf(o, ", \"trainable\": %s, \"offset\": %lld, \"grad_offset\": %lld}",
+              pt->p.trainable ? "true" : "false", (long long)pt->offset, (long long)pt->grad_offset);
+    }
+    fprintf(o, "]}");
+  }
+  fprintf(o, "\n  ],\n  \"totals\": {\"params\": %lld, \"buffers\": %lld, \"bytes\": %lld, "
+             "\"dense_params\": %lld, \"flops\": {\"forward\": %lld, \"backward\": %lld}},\n",
+          (long long)pl->params, (long long)pl->buffers, (long long)pl->bytes,
+          (long long)pl->dense_params, (long long)pl->flops.fwd, (long long)pl->flops.bwd);
+  fprintf(o, "  \"memory\": {\"parameters\": %lld, \"gradients\": %lld, \"optimizer\": %lld, "
+             "\"activations\": %lld}\n}\n",
+          (long long)(4 * pl->param_block), (long long)(4 * pl->grad_block),
+          (long long)(4 * pl->opt_block), (long long)(4 * pl->act_block));
+}

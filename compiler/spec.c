@@ -1,0 +1,741 @@
+/* spec.c: the second stage. It walks the YAML tree and fills a Spec: the model (name, input,
+ * classes, layers), compression targets, training and data settings. Each reader carries the
+ * schema fragment it accepts in a comment. Every unknown key, wrong type and out-of-range
+ * value is reported at its own line and column (with a "did you mean" for near misses) and the
+ * walk goes on, so one run tells the user everything that is wrong. Each layer's own keys are
+ * read by its op (op_*.c) through the spec_* readers below; shapes come later, in check.c. */
+#include "teslac.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- key readers ---------------------------------------------------------------------- */
+
+YNode *spec_get(YNode *map, const char *key) {
+  if (!map || map->kind != Y_MAP) return NULL;
+  for (int i = 0; i + 1 < map->nkids; i += 2)
+    if (map->kids[i]->kind == Y_SCALAR && strcmp(map->kids[i]->str, key) == 0)
+      return map->kids[i + 1];
+  return NULL;
+}
+
+static bool is_null(const YNode *v) {
+  return v->kind == Y_SCALAR && !v->quoted &&
+         (v->len == 0 || !strcmp(v->str, "~") || !strcmp(v->str, "null") || !strcmp(v->str, "Null") ||
+          !strcmp(v->str, "NULL"));
+}
+
+const char *spec_scalar_desc(Ctx *cx, YNode *v) {
+  if (v->kind == Y_SEQ) return "a list";
+  if (v->kind == Y_MAP) return "a map";
+  if (is_null(v)) return "nothing";
+  if (v->quoted) return arena_printf(cx, "the string \"%.40s\"", v->str);
+  return arena_printf(cx, "'%.40s'", v->str);
+}
+
+bool spec_int(Ctx *cx, YNode *v, const char *key, int64_t lo, int64_t hi, int64_t *out) {
+  if (v->kind != Y_SCALAR || v->quoted || is_null(v)) {
+    diag_at(cx, v->loc, "'%s' must be an integer, got %s", key, spec_scalar_desc(cx, v));
+    return false;
+  }
+  errno = 0;
+  char *end;
+  long long x = strtoll(v->str, &end, 10);
+  if (end == v->str || *end) {
+    char *fend;
+    double d = strtod(v->str, &fend);
+    if (fend != v->str && !*fend && isfinite(d))
+      diag_at(cx, v->loc, "'%s' must be a whole number, got %s", key, v->str);
+    else
+      diag_at(cx, v->loc, "'%s' must be an integer, got %s", key, spec_scalar_desc(cx, v));
+    return false;
+  }
+  if (errno == ERANGE || x > hi) {
+    diag_at(cx, v->loc, "'%s' is too large: %s (at most %lld)", key, v->str, (long long)hi);
+    return false;
+  }
+  if (x < lo) {
+    if (lo == 1)
+      diag_at(cx, v->loc, "'%s' must be positive, got %lld", key, x);
+    else
+      diag_at(cx, v->loc, "'%s' must be at least %lld, got %lld", key, (long long)lo, x);
+    return false;
+  }
+  *out = x;
+  return true;
+}
+
+bool spec_num(Ctx *cx, YNode *v, const char *key, double lo, double hi, bool lo_open,
+              bool hi_open, double *out) {
+  if (v->kind != Y_SCALAR || v->quoted || is_null(v)) {
+    diag_at(cx, v->loc, "'%s' must be a number, got %s", key, spec_scalar_desc(cx, v));
+    return false;
+  }
+  char *end;
+  errno = 0;
+  double d = strtod(v->str, &end);
+  if (end == v->str || *end || !isfinite(d) || v->str[0] == '.' ) {
+    if (end != v->str && !*end && v->str[0] != '.')
+      diag_at(cx, v->loc, "'%s' must be a finite number, got %s", key, v->str);
+    else if (!strcmp(v->str, ".inf") || !strcmp(v->str, ".nan") || !strcmp(v->str, "-.inf"))
+      diag_at(cx, v->loc, "'%s' must be a finite number, got %s", key, v->str);
+    else
+      diag_at(cx, v->loc, "'%s' must be a number, got %s", key, spec_scalar_desc(cx, v));
+    return false;
+  }
+  bool below = lo_open ? d <= lo : d < lo, above = hi_open ? d >= hi : d > hi;
+  if (below || above) {
+    diag_at(cx, v->loc, "'%s' must be in %c%g, %g%c, got %s", key, lo_open ? '(' : '[', lo, hi,
+            hi_open ? ')' : ']', v->str);
+    return false;
+  }
+  *out = d;
+  return true;
+}
+
+bool spec_bool(Ctx *cx, YNode *v, const char *key, bool *out) {
+  if (v->kind == Y_SCALAR && !v->quoted) {
+    if (!strcmp(v->str, "true") || !strcmp(v->str, "True") || !strcmp(v->str, "TRUE"))
+      return *out = true, true;
+    if (!strcmp(v->str, "false") || !strcmp(v->str, "False") || !strcmp(v->str, "FALSE"))
+      return *out = false, true;
+  }
+  diag_at(cx, v->loc, "'%s' must be true or false, got %s", key, spec_scalar_desc(cx, v));
+  return false;
+}
+
+/* int | [a, b] */
+bool spec_pair(Ctx *cx, YNode *v, const char *key, int64_t lo, int64_t *a, int64_t *b) {
+  if (v->kind == Y_SEQ) {
+    if (v->nkids != 2) {
+      diag_at(cx, v->loc, "'%s' must be an integer or a pair [h, w], got a list of %d", key,
+              v->nkids);
+      return false;
+    }
+    int64_t x = *a, y = *b;
+    bool ok = spec_int(cx, v->kids[0], key, lo, TS_MAX_DIM, &x);
+    ok &= spec_int(cx, v->kids[1], key, lo, TS_MAX_DIM, &y);
+    if (ok) *a = x, *b = y;
+    return ok;
+  }
+  int64_t x;
+  if (!spec_int(cx, v, key, lo, TS_MAX_DIM, &x)) return false;
+  *a = *b = x;
+  return true;
+}
+
+static bool is_name(const char *s, bool lower_only) {
+  if (!*s) return false;
+  for (const char *p = s; *p; p++) {
+    char c = *p;
+    bool ok = (c >= 'a' && c <= 'z') || c == '_' || (!lower_only && c >= 'A' && c <= 'Z') ||
+              (p > s && c >= '0' && c <= '9');
+    if (!ok) return false;
+  }
+  return true;
+}
+
+static bool is_str(Ctx *cx, YNode *v, const char *key) {
+  if (v->kind == Y_SCALAR && !is_null(v)) return true;
+  diag_at(cx, v->loc, "'%s' must be a name, got %s", key, spec_scalar_desc(cx, v));
+  return false;
+}
+
+/* Checks that `map` is a map, and reports each key not in `keys` (or `more`), each duplicate,
+ * and each key that is not a plain scalar. `what` names the map in messages. */
+static bool check_keys(Ctx *cx, YNode *map, const char *what, const char *const *keys,
+                       const char *const *more) {
+  if (map->kind != Y_MAP) {
+    diag_at(cx, map->loc, "%s must be a map of keys, got %s", what, spec_scalar_desc(cx, map));
+    return false;
+  }
+  const char *all[64];
+  int n = 0;
+  for (int i = 0; keys && keys[i] && n < 63; i++) all[n++] = keys[i];
+  for (int i = 0; more && more[i] && n < 63; i++) all[n++] = more[i];
+  all[n] = NULL;
+  for (int i = 0; i + 1 < map->nkids; i += 2) {
+    YNode *k = map->kids[i];
+    if (k->kind != Y_SCALAR) {
+      diag_at(cx, k->loc, "a key in %s must be a plain name, got %s", what, spec_scalar_desc(cx, k));
+      continue;
+    }
+    bool known = false;
+    for (int j = 0; all[j]; j++) known |= !strcmp(all[j], k->str);
+    if (!known) {
+      const char *s = diag_suggest(k->str, all);
+      if (s)
+        diag_at(cx, k->loc, "unknown key '%s' in %s; did you mean '%s'?", k->str, what, s);
+      else {
+        char list[512] = "";
+        for (int j = 0; all[j]; j++)
+          snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", j ? ", " : "", all[j]);
+        diag_at(cx, k->loc, "unknown key '%s' in %s (known: %s)", k->str, what, list);
+      }
+      continue;
+    }
+    for (int j = 0; j < i; j += 2)
+      if (map->kids[j]->kind == Y_SCALAR && !strcmp(map->kids[j]->str, k->str)) {
+        diag_at(cx, k->loc, "duplicate key '%s' in %s (first given at line %d)", k->str, what,
+                map->kids[j]->loc.line);
+        break;
+      }
+  }
+  return true;
+}
+
+/* ---- layers --------------------------------------------------------------------------- */
+
+static const char *const weighted_keys[] = {"dims", "tt", "sparsity", "name", "init", NULL};
+static const char *const plain_keys[] = {"name", NULL};
+
+/* dims: [d0, d1, ...]  (the weight's dims as the user expects them; checked in check.c) */
+static void parse_dims(Ctx *cx, Layer *l, YNode *v) {
+  l->dims_loc = v->loc;
+  if (v->kind != Y_SEQ || v->nkids == 0 || v->nkids > 8) {
+    diag_at(cx, v->loc, "'dims' must be a list of 1 to 8 sizes, got %s",
+            v->kind == Y_SEQ ? arena_printf(cx, "a list of %d", v->nkids) : spec_scalar_desc(cx, v));
+    return;
+  }
+  bool ok = true;
+  for (int i = 0; i < v->nkids; i++) ok &= spec_int(cx, v->kids[i], "dims", 1, TS_MAX_DIM, &l->dims[i]);
+  if (ok) l->ndims = v->nkids;
+}
+
+static bool int_list(Ctx *cx, YNode *v, const char *key, int64_t *out, int min, int max) {
+  if (v->kind != Y_SEQ || v->nkids < min || v->nkids > max) {
+    diag_at(cx, v->loc, "'%s' must be a list of %d to %d integers, got %s", key, min, max,
+            v->kind == Y_SEQ ? arena_printf(cx, "a list of %d", v->nkids) : spec_scalar_desc(cx, v));
+    return false;
+  }
+  bool ok = true;
+  for (int i = 0; i < v->nkids; i++) ok &= spec_int(cx, v->kids[i], key, 1, TS_MAX_DIM, &out[i]);
+  return ok;
+}
+
+/* tt: auto | {rank: r} | {in_modes: [m1..md], out_modes: [n1..nd], ranks: [r1..r(d-1)]} */
+static void parse_tt(Ctx *cx, Layer *l, YNode *v) {
+  static const char *const keys[] = {"rank", "in_modes", "out_modes", "ranks", NULL};
+  TTSpec *t = &l->tt;
+  t->loc = v->loc;
+  if (v->kind == Y_SCALAR && !v->quoted && !strcmp(v->str, "auto")) {
+    t->on = t->autoplan = true;
+    return;
+  }
+  if (v->kind != Y_MAP) {
+    diag_at(cx, v->loc, "'tt' must be auto or a map {rank: r} or {in_modes, out_modes, ranks}, got %s",
+            spec_scalar_desc(cx, v));
+    return;
+  }
+  check_keys(cx, v, "'tt'", keys, NULL);
+  t->on = true;
+  YNode *r = spec_get(v, "rank"), *im = spec_get(v, "in_modes"), *om = spec_get(v, "out_modes"),
+        *rs = spec_get(v, "ranks");
+  if (r) {
+    int64_t x;
+    if (spec_int(cx, r, "rank", 1, 4096, &x)) t->rank = (int)x;
+  }
+  if (!im && !om && !rs) {
+    if (!r) diag_at(cx, v->loc, "'tt' needs 'rank', or 'in_modes', 'out_modes' and 'ranks'");
+    return;
+  }
+  if (!im || !om) {
+    diag_at(cx, v->loc, "'tt' needs both 'in_modes' and 'out_modes' (and 'ranks' or 'rank')");
+    return;
+  }
+  int64_t in[8], out[8], ranks[8];
+  bool ok = int_list(cx, im, "in_modes", in, 2, 8) & int_list(cx, om, "out_modes", out, 2, 8);
+  if (!ok) return;
+  if (im->nkids != om->nkids) {
+    diag_at(cx, om->loc, "'out_modes' has %d modes but 'in_modes' has %d; they must match",
+            om->nkids, im->nkids);
+    return;
+  }
+  int d = im->nkids;
+  if (rs) {
+    if (r) diag_at(cx, rs->loc, "give either 'rank' or 'ranks' in 'tt', not both");
+    if (!int_list(cx, rs, "ranks", ranks, 1, 7)) return;
+    if (rs->nkids != d - 1) {
+      diag_at(cx, rs->loc, "'ranks' must have %d entries (one between each pair of the %d cores; the "
+                           "boundary ranks are 1), got %d", d - 1, d, rs->nkids);
+      return;
+    }
+  } else {
+    if (!r) {
+      diag_at(cx, v->loc, "'tt' with modes needs 'ranks' (or one 'rank' for all)");
+      return;
+    }
+    for (int i = 0; i < d - 1; i++) ranks[i] = t->rank;
+  }
+  t->d = d;
+  memcpy(t->in_modes, in, sizeof in), memcpy(t->out_modes, out, sizeof out);
+  memcpy(t->ranks, ranks, sizeof ranks);
+}
+
+/* sparsity: s | {target: s, schedule: gradual | oneshot, start: f, end: f, every: n} */
+static void parse_sparsity(Ctx *cx, Layer *l, YNode *v) {
+  static const char *const keys[] = {"target", "schedule", "start", "end", "every", NULL};
+  SparseSpec *s = &l->sparse;
+  s->loc = v->loc;
+  s->gradual = true, s->start = 0.15, s->end = 0.75, s->every = 100;
+  if (v->kind == Y_SCALAR) {
+    if (spec_num(cx, v, "sparsity", 0, 1, true, true, &s->target)) s->on = true;
+    return;
+  }
+  if (!check_keys(cx, v, "'sparsity'", keys, NULL)) return;
+  YNode *x;
+  bool ok = true;
+  if (!(x = spec_get(v, "target"))) {
+    diag_at(cx, v->loc, "'sparsity' needs a 'target' (the fraction of zero weights, e.g. 0.9)");
+    ok = false;
+  } else
+    ok &= spec_num(cx, x, "target", 0, 1, true, true, &s->target);
+  if ((x = spec_get(v, "schedule"))) {
+    if (x->kind == Y_SCALAR && !strcmp(x->str, "gradual")) s->gradual = true;
+    else if (x->kind == Y_SCALAR && !strcmp(x->str, "oneshot")) s->gradual = false;
+    else {
+      diag_at(cx, x->loc, "'schedule' must be gradual or oneshot, got %s", spec_scalar_desc(cx, x));
+      ok = false;
+    }
+  }
+  if ((x = spec_get(v, "start"))) ok &= spec_num(cx, x, "start", 0, 1, false, false, &s->start);
+  if ((x = spec_get(v, "end"))) ok &= spec_num(cx, x, "end", 0, 1, false, false, &s->end);
+  if ((x = spec_get(v, "every"))) {
+    int64_t e;
+    if (spec_int(cx, x, "every", 1, 1 << 30, &e)) s->every = (int)e;
+    else ok = false;
+  }
+  if (ok && s->gradual && s->start >= s->end)
+    diag_at(cx, spec_get(v, "end") ? spec_get(v, "end")->loc : v->loc,
+            "sparsity 'end' (%g) must come after 'start' (%g)", s->end, s->start);
+  s->on = ok;
+}
+
+/* init: kaiming_uniform | kaiming_normal | glorot (glorot_uniform, xavier_uniform) |
+ *       glorot_normal (xavier_normal) | zeros */
+static void parse_init(Ctx *cx, Layer *l, YNode *v) {
+  static const struct { const char *name; InitKind k; } inits[] = {
+      {"kaiming_uniform", INIT_KAIMING_UNIFORM}, {"kaiming_normal", INIT_KAIMING_NORMAL},
+      {"glorot", INIT_GLOROT}, {"glorot_uniform", INIT_GLOROT}, {"xavier_uniform", INIT_GLOROT},
+      {"glorot_normal", INIT_GLOROT_NORMAL}, {"xavier_normal", INIT_GLOROT_NORMAL},
+      {"zeros", INIT_ZEROS}};
+  static const char *const names[] = {"kaiming_uniform", "kaiming_normal", "glorot", "glorot_uniform",
+                                      "xavier_uniform", "glorot_normal", "xavier_normal", "zeros", NULL};
+  l->init_loc = v->loc;
+  if (v->kind == Y_SCALAR)
+    for (size_t i = 0; i < sizeof inits / sizeof *inits; i++)
+      if (!strcmp(v->str, inits[i].name)) {
+        l->init = inits[i].k;
+        return;
+      }
+  const char *s = v->kind == Y_SCALAR ? diag_suggest(v->str, names) : NULL;
+  if (s)
+    diag_at(cx, v->loc, "unknown init %s; did you mean '%s'?", spec_scalar_desc(cx, v), s);
+  else
+    diag_at(cx, v->loc, "unknown init %s (known: kaiming_uniform, kaiming_normal, glorot, "
+                        "glorot_normal, zeros)", spec_scalar_desc(cx, v));
+}
+
+/* Names other frameworks use for our layers, for the "did you mean". */
+static const struct { const char *alias, *op; } op_aliases[] = {
+    {"linear", "dense"}, {"fc", "dense"}, {"fully_connected", "dense"}, {"conv2d", "conv"},
+    {"convolution", "conv"}, {"maxpool2d", "maxpool"}, {"max_pool", "maxpool"},
+    {"avgpool2d", "avgpool"}, {"avg_pool", "avgpool"}, {"batch_norm", "batchnorm"},
+    {"batchnorm2d", "batchnorm"}, {"batchnorm1d", "batchnorm"}, {"bn", "batchnorm"},
+    {"leakyrelu", "leaky_relu"}, {"lrelu", "leaky_relu"}, {"log_softmax", "softmax"}};
+
+/*   - <kind>: {<its keys>}     or   - <kind>     (a layer without keys) */
+static void parse_layer(Ctx *cx, Spec *sp, int idx, YNode *item) {
+  Layer *l = &sp->layers[idx];
+  l->index = idx;
+  l->name = arena_printf(cx, "%d", idx);
+  YNode *kind, *val = NULL;
+  if (item->kind == Y_SCALAR) {
+    kind = item;
+  } else if (item->kind == Y_MAP && item->nkids == 2) {
+    kind = item->kids[0], val = item->kids[1];
+  } else if (item->kind == Y_MAP) {
+    if (item->nkids == 0)
+      diag_at(cx, item->loc, "an empty layer; write its kind, e.g. '- relu: {}'");
+    else
+      diag_at(cx, item->kids[2]->loc,
+              "a layer is a map with one key, its kind ('%s' here); '%s' belongs inside it: "
+              "'- %s: {%s: ...}' (is the indentation off?)",
+              item->kids[0]->str, item->kids[2]->str, item->kids[0]->str, item->kids[2]->str);
+    l->op = OP_COUNT;
+    return;
+  } else {
+    diag_at(cx, item->loc, "a layer must be '- kind: {keys}', got a list");
+    l->op = OP_COUNT;
+    return;
+  }
+  l->loc = kind->loc;
+  const OpDef *op = kind->kind == Y_SCALAR ? op_find(kind->str) : NULL;
+  if (!op) {
+    l->op = OP_COUNT;
+    if (kind->kind != Y_SCALAR) {
+      diag_at(cx, kind->loc, "a layer's kind must be a name, got %s", spec_scalar_desc(cx, kind));
+      return;
+    }
+    const char *s = diag_suggest(kind->str, op_names());
+    for (size_t i = 0; !s && i < sizeof op_aliases / sizeof *op_aliases; i++)
+      if (!strcasecmp(kind->str, op_aliases[i].alias)) s = op_aliases[i].op;
+    if (s)
+      diag_at(cx, kind->loc, "unknown layer '%s'; did you mean '%s'?", kind->str, s);
+    else
+      diag_at(cx, kind->loc, "unknown layer '%s' (layers: dense, conv, maxpool, avgpool, "
+                             "batchnorm, relu, leaky_relu, dropout, flatten, softmax)", kind->str);
+    return;
+  }
+  for (int i = 0; i < OP_COUNT; i++)
+    if (op_registry[i] == op) l->op = (OpKind)i;
+  if (val && is_null(val)) val = NULL;
+  l->node = val;
+  const char *what = arena_printf(cx, "layer %d ('%s')", idx, op->name);
+  if (val && !check_keys(cx, val, what, op->keys, op->weighted ? weighted_keys : plain_keys)) {
+    l->node = NULL;
+    l->op = OP_COUNT;
+    return;
+  }
+  op->parse(cx, l);
+  YNode *v;
+  if ((v = spec_get(val, "name")) && is_str(cx, v, "name")) {
+    if (!is_name(v->str, false))
+      diag_at(cx, v->loc, "a layer name must start with a letter or '_' and hold only letters, "
+                          "digits and '_', got %s", spec_scalar_desc(cx, v));
+    else {
+      l->name = v->str;
+      for (int j = 0; j < idx; j++)
+        if (sp->layers[j].name && !strcmp(sp->layers[j].name, v->str))
+          diag_at(cx, v->loc, "layer name '%s' is already used by layer %d", v->str, j);
+    }
+  }
+  if (!op->weighted) return;
+  if ((v = spec_get(val, "dims"))) parse_dims(cx, l, v);
+  if ((v = spec_get(val, "tt"))) parse_tt(cx, l, v);
+  if ((v = spec_get(val, "sparsity"))) parse_sparsity(cx, l, v);
+  if ((v = spec_get(val, "init"))) parse_init(cx, l, v);
+  if (l->tt.on && l->sparse.on)
+    diag_at(cx, l->sparse.loc, "a weight is stored either as a tensor train or sparse, not both");
+}
+
+/* ---- train ---------------------------------------------------------------------------- */
+
+static void train_defaults(TrainCfg *t) {
+  memset(t, 0, sizeof *t);
+  t->opt = OPT_ADAM, t->lr = -1;
+  t->beta1 = 0.9, t->beta2 = 0.999, t->eps = 1e-8, t->weight_decay = -1;
+  t->sched = SCHED_CONSTANT, t->gamma = 0.1;
+  t->epochs = 10, t->batch = 32, t->seed = 0, t->shuffle = true;
+  t->metric_accuracy = true;
+}
+
+/* optimizer: sgd | adam | adamw
+ *          | {sgd: {lr, momentum, dampening, weight_decay, nesterov}}
+ *          | {adam: {lr, betas: [b1, b2], eps, weight_decay}} | {adamw: {...same}} */
+static void parse_optimizer(Ctx *cx, TrainCfg *t, YNode *v, YNode **lr_node) {
+  static const char *const names[] = {"sgd", "adam", "adamw", NULL};
+  static const char *const sgd_keys[] = {"lr", "momentum", "dampening", "weight_decay", "nesterov", NULL};
+  static const char *const adam_keys[] = {"lr", "betas", "eps", "weight_decay", NULL};
+  YNode *name = v, *args = NULL;
+  if (v->kind == Y_MAP) {
+    if (v->nkids != 2) {
+      diag_at(cx, v->loc, "'optimizer' as a map has one key, its name: {adam: {lr: 0.001}}");
+      return;
+    }
+    name = v->kids[0], args = v->kids[1];
+    if (is_null(args)) args = NULL;
+  }
+  if (name->kind != Y_SCALAR) {
+    diag_at(cx, name->loc, "'optimizer' must be sgd, adam or adamw, got %s", spec_scalar_desc(cx, name));
+    return;
+  }
+  if (!strcmp(name->str, "sgd")) t->opt = OPT_SGD;
+  else if (!strcmp(name->str, "adam")) t->opt = OPT_ADAM;
+  else if (!strcmp(name->str, "adamw")) t->opt = OPT_ADAMW;
+  else {
+    const char *s = diag_suggest(name->str, names);
+    if (s) diag_at(cx, name->loc, "unknown optimizer '%s'; did you mean '%s'?", name->str, s);
+    else diag_at(cx, name->loc, "unknown optimizer '%s' (known: sgd, adam, adamw)", name->str);
+    return;
+  }
+  if (!args) return;
+  const char *what = arena_printf(cx, "optimizer '%s'", name->str);
+  if (!check_keys(cx, args, what, t->opt == OPT_SGD ? sgd_keys : adam_keys, NULL)) return;
+  YNode *x;
+  if ((x = spec_get(args, "lr"))) *lr_node = x;
+  if ((x = spec_get(args, "weight_decay")))
+    spec_num(cx, x, "weight_decay", 0, 1e6, false, false, &t->weight_decay);
+  if (t->opt == OPT_SGD) {
+    if ((x = spec_get(args, "momentum"))) spec_num(cx, x, "momentum", 0, 1, false, true, &t->momentum);
+    if ((x = spec_get(args, "dampening")))
+      spec_num(cx, x, "dampening", 0, 1, false, false, &t->dampening);
+    if ((x = spec_get(args, "nesterov")) && spec_bool(cx, x, "nesterov", &t->nesterov) &&
+        t->nesterov && (t->momentum <= 0 || t->dampening != 0))
+      diag_at(cx, x->loc, "nesterov momentum needs momentum > 0 and dampening 0 (as torch.optim.SGD)");
+    return;
+  }
+  if ((x = spec_get(args, "betas"))) {
+    if (x->kind != Y_SEQ || x->nkids != 2)
+      diag_at(cx, x->loc, "'betas' must be a pair [beta1, beta2], got %s",
+              x->kind == Y_SEQ ? arena_printf(cx, "a list of %d", x->nkids) : spec_scalar_desc(cx, x));
+    else {
+      spec_num(cx, x->kids[0], "betas", 0, 1, false, true, &t->beta1);
+      spec_num(cx, x->kids[1], "betas", 0, 1, false, true, &t->beta2);
+    }
+  }
+  if ((x = spec_get(args, "eps"))) spec_num(cx, x, "eps", 0, 1, true, false, &t->eps);
+}
+
+/* schedule: constant | cosine | {step: {step_size: n, gamma: g}} | {cosine: {t_max: n, eta_min: x}} */
+static void parse_schedule(Ctx *cx, TrainCfg *t, YNode *v) {
+  static const char *const names[] = {"constant", "step", "cosine", NULL};
+  static const char *const step_keys[] = {"step_size", "gamma", NULL};
+  static const char *const cos_keys[] = {"t_max", "eta_min", NULL};
+  YNode *name = v, *args = NULL;
+  if (v->kind == Y_MAP) {
+    if (v->nkids != 2) {
+      diag_at(cx, v->loc, "'schedule' as a map has one key, its name: {step: {step_size: 5}}");
+      return;
+    }
+    name = v->kids[0], args = is_null(v->kids[1]) ? NULL : v->kids[1];
+  }
+  if (name->kind != Y_SCALAR) {
+    diag_at(cx, name->loc, "'schedule' must be constant, step or cosine, got %s", spec_scalar_desc(cx, name));
+    return;
+  }
+  if (!strcmp(name->str, "constant")) t->sched = SCHED_CONSTANT;
+  else if (!strcmp(name->str, "step")) t->sched = SCHED_STEP;
+  else if (!strcmp(name->str, "cosine")) t->sched = SCHED_COSINE;
+  else {
+    const char *s = diag_suggest(name->str, names);
+    if (s) diag_at(cx, name->loc, "unknown schedule '%s'; did you mean '%s'?", name->str, s);
+    else diag_at(cx, name->loc, "unknown schedule '%s' (known: constant, step, cosine)", name->str);
+    return;
+  }
+  if (t->sched == SCHED_CONSTANT) {
+    if (args) diag_at(cx, args->loc, "schedule 'constant' takes no keys");
+    return;
+  }
+  YNode *x;
+  if (t->sched == SCHED_STEP) {
+    if (!args || args->kind != Y_MAP || !spec_get(args, "step_size")) {
+      diag_at(cx, (args ? args : name)->loc,
+              "schedule 'step' needs its 'step_size' in epochs: {step: {step_size: 5, gamma: 0.1}}");
+      if (!args || args->kind != Y_MAP) return;
+    }
+    if (!check_keys(cx, args, "schedule 'step'", step_keys, NULL)) return;
+    if ((x = spec_get(args, "step_size"))) spec_int(cx, x, "step_size", 1, 1 << 30, &t->step_size);
+    if ((x = spec_get(args, "gamma"))) spec_num(cx, x, "gamma", 0, 1e6, true, false, &t->gamma);
+    return;
+  }
+  if (!args) return;
+  if (!check_keys(cx, args, "schedule 'cosine'", cos_keys, NULL)) return;
+  if ((x = spec_get(args, "t_max"))) spec_int(cx, x, "t_max", 1, 1 << 30, &t->t_max);
+  if ((x = spec_get(args, "eta_min"))) spec_num(cx, x, "eta_min", 0, 1e6, false, false, &t->eta_min);
+}
+
+/* train: {loss, optimizer, lr, schedule, epochs, batch, seed, shuffle, metrics} */
+static void parse_train(Ctx *cx, Spec *sp, YNode *v) {
+  static const char *const keys[] = {"loss", "optimizer", "lr", "schedule", "epochs", "batch",
+                                     "seed", "shuffle", "metrics", NULL};
+  TrainCfg *t = &sp->train;
+  t->loc = v->loc;
+  if (!check_keys(cx, v, "'train'", keys, NULL)) return;
+  YNode *x, *opt_lr = NULL;
+  if ((x = spec_get(v, "loss"))) {
+    if (x->kind != Y_SCALAR ||
+        (strcmp(x->str, "cross_entropy") && strcmp(x->str, "categorical_crossentropy"))) {
+      static const char *const losses[] = {"cross_entropy", "categorical_crossentropy", NULL};
+      const char *s = x->kind == Y_SCALAR ? diag_suggest(x->str, losses) : NULL;
+      if (s) diag_at(cx, x->loc, "unknown loss %s; did you mean '%s'?", spec_scalar_desc(cx, x), s);
+      else diag_at(cx, x->loc, "unknown loss %s (version 1 has cross_entropy)", spec_scalar_desc(cx, x));
+    }
+  }
+  if ((x = spec_get(v, "optimizer"))) parse_optimizer(cx, t, x, &opt_lr);
+  YNode *lr = spec_get(v, "lr");
+  if (lr && opt_lr)
+    diag_at(cx, opt_lr->loc, "'lr' is given twice: here and at line %d; keep one", lr->loc.line);
+  if (!lr) lr = opt_lr;
+  if (lr) spec_num(cx, lr, "lr", 0, 1e6, true, false, &t->lr);
+  if (t->lr < 0) t->lr = t->opt == OPT_SGD ? 0.01 : 0.001;
+  if (t->weight_decay < 0) t->weight_decay = t->opt == OPT_ADAMW ? 0.01 : 0;
+  if ((x = spec_get(v, "schedule"))) parse_schedule(cx, t, x);
+  if ((x = spec_get(v, "epochs"))) spec_int(cx, x, "epochs", 1, 1000000, &t->epochs);
+  if (t->sched == SCHED_COSINE && t->t_max == 0) t->t_max = t->epochs;
+  if ((x = spec_get(v, "batch"))) {
+    t->batch_loc = x->loc;
+    spec_int(cx, x, "batch", 1, 1 << 20, &t->batch);
+  }
+  if ((x = spec_get(v, "seed"))) {
+    int64_t s;
+    if (spec_int(cx, x, "seed", 0, INT64_MAX, &s)) t->seed = (uint64_t)s;
+  }
+  if ((x = spec_get(v, "shuffle"))) spec_bool(cx, x, "shuffle", &t->shuffle);
+  if ((x = spec_get(v, "metrics"))) {
+    if (x->kind != Y_SEQ) {
+      diag_at(cx, x->loc, "'metrics' must be a list, e.g. [accuracy], got %s", spec_scalar_desc(cx, x));
+      return;
+    }
+    t->metric_accuracy = false;
+    for (int i = 0; i < x->nkids; i++) {
+      YNode *m = x->kids[i];
+      if (m->kind == Y_SCALAR && (!strcmp(m->str, "accuracy") || !strcmp(m->str, "acc")))
+        t->metric_accuracy = true;
+      else if (m->kind == Y_SCALAR && !strcmp(m->str, "loss"))
+        ;
+      else
+        diag_at(cx, m->loc, "unknown metric %s (known: accuracy, loss)", spec_scalar_desc(cx, m));
+    }
+  }
+}
+
+/* ---- data ----------------------------------------------------------------------------- */
+
+/* Relative paths are relative to the spec file's folder. */
+static const char *resolve_path(Ctx *cx, const char *p) {
+  if (p[0] == '/') return p;
+  const char *slash = strrchr(cx->path, '/');
+  if (!slash) return p;
+  return arena_printf(cx, "%.*s/%s", (int)(slash - cx->path), cx->path, p);
+}
+
+/* {images: PATH, labels: PATH} */
+static void parse_split(Ctx *cx, YNode *v, const char *what, const char **images, const char **labels) {
+  static const char *const keys[] = {"images", "labels", NULL};
+  if (!check_keys(cx, v, what, keys, NULL)) return;
+  YNode *x;
+  if (!(x = spec_get(v, "images"))) diag_at(cx, v->loc, "%s needs 'images' (an IDX file)", what);
+  else if (is_str(cx, x, "images")) *images = resolve_path(cx, x->str);
+  if (!(x = spec_get(v, "labels"))) diag_at(cx, v->loc, "%s needs 'labels' (an IDX file)", what);
+  else if (is_str(cx, x, "labels")) *labels = resolve_path(cx, x->str);
+}
+
+/* data: {format: idx, train: {images, labels}, test: {images, labels}, scale: 255} */
+static void parse_data(Ctx *cx, Spec *sp, YNode *v) {
+  static const char *const keys[] = {"format", "train", "test", "scale", NULL};
+  DataCfg *d = &sp->data;
+  d->loc = v->loc;
+  d->scale = 255;
+  if (!check_keys(cx, v, "'data'", keys, NULL)) return;
+  d->present = true;
+  YNode *x;
+  if ((x = spec_get(v, "format")) && (x->kind != Y_SCALAR || strcmp(x->str, "idx")))
+    diag_at(cx, x->loc, "unknown data format %s (version 1 reads idx)", spec_scalar_desc(cx, x));
+  if (!(x = spec_get(v, "train"))) diag_at(cx, v->loc, "'data' needs 'train: {images, labels}'");
+  else parse_split(cx, x, "'data.train'", &d->train_images, &d->train_labels);
+  if ((x = spec_get(v, "test"))) parse_split(cx, x, "'data.test'", &d->test_images, &d->test_labels);
+  if ((x = spec_get(v, "scale"))) spec_num(cx, x, "scale", 0, 1e30, true, false, &d->scale);
+}
+
+/* ---- the whole spec -------------------------------------------------------------------- */
+
+/* compress: {max_params: n} | {ratio: x} */
+static void parse_compress(Ctx *cx, Spec *sp, YNode *v) {
+  static const char *const keys[] = {"max_params", "ratio", NULL};
+  sp->compress.loc = v->loc;
+  if (!check_keys(cx, v, "'compress'", keys, NULL)) return;
+  YNode *mp = spec_get(v, "max_params"), *r = spec_get(v, "ratio");
+  if (mp && r) diag_at(cx, r->loc, "give either 'max_params' or 'ratio' in 'compress', not both");
+  if (mp) spec_int(cx, mp, "max_params", 1, TS_MAX_ELEMS, &sp->compress.max_params);
+  if (r) spec_num(cx, r, "ratio", 1, 1e12, false, false, &sp->compress.ratio);
+}
+
+/* The default model name: the spec file's base name, made into an identifier. */
+static const char *default_name(Ctx *cx) {
+  const char *b = strrchr(cx->path, '/');
+  b = b ? b + 1 : cx->path;
+  size_t n = strcspn(b, ".");
+  char *s = arena_strndup(cx, b, n ? n : 1);
+  for (char *p = s; *p; p++) {
+    if (*p >= 'A' && *p <= 'Z') *p += 32;
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9'))) *p = '_';
+  }
+  if (!n || (s[0] >= '0' && s[0] <= '9')) s = arena_printf(cx, "m_%s", s);
+  return s;
+}
+
+/* tesla: 1, name, input: [D] | [C, H, W], classes, layers: [...], compress, train, data */
+void spec_parse(Ctx *cx, YNode *root, Spec *sp) {
+  static const char *const keys[] = {"tesla", "name", "input", "classes", "layers", "compress",
+                                     "train", "data", NULL};
+  memset(sp, 0, sizeof *sp);
+  train_defaults(&sp->train);
+  sp->data.scale = 255;
+  sp->name = default_name(cx);
+  if (root->kind != Y_MAP) {
+    diag_at(cx, root->loc, "a spec is a map with 'tesla', 'input' and 'layers'; this file holds %s",
+            spec_scalar_desc(cx, root));
+    return;
+  }
+  check_keys(cx, root, "the spec", keys, NULL);
+  YNode *x;
+  SrcLoc top = {1, 1, 1};
+
+  if (!(x = spec_get(root, "tesla")))
+    diag_at(cx, top, "missing 'tesla: 1' (the language version) at the top of the spec");
+  else {
+    int64_t ver;
+    if (spec_int(cx, x, "tesla", 0, INT32_MAX, &ver)) {
+      if (ver != TESLA_LANG_VERSION)
+        diag_at(cx, x->loc, "this teslac reads spec language version %d, not %lld",
+                TESLA_LANG_VERSION, (long long)ver);
+      sp->version = (int)ver;
+    }
+  }
+  if ((x = spec_get(root, "name")) && is_str(cx, x, "name")) {
+    if (!is_name(x->str, true))
+      diag_at(cx, x->loc, "'name' must match [a-z_][a-z0-9_]* (it prefixes the symbols of emitted "
+                          "objects), got %s", spec_scalar_desc(cx, x));
+    else
+      sp->name = x->str;
+  }
+
+  if (!(x = spec_get(root, "input")))
+    diag_at(cx, top, "missing 'input': one sample's dims, [C, H, W] for images or [D] for vectors");
+  else {
+    sp->input_loc = x->loc;
+    if (x->kind != Y_SEQ || (x->nkids != 1 && x->nkids != 3))
+      diag_at(cx, x->loc, "'input' must be [C, H, W] for images or [D] for vectors, got %s",
+              x->kind == Y_SEQ ? arena_printf(cx, "a list of %d", x->nkids) : spec_scalar_desc(cx, x));
+    else {
+      bool ok = true;
+      for (int i = 0; i < x->nkids; i++)
+        ok &= spec_int(cx, x->kids[i], "input", 1, TS_MAX_DIM, &sp->input.d[i]);
+      if (ok) sp->input.rank = x->nkids;
+      int64_t e = 1;
+      for (int i = 0; ok && i < x->nkids; i++)
+        if (!size_mul(e, sp->input.d[i], &e)) {
+          diag_at(cx, x->loc, "'input' is too large: its dims multiply past 2^40 elements");
+          sp->input.rank = 0;
+          break;
+        }
+    }
+  }
+  if ((x = spec_get(root, "classes"))) {
+    sp->classes_loc = x->loc;
+    spec_int(cx, x, "classes", 2, 1 << 24, &sp->classes);
+  }
+
+  if (!(x = spec_get(root, "layers")))
+    diag_at(cx, top, "missing 'layers': the list of layers, e.g. '- dense: {units: 10}'");
+  else if (x->kind != Y_SEQ || x->nkids == 0)
+    diag_at(cx, x->loc, "'layers' must be a non-empty list of layers, got %s",
+            x->kind == Y_SEQ ? "an empty list" : spec_scalar_desc(cx, x));
+  else {
+    sp->layers_loc = x->loc;
+    sp->nlayers = x->nkids;
+    sp->layers = arena_alloc(cx, sizeof(Layer) * (size_t)x->nkids);
+    for (int i = 0; i < x->nkids; i++) {
+      int before = cx->nerrors;
+      parse_layer(cx, sp, i, x->kids[i]);
+      sp->layers[i].bad = cx->nerrors > before;
+    }
+  }
+  if ((x = spec_get(root, "compress"))) parse_compress(cx, sp, x);
+  if ((x = spec_get(root, "train"))) parse_train(cx, sp, x);
+  else { sp->train.lr = 0.001; sp->train.weight_decay = 0; }
+  if ((x = spec_get(root, "data"))) parse_data(cx, sp, x);
+}

@@ -1,0 +1,298 @@
+/* teslac.h: the one header of the model compiler, one section per file, in pipeline order:
+ *
+ *   spec.yaml --yaml_load--> YNode tree (every node keeps its file:line:col)
+ *             --spec_parse--> Spec: model, layers with their keys, train, data
+ *             --check------> shapes inferred and checked per layer (the op registry)
+ *             --plan-------> Plan: storage per weight, FLOPs, one memory layout
+ *             --emit-------> LLVM module (forward, backward, optimizer step)   [codegen]
+ *
+ * Dimension legend used in comments: N batch, C channels, H height, W width, K filters
+ * (output channels), D features. Errors are reported with diag_at() and passes keep going;
+ * the driver (main.c) stops between passes when any were reported. */
+#ifndef TESLAC_H
+#define TESLAC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define TESLAC_VERSION "0.1.0"
+#define TESLA_LANG_VERSION 1
+
+/* Largest element count of any one tensor (batch included): 2^40, 4 TiB of f32. A size past
+ * this, or one whose product overflows int64, is an error at the line that asked for it. */
+#define TS_MAX_ELEMS ((int64_t)1 << 40)
+/* Largest single dimension a user may write. */
+#define TS_MAX_DIM ((int64_t)1 << 30)
+
+/* ---- diag.c: source locations, diagnostics, the arena ----------------------------------- */
+
+typedef struct SrcLoc {
+  int line, col;      /* 1-based; 0 = no location (whole file) */
+  int len;            /* columns to underline after the caret (0 or 1 = just the caret) */
+} SrcLoc;
+
+typedef struct Arena Arena;
+
+/* One compilation: its source text, its diagnostics, its memory. Everything a pass allocates
+ * comes from the arena and is freed at once by ctx_free. */
+typedef struct Ctx {
+  const char *path;         /* as the user named it */
+  char       *src;          /* the file's bytes, NUL-terminated */
+  size_t      srclen;
+  int         nerrors, nwarnings;
+  FILE       *err;          /* stderr, or a memstream in tests */
+  bool        color;
+  Arena      *arena;
+} Ctx;
+
+void  ctx_init(Ctx *cx, const char *path, FILE *err);
+/* Reads cx->path; on failure reports "cannot read" and returns -1. */
+int   ctx_read_file(Ctx *cx);
+void  ctx_set_source(Ctx *cx, const char *text, size_t len);   /* tests, fuzzing */
+void  ctx_free(Ctx *cx);
+
+void *arena_alloc(Ctx *cx, size_t n);                /* zeroed, never NULL (aborts on OOM) */
+char *arena_strndup(Ctx *cx, const char *s, size_t n);
+char *arena_printf(Ctx *cx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+void diag_at(Ctx *cx, SrcLoc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void warn_at(Ctx *cx, SrcLoc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void note_at(Ctx *cx, SrcLoc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* The closest of `cands` (NULL-terminated) to `s` by edit distance, or NULL if none is close. */
+const char *diag_suggest(const char *s, const char *const *cands);
+
+/* Checked size arithmetic: false (and *out untouched) on overflow or past TS_MAX_ELEMS. */
+bool size_mul(int64_t a, int64_t b, int64_t *out);
+
+/* ---- yaml.c: the YAML tree ---------------------------------------------------------------- */
+
+typedef enum YKind { Y_SCALAR, Y_SEQ, Y_MAP } YKind;
+
+typedef struct YNode YNode;
+struct YNode {
+  YKind   kind;
+  SrcLoc  loc;
+  bool    quoted;       /* scalar written in quotes: always a string */
+  bool    flow;         /* [..] or {..} */
+  char   *str;          /* scalar text (NUL-terminated) */
+  size_t  len;
+  YNode **kids;         /* seq: items; map: key0, value0, key1, value1, ... */
+  int     nkids;
+};
+
+/* Parse cx->src into a tree; NULL after reporting a syntax error (libyaml's marks). Aliases,
+ * multiple documents and nesting deeper than 64 are refused with a message. */
+YNode *yaml_load(Ctx *cx);
+
+/* ---- spec.c: the spec language, version 1 ------------------------------------------------- */
+
+typedef enum OpKind {
+#define OP(id, name, def) OP_##id,
+#include "ops.def"
+#undef OP
+  OP_COUNT
+} OpKind;
+
+typedef enum PadMode { PAD_EXPLICIT, PAD_SAME, PAD_VALID } PadMode;
+
+/* A tensor shape without the batch dim: rank 1 (D) or 3 (C, H, W). */
+typedef struct Shape { int rank; int64_t d[3]; } Shape;
+
+typedef enum InitKind { INIT_DEFAULT, INIT_KAIMING_UNIFORM, INIT_KAIMING_NORMAL, INIT_GLOROT,
+                        INIT_GLOROT_NORMAL, INIT_ZEROS, INIT_ONES } InitKind;
+
+typedef struct TTSpec {
+  bool    on, autoplan;
+  int     rank;                 /* 0 = planner's choice */
+  int     d;                    /* number of cores when modes are given, else 0 */
+  int64_t in_modes[8], out_modes[8], ranks[8];
+  SrcLoc  loc;
+} TTSpec;
+
+typedef struct SparseSpec {
+  bool   on;
+  double target;                /* fraction of zeros in (0, 1) */
+  bool   gradual;               /* schedule: gradual (default) | oneshot */
+  double start, end;            /* fractions of the training steps */
+  int    every;                 /* steps between pruning events */
+  SrcLoc loc;
+} SparseSpec;
+
+/* One layer of `layers:` as written; the op's own keys live in the union. */
+typedef struct Layer {
+  OpKind  op;
+  int     index;
+  const char *name;             /* `name:` or its index, as the tensor-name prefix */
+  SrcLoc  loc;                  /* the layer's key (e.g. `conv`) */
+  YNode  *node;                 /* its value map (may be NULL for `- relu`) */
+
+  /* keys every weighted layer takes */
+  int64_t dims[8]; int ndims; SrcLoc dims_loc;
+  TTSpec  tt;
+  SparseSpec sparse;
+  InitKind init; SrcLoc init_loc;
+
+  union {
+    struct { int64_t units; bool bias; } dense;
+    struct { int64_t filters, kh, kw, sh, sw; int64_t pt, pb, pl, pr; PadMode pad; bool bias; } conv;
+    struct { int64_t kh, kw, sh, sw, ph, pw; } pool;
+    struct { double eps, momentum; } bn;
+    struct { double slope; } act;
+    struct { double rate; } drop;
+  } u;
+
+  /* filled by check: shapes (batch excluded), weights */
+  bool   bad;                   /* its keys had errors: check.c infers no further */
+  bool   checked;               /* shapes known */
+  Shape  in, out;
+  bool   implicit_flatten;      /* a dense on a (C, H, W) input */
+} Layer;
+
+typedef enum OptKind { OPT_SGD, OPT_ADAM, OPT_ADAMW } OptKind;
+typedef enum SchedKind { SCHED_CONSTANT, SCHED_STEP, SCHED_COSINE } SchedKind;
+
+typedef struct TrainCfg {
+  int     loss;                 /* 0 = cross_entropy (the only one in version 1) */
+  OptKind opt;
+  double  lr;
+  double  beta1, beta2, eps, weight_decay;   /* adam, adamw (weight_decay: sgd too) */
+  double  momentum, dampening; bool nesterov; /* sgd */
+  SchedKind sched;
+  int64_t step_size; double gamma;           /* step: every step_size epochs lr *= gamma */
+  int64_t t_max; double eta_min;             /* cosine, over epochs */
+  int64_t epochs, batch;
+  uint64_t seed;
+  bool    shuffle;
+  bool    metric_accuracy;
+  SrcLoc  loc, batch_loc;
+} TrainCfg;
+
+typedef struct DataCfg {
+  bool   present;
+  const char *train_images, *train_labels, *test_images, *test_labels;  /* resolved paths */
+  double scale;
+  SrcLoc loc;
+} DataCfg;
+
+typedef struct Compress {
+  int64_t max_params;           /* 0 = none */
+  double  ratio;                /* 0 = none */
+  SrcLoc  loc;
+} Compress;
+
+typedef struct Spec {
+  int      version;
+  const char *name;
+  Shape    input; SrcLoc input_loc;
+  int64_t  classes; SrcLoc classes_loc;      /* 0 = not given */
+  Layer   *layers; int nlayers; SrcLoc layers_loc;
+  Compress compress;
+  TrainCfg train;
+  DataCfg  data;
+} Spec;
+
+/* Fills *sp from the tree; reports every problem it finds. */
+void spec_parse(Ctx *cx, YNode *root, Spec *sp);
+
+/* Key readers for op files. Each reports a type error at the value and returns false;
+ * `out` keeps its default then. */
+YNode *spec_get(YNode *map, const char *key);
+bool   spec_int(Ctx *cx, YNode *v, const char *key, int64_t lo, int64_t hi, int64_t *out);
+bool   spec_num(Ctx *cx, YNode *v, const char *key, double lo, double hi, bool lo_open,
+                bool hi_open, double *out);
+bool   spec_bool(Ctx *cx, YNode *v, const char *key, bool *out);
+/* an int or a two-element list [a, b] */
+bool   spec_pair(Ctx *cx, YNode *v, const char *key, int64_t lo, int64_t *a, int64_t *b);
+const char *spec_scalar_desc(Ctx *cx, YNode *v);   /* "'abc'", "a list", "a map" */
+
+/* ---- front.c: the front end as one call ------------------------------------------------ */
+
+/* load (cx->src must be set) -> parse -> check. Returns 0, or -1 when errors were reported.
+ * Used by the driver, the tests and the fuzz target alike. */
+int tesla_front(Ctx *cx, Spec *sp);
+
+/* ---- ops.def + op_*.c: the op registry ------------------------------------------------- */
+
+typedef struct Param {
+  const char *pname;            /* "weight", "bias", "running_mean", ... */
+  int     ndims;
+  int64_t dims[4];              /* PyTorch's layout, e.g. dense (out, in) */
+  bool    trainable;            /* false: a buffer (running statistics) */
+} Param;
+
+typedef struct Flops { int64_t fwd, bwd; } Flops;
+
+/* Everything an op knows. Adding an op = one op_*.c defining an OpDef + one line in ops.def. */
+typedef struct OpDef {
+  const char *name;
+  const char *const *keys;      /* its own keys, NULL-terminated */
+  bool weighted;                /* takes dims/tt/sparsity/init */
+  bool spatial_only;            /* needs (C, H, W) */
+  /* read the op's keys from l->node into l->u (defaults first) */
+  void (*parse)(Ctx *cx, Layer *l);
+  /* l->in is set; compute l->out, or report and return false */
+  bool (*infer)(Ctx *cx, Layer *l);
+  /* its tensors, in state_dict order; returns how many */
+  int  (*params)(const Layer *l, Param out[4]);
+  /* at batch n; need_dx: the backward must produce the input gradient */
+  Flops (*flops)(const Layer *l, int64_t n, bool need_dx);
+} OpDef;
+
+#define OP(id, name, def) extern const OpDef def;
+#include "ops.def"
+#undef OP
+
+extern const OpDef *const op_registry[OP_COUNT];
+const OpDef *op_find(const char *name);
+const char *const *op_names(void);                   /* NULL-terminated */
+
+int64_t shape_elems(const Shape *s);
+char   *shape_str(Ctx *cx, const Shape *s, bool with_batch);   /* "(N, 32, 28, 28)" */
+
+/* ---- check.c: shape inference ----------------------------------------------------------- */
+
+/* Infers every layer's shapes, checks dims:, softmax placement, classes. */
+void check_spec(Ctx *cx, Spec *sp);
+void check_print_table(Ctx *cx, const Spec *sp, FILE *out);
+
+/* ---- plan.c: storage, costs, memory -------------------------------------------------- */
+
+typedef enum Storage { ST_DENSE, ST_TT, ST_SPARSE } Storage;
+
+typedef struct PlanTensor {
+  const char *name;             /* "<layer>.<param>" */
+  int     layer;
+  Param   p;
+  int64_t elems;
+  int64_t offset;               /* in floats, within the parameter block (64-byte aligned) */
+  int64_t grad_offset;          /* in floats, within the gradient block; -1 for buffers */
+} PlanTensor;
+
+typedef struct PlanLayer {
+  Storage storage;
+  Storage requested;            /* what the spec asked for, while the planner lacks it */
+  int64_t params, buffers;      /* trainable elements; running statistics */
+  int64_t bytes;
+  Flops   flops;
+  int64_t dense_params;         /* what dense storage would take */
+  int64_t act_elems;            /* its output, batch included */
+} PlanLayer;
+
+typedef struct Plan {
+  int64_t batch;
+  PlanLayer *layers;
+  PlanTensor *tensors; int ntensors;
+  int64_t params, buffers, bytes, dense_params;
+  Flops   flops;
+  /* one block per kind of memory, in floats */
+  int64_t param_block, grad_block, opt_block, act_block;
+} Plan;
+
+void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl);
+void plan_print_table(Ctx *cx, const Spec *sp, const Plan *pl, FILE *out);
+void plan_print_json(Ctx *cx, const Spec *sp, const Plan *pl, FILE *out);
+
+#endif

@@ -1,0 +1,154 @@
+/* yaml.c: the first stage of the pipeline. It turns the spec's bytes into a small tree of
+ * scalars, sequences and maps, each node carrying the line and column libyaml's start_mark
+ * gave it (which count from 0: we add 1). It builds the tree from libyaml's event stream with
+ * an explicit stack rather than libyaml's recursive document loader, so that a hostile file
+ * (deep nesting, aliases that fan out) cannot blow the stack or the memory. A syntax error is
+ * reported at libyaml's problem mark with its own words. */
+#include "teslac.h"
+
+#include <string.h>
+#include <yaml.h>
+
+#define MAX_DEPTH 64
+
+static SrcLoc mark_loc(yaml_mark_t m, yaml_mark_t end) {
+  SrcLoc l = {(int)m.line + 1, (int)m.column + 1, 1};
+  if (end.line == m.line && end.column > m.column) l.len = (int)(end.column - m.column);
+  return l;
+}
+
+typedef struct Frame { YNode *node; YNode **items; int n, cap; } Frame;
+
+static void push_kid(Ctx *cx, Frame *f, YNode *kid) {
+  if (f->n == f->cap) {
+    int cap = f->cap ? f->cap * 2 : 8;
+    YNode **items = arena_alloc(cx, sizeof(YNode *) * (size_t)cap);
+    if (f->n) memcpy(items, f->items, sizeof(YNode *) * (size_t)f->n);
+    f->items = items, f->cap = cap;
+  }
+  f->items[f->n++] = kid;
+}
+
+/* A NUL byte or bytes that are not UTF-8 would get libyaml's terse message; say it plainly. */
+static bool check_text(Ctx *cx) {
+  if (cx->srclen == 0) return true;
+  const char *nul = memchr(cx->src, '\0', cx->srclen);
+  if (!nul) return true;
+  int line = 1, col = 1;
+  for (const char *p = cx->src; p < nul; p++) {
+    if (*p == '\n') line++, col = 1;
+    else if (((unsigned char)*p & 0xc0) != 0x80) col++;
+  }
+  diag_at(cx, (SrcLoc){line, col, 1}, "this is not a text file (NUL byte at offset %zu); a spec is a YAML text file",
+          (size_t)(nul - cx->src));
+  return false;
+}
+
+YNode *yaml_load(Ctx *cx) {
+  if (!check_text(cx)) return NULL;
+  yaml_parser_t p;
+  if (!yaml_parser_initialize(&p)) {
+    diag_at(cx, (SrcLoc){0}, "out of memory starting the YAML parser");
+    return NULL;
+  }
+  yaml_parser_set_input_string(&p, (const unsigned char *)cx->src, cx->srclen);
+
+  Frame stack[MAX_DEPTH + 1];
+  int depth = 0;
+  YNode *root = NULL;
+  int ndocs = 0;
+  bool ok = true, done = false;
+
+  while (ok && !done) {
+    yaml_event_t ev;
+    if (!yaml_parser_parse(&p, &ev)) {
+      SrcLoc l = {(int)p.problem_mark.line + 1, (int)p.problem_mark.column + 1, 1};
+      if (p.error == YAML_READER_ERROR) {
+        /* the reader reports a byte offset, not a line */
+        l = (SrcLoc){0};
+        diag_at(cx, l, "not valid UTF-8 text: %s at byte %zu", p.problem ? p.problem : "bad input",
+                p.problem_offset);
+      } else if (p.context)
+        diag_at(cx, l, "YAML syntax error: %s (%s at line %d)", p.problem, p.context,
+                (int)p.context_mark.line + 1);
+      else
+        diag_at(cx, l, "YAML syntax error: %s", p.problem ? p.problem : "malformed input");
+      ok = false;
+      break;
+    }
+    YNode *node = NULL;
+    switch (ev.type) {
+    case YAML_STREAM_END_EVENT:
+      done = true;
+      break;
+    case YAML_DOCUMENT_START_EVENT:
+      if (++ndocs > 1) {
+        diag_at(cx, mark_loc(ev.start_mark, ev.end_mark),
+                "a spec is one YAML document; this file has another one here");
+        ok = false;
+      }
+      break;
+    case YAML_ALIAS_EVENT:
+      diag_at(cx, mark_loc(ev.start_mark, ev.end_mark),
+              "YAML aliases (*%s) are not supported in a spec; write the value out",
+              (const char *)ev.data.alias.anchor);
+      ok = false;
+      break;
+    case YAML_SCALAR_EVENT:
+      node = arena_alloc(cx, sizeof *node);
+      node->kind = Y_SCALAR;
+      node->loc = mark_loc(ev.start_mark, ev.end_mark);
+      node->str = arena_strndup(cx, (const char *)ev.data.scalar.value, ev.data.scalar.length);
+      node->len = ev.data.scalar.length;
+      node->quoted = ev.data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE ||
+                     ev.data.scalar.style == YAML_DOUBLE_QUOTED_SCALAR_STYLE ||
+                     ev.data.scalar.style == YAML_LITERAL_SCALAR_STYLE ||
+                     ev.data.scalar.style == YAML_FOLDED_SCALAR_STYLE;
+      if (ev.data.scalar.length > 0 && memchr(node->str, '\0', node->len)) {
+        diag_at(cx, node->loc, "a NUL character inside a string");
+        ok = false;
+      }
+      break;
+    case YAML_SEQUENCE_START_EVENT:
+    case YAML_MAPPING_START_EVENT: {
+      if (depth == MAX_DEPTH) {
+        diag_at(cx, mark_loc(ev.start_mark, ev.end_mark), "nested more than %d levels deep",
+                MAX_DEPTH);
+        ok = false;
+        break;
+      }
+      YNode *n = arena_alloc(cx, sizeof *n);
+      bool seq = ev.type == YAML_SEQUENCE_START_EVENT;
+      n->kind = seq ? Y_SEQ : Y_MAP;
+      n->loc = mark_loc(ev.start_mark, ev.end_mark);
+      n->flow = seq ? ev.data.sequence_start.style == YAML_FLOW_SEQUENCE_STYLE
+                    : ev.data.mapping_start.style == YAML_FLOW_MAPPING_STYLE;
+      stack[depth++] = (Frame){n, NULL, 0, 0};
+      break;
+    }
+    case YAML_SEQUENCE_END_EVENT:
+    case YAML_MAPPING_END_EVENT: {
+      Frame f = stack[--depth];
+      f.node->kids = f.items;
+      f.node->nkids = f.n;
+      node = f.node;
+      break;
+    }
+    default:
+      break;
+    }
+    yaml_event_delete(&ev);
+    if (node) {
+      if (depth > 0) push_kid(cx, &stack[depth - 1], node);
+      else root = node;
+    }
+  }
+  yaml_parser_delete(&p);
+  if (!ok) return NULL;
+  if (!root) {
+    diag_at(cx, (SrcLoc){0}, "the spec is empty; it should be a map with at least 'tesla', "
+                             "'input' and 'layers'");
+    return NULL;
+  }
+  return root;
+}
