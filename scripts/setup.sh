@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# scripts/setup.sh: install what TESLA needs from Debian 12's packages (nothing else is
+# downloaded), then configure and build it in build/. Sourced by quickstart.sh and test.sh;
+# safe to run again: it installs only what is missing and rebuilds only what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TESLA_PKGS=(gcc pkg-config meson ninja-build libyaml-dev zlib1g-dev check
+            llvm-16-dev clang-16 libclang-rt-16-dev dataset-fashion-mnist)
+
+missing=()
+for p in "${TESLA_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -f build/build.ninja ]; then
+  meson setup build -Dtests=true >/dev/null
+fi
+ninja -C build >/dev/null
