@@ -1,0 +1,96 @@
+/* rt_core.c: the runtime's foundation, used by every other rt_ file. It formats errors into
+ * a TsErr (one line, never longer than the buffer), routes every heap allocation of the
+ * runtime through one realloc-style hook so that tests can count allocations and make any
+ * one of them fail, builds 64-byte aligned blocks on top of that hook (the hook itself need
+ * not align anything: we over-allocate and keep the original pointer just below the block),
+ * and reads the monotonic clock. */
+#define _GNU_SOURCE
+#include "tesla_rt.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- errors --------------------------------------------------------------------------- */
+
+int ts_fail(TsErr *e, const char *fmt, ...) {
+  if (!e) return -1;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+  va_end(ap);
+  // One line, whatever a file name or a strerror brought in.
+  for (char *c = e->msg; *c; c++)
+    if (*c == '\n' || *c == '\r') *c = ' ';
+  return -1;
+}
+
+/* ---- allocation hook ------------------------------------------------------------------ */
+
+static void *default_alloc(void *ud, void *ptr, size_t size) {
+  (void)ud;
+  if (size == 0) {
+    free(ptr);
+    return NULL;
+  }
+  return realloc(ptr, size);
+}
+
+// The pair is read on every allocation; tests set it before starting threads, so plain
+// pointers guarded by nothing would do, but atomics keep TSan and the reader honest.
+static _Atomic(TsAllocFn) g_alloc = default_alloc;
+static _Atomic(void *) g_alloc_ud = NULL;
+
+void ts_set_allocator(TsAllocFn fn, void *ud) {
+  atomic_store(&g_alloc_ud, fn ? ud : NULL);
+  atomic_store(&g_alloc, fn ? fn : default_alloc);
+}
+
+void *ts_realloc(void *p, size_t n) {
+  if (n == 0) n = 1;   // size 0 means free to the hook; a zero-byte request still gets a block
+  return atomic_load(&g_alloc)(atomic_load(&g_alloc_ud), p, n);
+}
+
+void *ts_malloc(size_t n) { return ts_realloc(NULL, n); }
+
+void *ts_calloc(size_t n, size_t sz) {
+  size_t total;
+  if (__builtin_mul_overflow(n, sz, &total)) return NULL;
+  void *p = ts_malloc(total);
+  if (p) memset(p, 0, total);
+  return p;
+}
+
+void ts_free(void *p) {
+  if (p) atomic_load(&g_alloc)(atomic_load(&g_alloc_ud), p, 0);
+}
+
+// Layout: [hook block ... pad][original pointer][64-aligned user block]
+void *ts_aligned_alloc(size_t n) {
+  size_t total;
+  if (__builtin_add_overflow(n, (size_t)64 + sizeof(void *), &total)) return NULL;
+  void *raw = ts_malloc(total);
+  if (!raw) return NULL;
+  uintptr_t u = ((uintptr_t)raw + sizeof(void *) + 63) & ~(uintptr_t)63;
+  memcpy((void *)(u - sizeof(void *)), &raw, sizeof raw);
+  memset((void *)u, 0, n);
+  return (void *)u;
+}
+
+void ts_aligned_free(void *p) {
+  if (!p) return;
+  void *raw;
+  memcpy(&raw, (char *)p - sizeof raw, sizeof raw);
+  ts_free(raw);
+}
+
+/* ---- clock ---------------------------------------------------------------------------- */
+
+double ts_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
