@@ -62,8 +62,9 @@ void check_spec(Ctx *cx, Spec *sp) {
     if (l->op == OP_COUNT || l->bad) { known = false; continue; }
     const OpDef *op = op_registry[l->op];
     if (l->op == OP_softmax && i != sp->nlayers - 1)
-      diag_at(cx, l->loc, "softmax must be the last layer (layer %d of %d); it is fused with the "
-                          "loss in training", i, sp->nlayers - 1);
+      diag_at(cx, l->loc, "softmax must be the last layer (it is fused with the loss in "
+                          "training), but %d more layer%s follow%s it", sp->nlayers - 1 - i,
+              sp->nlayers - 1 - i == 1 ? "" : "s", sp->nlayers - 1 - i == 1 ? "s" : "");
     if (!known) continue;
     l->in = cur;
     if (op->spatial_only && l->in.rank != 3) {

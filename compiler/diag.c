@@ -153,11 +153,23 @@ static void vreport(Ctx *cx, SrcLoc loc, const char *kind, const char *color, co
   int len;
   const char *text = loc.line > 0 ? source_line(cx, loc.line, &len) : NULL;
   if (!text) return;
-  /* the line, with tabs and control bytes shown as spaces so the caret lines up */
+  /* the line, with tabs and control bytes shown as spaces so the caret lines up, and bytes
+   * that are not UTF-8 as '?' so the terminal gets text */
   fprintf(o, "%5d | ", loc.line);
   for (int i = 0; i < len; i++) {
     unsigned char ch = (unsigned char)text[i];
-    fputc(ch < 0x20 || ch == 0x7f ? ' ' : ch, o);
+    if (ch < 0x80) {
+      fputc(ch < 0x20 || ch == 0x7f ? ' ' : ch, o);
+      continue;
+    }
+    int n = ch >= 0xc2 && ch <= 0xdf ? 2 : ch >= 0xe0 && ch <= 0xef ? 3 : ch >= 0xf0 && ch <= 0xf4 ? 4 : 0;
+    int k = 1;
+    while (n && k < n && i + k < len && ((unsigned char)text[i + k] & 0xc0) == 0x80) k++;
+    if (n && k == n) {
+      fwrite(text + i, 1, (size_t)n, o);
+      i += n - 1;
+    } else
+      fputc('?', o);
   }
   fputs("\n      | ", o);
   /* libyaml counts columns in characters; count UTF-8 continuation bytes out of the pad */
@@ -220,7 +232,10 @@ const char *diag_suggest(const char *s, const char *const *cands) {
   int bestd = 99, n = (int)strlen(s);
   for (int i = 0; cands[i]; i++) {
     int dist = edit_distance(s, cands[i]);
-    /* a prefix/suffix match also counts ("filter" ~ "filters", "max_pool" ~ "maxpool") */
+    /* a prefix of 4 or more letters also counts, as one edit ("kaiming" ~ "kaiming_uniform",
+     * "batch" ~ "batchnorm"); the first such candidate wins */
+    int m = (int)strlen(cands[i]);
+    if (dist > 1 && (n < m ? n : m) >= 4 && !strncmp(s, cands[i], (size_t)(n < m ? n : m))) dist = 1;
     if (dist < bestd) bestd = dist, best = cands[i];
   }
   int limit = n <= 3 ? 1 : n <= 6 ? 2 : 3;

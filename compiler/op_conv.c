@@ -77,11 +77,14 @@ static int params(const Layer *l, Param p[4]) {
   return 2;
 }
 
+/* FLOPs saturate at INT64_MAX instead of overflowing; plan.c reports a saturated count. */
+static int64_t sat(__int128 x) { return x > INT64_MAX ? INT64_MAX : (int64_t)x; }
+
 static Flops flops(const Layer *l, int64_t n, bool need_dx) {
   const typeof(l->u.conv) *c = &l->u.conv;
-  int64_t out = n * shape_elems(&l->out), mac = out * l->in.d[0] * c->kh * c->kw;
-  int64_t b = c->bias ? out : 0;
-  return (Flops){2 * mac + b, (need_dx ? 2 * mac : 0) + 2 * mac + b};
+  __int128 out = (__int128)n * shape_elems(&l->out), mac = out * l->in.d[0] * c->kh * c->kw;
+  __int128 b = c->bias ? out : 0;
+  return (Flops){sat(2 * mac + b), sat((need_dx ? 2 * mac : 0) + 2 * mac + b)};
 }
 
 const OpDef op_conv = {

@@ -21,8 +21,8 @@ static bool infer(Ctx *cx, Layer *l) {
   if (l->u.dense.units <= 0) return false;
   int64_t in = shape_elems(&l->in), w;
   if (!size_mul(in, l->u.dense.units, &w)) {
-    diag_at(cx, l->loc, "dense weight (%lld, %lld) is too large", (long long)l->u.dense.units,
-            (long long)in);
+    diag_at(cx, l->loc, "dense weight (%lld, %lld) is too large: more than 2^40 elements",
+            (long long)l->u.dense.units, (long long)in);
     return false;
   }
   l->implicit_flatten = l->in.rank > 1;
@@ -38,9 +38,13 @@ static int params(const Layer *l, Param p[4]) {
   return 2;
 }
 
+/* FLOPs saturate at INT64_MAX instead of overflowing; plan.c reports a saturated count. */
+static int64_t sat(__int128 x) { return x > INT64_MAX ? INT64_MAX : (int64_t)x; }
+
 static Flops flops(const Layer *l, int64_t n, bool need_dx) {
-  int64_t mac = n * shape_elems(&l->in) * l->u.dense.units, b = l->u.dense.bias ? n * l->u.dense.units : 0;
-  return (Flops){2 * mac + b, (need_dx ? 2 * mac : 0) + 2 * mac + b};
+  __int128 mac = (__int128)n * shape_elems(&l->in) * l->u.dense.units;
+  __int128 b = l->u.dense.bias ? (__int128)n * l->u.dense.units : 0;
+  return (Flops){sat(2 * mac + b), sat((need_dx ? 2 * mac : 0) + 2 * mac + b)};
 }
 
 const OpDef op_dense = {

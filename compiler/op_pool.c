@@ -38,14 +38,17 @@ static bool infer(Ctx *cx, Layer *l) {
 
 static int params(const Layer *l, Param p[4]) { return 0; }
 
+/* FLOPs saturate at INT64_MAX instead of overflowing; plan.c reports a saturated count. */
+static int64_t sat(__int128 x) { return x > INT64_MAX ? INT64_MAX : (int64_t)x; }
+
 static Flops max_flops(const Layer *l, int64_t n, bool need_dx) {
-  int64_t out = n * shape_elems(&l->out);
-  return (Flops){out * l->u.pool.kh * l->u.pool.kw, need_dx ? out : 0};
+  __int128 out = (__int128)n * shape_elems(&l->out);
+  return (Flops){sat(out * l->u.pool.kh * l->u.pool.kw), need_dx ? sat(out) : 0};
 }
 
 static Flops avg_flops(const Layer *l, int64_t n, bool need_dx) {
-  int64_t out = n * shape_elems(&l->out), win = l->u.pool.kh * l->u.pool.kw;
-  return (Flops){out * win + out, need_dx ? out * win + out : 0};
+  __int128 out = (__int128)n * shape_elems(&l->out), win = (__int128)l->u.pool.kh * l->u.pool.kw;
+  return (Flops){sat(out * win + out), need_dx ? sat(out * win + out) : 0};
 }
 
 const OpDef op_maxpool = {

@@ -63,7 +63,13 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
     }
     pli->act_elems = out;
     pli->flops = op->flops(l, batch, need_dx);
-    pl->flops.fwd += pli->flops.fwd, pl->flops.bwd += pli->flops.bwd;
+    if (pli->flops.fwd == INT64_MAX || pli->flops.bwd == INT64_MAX ||
+        __builtin_add_overflow(pl->flops.fwd, pli->flops.fwd, &pl->flops.fwd) ||
+        __builtin_add_overflow(pl->flops.bwd, pli->flops.bwd, &pl->flops.bwd)) {
+      diag_at(cx, l->loc, "this layer's FLOPs at batch %lld overflow a 64-bit count; the model is "
+                          "far too large to train", (long long)batch);
+      return;
+    }
     pl->params += pli->params, pl->buffers += pli->buffers, pl->bytes += pli->bytes;
     pl->dense_params += pli->dense_params;
     /* outputs are kept for the backward (flatten is a view); maxpool keeps an argmax index per

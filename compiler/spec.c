@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---- key readers ---------------------------------------------------------------------- */
 
@@ -52,6 +53,10 @@ bool spec_int(Ctx *cx, YNode *v, const char *key, int64_t lo, int64_t hi, int64_
       diag_at(cx, v->loc, "'%s' must be an integer, got %s", key, spec_scalar_desc(cx, v));
     return false;
   }
+  if (errno == ERANGE && x < 0) {
+    diag_at(cx, v->loc, "'%s' must be at least %lld, got %s", key, (long long)lo, v->str);
+    return false;
+  }
   if (errno == ERANGE || x > hi) {
     diag_at(cx, v->loc, "'%s' is too large: %s (at most %lld)", key, v->str, (long long)hi);
     return false;
@@ -73,19 +78,33 @@ bool spec_num(Ctx *cx, YNode *v, const char *key, double lo, double hi, bool lo_
     diag_at(cx, v->loc, "'%s' must be a number, got %s", key, spec_scalar_desc(cx, v));
     return false;
   }
+  /* YAML writes infinity and NaN as .inf, -.inf, .nan; strtod's own "inf" and "nan" too */
+  const char *t = v->str + (v->str[0] == '-' || v->str[0] == '+');
+  if (!strcasecmp(t, ".inf") || !strcasecmp(t, ".nan")) {
+    diag_at(cx, v->loc, "'%s' must be a finite number, got %s", key, v->str);
+    return false;
+  }
   char *end;
   errno = 0;
   double d = strtod(v->str, &end);
-  if (end == v->str || *end || !isfinite(d) || v->str[0] == '.' ) {
-    if (end != v->str && !*end && v->str[0] != '.')
-      diag_at(cx, v->loc, "'%s' must be a finite number, got %s", key, v->str);
-    else if (!strcmp(v->str, ".inf") || !strcmp(v->str, ".nan") || !strcmp(v->str, "-.inf"))
-      diag_at(cx, v->loc, "'%s' must be a finite number, got %s", key, v->str);
-    else
-      diag_at(cx, v->loc, "'%s' must be a number, got %s", key, spec_scalar_desc(cx, v));
+  if (end == v->str || *end) {
+    diag_at(cx, v->loc, "'%s' must be a number, got %s", key, spec_scalar_desc(cx, v));
+    return false;
+  }
+  if (!isfinite(d)) {
+    diag_at(cx, v->loc, "'%s' must be a finite number, got %s", key, v->str);
     return false;
   }
   bool below = lo_open ? d <= lo : d < lo, above = hi_open ? d >= hi : d > hi;
+  /* bounds of 1e6 and more only guard against nonsense: say "positive", not "(0, 1e+30]" */
+  if (below && lo == 0 && hi >= 1e6) {
+    diag_at(cx, v->loc, "'%s' must be %s, got %s", key, lo_open ? "positive" : "at least 0", v->str);
+    return false;
+  }
+  if (above && hi >= 1e6) {
+    diag_at(cx, v->loc, "'%s' is too large: %s (at most %g)", key, v->str, hi);
+    return false;
+  }
   if (below || above) {
     diag_at(cx, v->loc, "'%s' must be in %c%g, %g%c, got %s", key, lo_open ? '(' : '[', lo, hi,
             hi_open ? ')' : ']', v->str);
@@ -143,6 +162,12 @@ static bool is_str(Ctx *cx, YNode *v, const char *key) {
   return false;
 }
 
+static bool is_path(Ctx *cx, YNode *v, const char *key) {
+  if (v->kind == Y_SCALAR && !is_null(v)) return true;
+  diag_at(cx, v->loc, "'%s' must be a file path, got %s", key, spec_scalar_desc(cx, v));
+  return false;
+}
+
 /* Checks that `map` is a map, and reports each key not in `keys` (or `more`), each duplicate,
  * and each key that is not a plain scalar. `what` names the map in messages. */
 static bool check_keys(Ctx *cx, YNode *map, const char *what, const char *const *keys,
@@ -166,9 +191,12 @@ static bool check_keys(Ctx *cx, YNode *map, const char *what, const char *const 
     for (int j = 0; all[j]; j++) known |= !strcmp(all[j], k->str);
     if (!known) {
       const char *s = diag_suggest(k->str, all);
-      if (s)
+      if (s) {
         diag_at(cx, k->loc, "unknown key '%s' in %s; did you mean '%s'?", k->str, what, s);
-      else {
+        /* read it as the key it was meant to be, so that its value is still checked and no
+         * "missing key" error repeats this one (unless that key is given too) */
+        if (!spec_get(map, s)) k->str = (char *)s, k->len = strlen(s);
+      } else {
         char list[512] = "";
         for (int j = 0; all[j]; j++)
           snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", j ? ", " : "", all[j]);
@@ -330,7 +358,13 @@ static void parse_init(Ctx *cx, Layer *l, YNode *v) {
         l->init = inits[i].k;
         return;
       }
+  /* Keras's names for the same inits */
+  static const struct { const char *alias, *init; } aliases[] = {
+      {"he_uniform", "kaiming_uniform"}, {"he_normal", "kaiming_normal"},
+      {"glorot_uniform", "glorot"}, {"zero", "zeros"}};
   const char *s = v->kind == Y_SCALAR ? diag_suggest(v->str, names) : NULL;
+  for (size_t i = 0; !s && v->kind == Y_SCALAR && i < sizeof aliases / sizeof *aliases; i++)
+    if (!strcasecmp(v->str, aliases[i].alias)) s = aliases[i].init;
   if (s)
     diag_at(cx, v->loc, "unknown init %s; did you mean '%s'?", spec_scalar_desc(cx, v), s);
   else
@@ -359,11 +393,13 @@ static void parse_layer(Ctx *cx, Spec *sp, int idx, YNode *item) {
   } else if (item->kind == Y_MAP) {
     if (item->nkids == 0)
       diag_at(cx, item->loc, "an empty layer; write its kind, e.g. '- relu: {}'");
-    else
+    else if (item->kids[0]->kind == Y_SCALAR && item->kids[2]->kind == Y_SCALAR)
       diag_at(cx, item->kids[2]->loc,
               "a layer is a map with one key, its kind ('%s' here); '%s' belongs inside it: "
               "'- %s: {%s: ...}' (is the indentation off?)",
               item->kids[0]->str, item->kids[2]->str, item->kids[0]->str, item->kids[2]->str);
+    else
+      diag_at(cx, item->kids[2]->loc, "a layer is a map with one key, its kind: '- kind: {keys}'");
     l->op = OP_COUNT;
     return;
   } else {
@@ -608,9 +644,9 @@ static void parse_split(Ctx *cx, YNode *v, const char *what, const char **images
   if (!check_keys(cx, v, what, keys, NULL)) return;
   YNode *x;
   if (!(x = spec_get(v, "images"))) diag_at(cx, v->loc, "%s needs 'images' (an IDX file)", what);
-  else if (is_str(cx, x, "images")) *images = resolve_path(cx, x->str);
+  else if (is_path(cx, x, "images")) *images = resolve_path(cx, x->str);
   if (!(x = spec_get(v, "labels"))) diag_at(cx, v->loc, "%s needs 'labels' (an IDX file)", what);
-  else if (is_str(cx, x, "labels")) *labels = resolve_path(cx, x->str);
+  else if (is_path(cx, x, "labels")) *labels = resolve_path(cx, x->str);
 }
 
 /* data: {format: idx, train: {images, labels}, test: {images, labels}, scale: 255} */
@@ -672,7 +708,7 @@ void spec_parse(Ctx *cx, YNode *root, Spec *sp) {
   }
   check_keys(cx, root, "the spec", keys, NULL);
   YNode *x;
-  SrcLoc top = {1, 1, 1};
+  SrcLoc top = root->loc;   /* the first key: missing keys belong to the top-level map */
 
   if (!(x = spec_get(root, "tesla")))
     diag_at(cx, top, "missing 'tesla: 1' (the language version) at the top of the spec");

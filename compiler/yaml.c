@@ -44,6 +44,64 @@ static bool check_text(Ctx *cx) {
   return false;
 }
 
+/* The line and column of byte `off` of the source (columns count characters, as libyaml). */
+static SrcLoc offset_loc(Ctx *cx, size_t off) {
+  SrcLoc l = {1, 1, 1};
+  for (size_t i = 0; i < off && i < cx->srclen; i++) {
+    unsigned char c = (unsigned char)cx->src[i];
+    if (c == '\n') l.line++, l.col = 1;
+    else if ((c & 0xc0) != 0x80) l.col++;
+  }
+  return l;
+}
+
+/* libyaml's words for a syntax error, with a plainer version of the ones users meet most:
+ * a tab in the indentation, an unclosed [ or {, a line indented wrongly. */
+static void report_syntax(Ctx *cx, yaml_parser_t *p) {
+  SrcLoc l = {(int)p->problem_mark.line + 1, (int)p->problem_mark.column + 1, 1};
+  SrcLoc ctx = {(int)p->context_mark.line + 1, (int)p->context_mark.column + 1, 1};
+  const char *problem = p->problem ? p->problem : "malformed input";
+  const char *context = p->context ? p->context : "";
+  if (p->error == YAML_READER_ERROR) {
+    /* the reader reports a byte offset, not a line; for a bad trailing byte, the offset past
+     * the sequence's lead byte: point at the lead, where the bad character starts */
+    size_t off = p->problem_offset;
+    if (strstr(problem, "trailing"))
+      while (off > 0 && off <= cx->srclen && ((unsigned char)cx->src[off - 1] & 0xc0) == 0x80) off--;
+    if (strstr(problem, "trailing") && off > 0 && off <= cx->srclen &&
+        ((unsigned char)cx->src[off - 1] & 0xc0) == 0xc0)
+      off--;
+    diag_at(cx, offset_loc(cx, off), "not valid UTF-8 text (%s at byte %zu); a spec is a UTF-8 "
+            "text file", problem, off);
+    return;
+  }
+  if (p->problem_mark.index < cx->srclen && cx->src[p->problem_mark.index] == '\t' &&
+      strstr(problem, "cannot start any token")) {
+    diag_at(cx, l, "YAML syntax error: a tab character; YAML indents with spaces only");
+    return;
+  }
+  bool flow_seq = strstr(context, "flow sequence") != NULL, flow_map = strstr(context, "flow mapping") != NULL;
+  if ((flow_seq || flow_map) && strstr(problem, "did not find expected")) {
+    diag_at(cx, ctx, "YAML syntax error: this '%c' is not closed: expected ',' or '%c' at line %d, "
+            "column %d", flow_seq ? '[' : '{', flow_seq ? ']' : '}', l.line, l.col);
+    return;
+  }
+  if (strstr(context, "block mapping") && strstr(problem, "did not find expected key")) {
+    diag_at(cx, l, "YAML syntax error: bad indentation: this line starts at column %d, but the "
+            "map it continues (from line %d) has its keys at column %d", l.col, ctx.line, ctx.col);
+    return;
+  }
+  if (strstr(problem, "mapping values are not allowed")) {
+    diag_at(cx, l, "YAML syntax error: a ':' that cannot start a value here; is this line indented "
+            "too far, or does a value with ': ' need quotes?");
+    return;
+  }
+  if (p->context)
+    diag_at(cx, l, "YAML syntax error: %s (%s at line %d)", problem, context, ctx.line);
+  else
+    diag_at(cx, l, "YAML syntax error: %s", problem);
+}
+
 YNode *yaml_load(Ctx *cx) {
   if (!check_text(cx)) return NULL;
   yaml_parser_t p;
@@ -62,17 +120,7 @@ YNode *yaml_load(Ctx *cx) {
   while (ok && !done) {
     yaml_event_t ev;
     if (!yaml_parser_parse(&p, &ev)) {
-      SrcLoc l = {(int)p.problem_mark.line + 1, (int)p.problem_mark.column + 1, 1};
-      if (p.error == YAML_READER_ERROR) {
-        /* the reader reports a byte offset, not a line */
-        l = (SrcLoc){0};
-        diag_at(cx, l, "not valid UTF-8 text: %s at byte %zu", p.problem ? p.problem : "bad input",
-                p.problem_offset);
-      } else if (p.context)
-        diag_at(cx, l, "YAML syntax error: %s (%s at line %d)", p.problem, p.context,
-                (int)p.context_mark.line + 1);
-      else
-        diag_at(cx, l, "YAML syntax error: %s", p.problem ? p.problem : "malformed input");
+      report_syntax(cx, &p);
       ok = false;
       break;
     }
@@ -129,6 +177,10 @@ YNode *yaml_load(Ctx *cx) {
     case YAML_SEQUENCE_END_EVENT:
     case YAML_MAPPING_END_EVENT: {
       Frame f = stack[--depth];
+      /* a flow collection on one line: underline it up to its closing bracket */
+      if (f.node->flow && (int)ev.end_mark.line + 1 == f.node->loc.line &&
+          (int)ev.end_mark.column + 1 > f.node->loc.col)
+        f.node->loc.len = (int)ev.end_mark.column + 1 - f.node->loc.col;
       f.node->kids = f.items;
       f.node->nkids = f.n;
       node = f.node;

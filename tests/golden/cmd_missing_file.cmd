@@ -1,0 +1,1 @@
+tests/golden/no_such_spec.yaml
