@@ -18,6 +18,8 @@ static const char usage_top[] =
     "commands:\n"
     "  check SPEC            validate the spec; print each layer's output and weight dims\n"
     "  plan SPEC [--json]    storage, parameters, bytes and FLOPs per layer; memory layout\n"
+    "  train SPEC [opts]     compile for this CPU and train on the spec's data\n"
+    "  eval SPEC --weights W test-set loss and accuracy of a checkpoint\n"
     "\n"
     "options:\n"
     "  -h, --help            this text; 'teslac CMD --help' for a command's own\n"
@@ -141,11 +143,13 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(cmd, "check")) return cmd_check(argc - 2, argv + 2);
   if (!strcmp(cmd, "plan")) return cmd_plan(argc - 2, argv + 2);
-  static const char *const cmds[] = {"check", "plan", NULL};
-  static const char *const later[] = {"train", "eval", "predict", "build", "compress", "emit-llvm", NULL};
+  if (!strcmp(cmd, "train")) return train_main(argc - 2, argv + 2);
+  if (!strcmp(cmd, "eval")) return eval_main(argc - 2, argv + 2);
+  static const char *const cmds[] = {"check", "plan", "train", "eval", NULL};
+  static const char *const later[] = {"predict", "build", "compress", "emit-llvm", NULL};
   for (int i = 0; later[i]; i++)
     if (!strcmp(cmd, later[i]))
-      return usage_error(NULL, "'%s' is not in this build of teslac yet (it has: check, plan)", cmd);
+      return usage_error(NULL, "'%s' is not in this build of teslac yet (it has: check, plan, train, eval)", cmd);
   const char *s = diag_suggest(cmd, cmds);
   if (s) {
     fprintf(stderr, "teslac: unknown command '%s'; did you mean '%s'?\nsee 'teslac --help'\n", cmd, s);

@@ -32,7 +32,7 @@ static bool infer(Ctx *cx, Layer *l) {
 
 static int params(const Layer *l, Param p[4]) {
   int64_t in = shape_elems(&l->in), out = l->u.dense.units;
-  p[0] = (Param){"weight", 2, {out, in}, true};
+  p[0] = (Param){"weight", 2, {out, in}, true, .stored_t = true};   /* kept as (in, out) */
   if (!l->u.dense.bias) return 1;
   p[1] = (Param){"bias", 1, {out}, true};
   return 2;

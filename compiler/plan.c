@@ -29,7 +29,7 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
             shape_str(cx, &sp->input, true));
     return;
   }
-  acts = align_up(acts);
+  acts = 0;   /* the input batch has a block of its own (TeslaStep.x) */
   for (int i = 0; i < sp->nlayers; i++) {
     const Layer *l = &sp->layers[i];
     PlanLayer *pli = &pl->layers[i];
@@ -74,13 +74,16 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
     pl->dense_params += pli->dense_params;
     /* outputs are kept for the backward (flatten is a view); maxpool keeps an argmax index per
      * output, batchnorm its per-channel mean and 1/std, dropout its mask */
-    if (l->op != OP_flatten) acts += align_up(out);
+    pli->out_off = i ? pl->layers[i - 1].out_off : -1;   /* -1: the input batch */
+    if (l->op != OP_flatten) pli->out_off = acts, acts += align_up(out);
+    pli->aux_off = acts;
     if (l->op == OP_maxpool || l->op == OP_dropout) acts += align_up(out);
     if (l->op == OP_batchnorm) acts += align_up(2 * l->in.d[0]);
     if (shape_elems(&l->out) > max_act) max_act = shape_elems(&l->out);
     if (op->weighted) need_dx = true;
   }
   /* two gradient buffers for the activations, used in turn going backward */
+  pl->grad_buf[0] = acts, pl->grad_buf[1] = acts + align_up(max_act * batch);
   pl->act_block = acts + 2 * align_up(max_act * batch);
   pl->opt_block = sp->train.opt == OPT_SGD ? (sp->train.momentum > 0 ? pl->grad_block : 0)
                                            : 2 * pl->grad_block;

@@ -214,6 +214,11 @@ const char *spec_scalar_desc(Ctx *cx, YNode *v);   /* "'abc'", "a list", "a map"
  * Used by the driver, the tests and the fuzz target alike. */
 int tesla_front(Ctx *cx, Spec *sp);
 
+/* ---- train.c: the train and eval commands (JIT) ----------------------------------------- */
+
+int train_main(int argc, char **argv);
+int eval_main(int argc, char **argv);
+
 /* ---- ops.def + op_*.c: the op registry ------------------------------------------------- */
 
 typedef struct Param {
@@ -221,6 +226,8 @@ typedef struct Param {
   int     ndims;
   int64_t dims[4];              /* PyTorch's layout, e.g. dense (out, in) */
   bool    trainable;            /* false: a buffer (running statistics) */
+  bool    stored_t;             /* kept transposed in memory, e.g. dense as (in, out); weight
+                                   files always hold PyTorch's layout */
 } Param;
 
 typedef struct Flops { int64_t fwd, bwd; } Flops;
@@ -279,6 +286,8 @@ typedef struct PlanLayer {
   Flops   flops;
   int64_t dense_params;         /* what dense storage would take */
   int64_t act_elems;            /* its output, batch included */
+  int64_t out_off, aux_off;     /* its output, and what it keeps for the backward, in the
+                                   activation block (floats); flatten's output is its input */
 } PlanLayer;
 
 typedef struct Plan {
@@ -289,6 +298,7 @@ typedef struct Plan {
   Flops   flops;
   /* one block per kind of memory, in floats */
   int64_t param_block, grad_block, opt_block, act_block;
+  int64_t grad_buf[2];          /* two activation-gradient buffers, used in turn going back */
 } Plan;
 
 void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl);

@@ -1,0 +1,209 @@
+/* cg.c: the helpers of cg.h over the LLVM C API. Nothing model-specific lives here; emit.c
+ * and the op emitters build on it. Loops are emitted in the canonical form LLVM's loop
+ * vectorizer expects (preheader, header phi, latch), and constants stay constants so that
+ * the O3 pipeline unrolls and vectorizes loops whose trip counts are the model's shapes. */
+#include "cg.h"
+
+#include <llvm-c/Orc.h>
+#include <stdio.h>
+#include <string.h>
+
+void cg_init(Cg *g, const char *prefix) {
+  memset(g, 0, sizeof *g);
+  g->tsc = LLVMOrcCreateNewThreadSafeContext();   /* so that the JIT can own the module */
+  g->ctx = LLVMOrcThreadSafeContextGetContext(g->tsc);
+  g->mod = LLVMModuleCreateWithNameInContext(prefix, g->ctx);
+  g->b = LLVMCreateBuilderInContext(g->ctx);
+  g->prefix = prefix;
+  g->t_void = LLVMVoidTypeInContext(g->ctx);
+  g->t_i1 = LLVMInt1TypeInContext(g->ctx);
+  g->t_i32 = LLVMInt32TypeInContext(g->ctx);
+  g->t_i64 = LLVMInt64TypeInContext(g->ctx);
+  g->t_f32 = LLVMFloatTypeInContext(g->ctx);
+  g->t_ptr = LLVMPointerTypeInContext(g->ctx, 0);
+  /* TeslaStep, field for field (cg.h) */
+  LLVMTypeRef f[TS_NFIELDS] = {
+      [TS_P] = g->t_ptr, [TS_G] = g->t_ptr, [TS_O] = g->t_ptr, [TS_A] = g->t_ptr,
+      [TS_X] = g->t_ptr, [TS_Y] = g->t_ptr, [TS_LR] = g->t_f32, [TS_BC1] = g->t_f32,
+      [TS_BC2] = g->t_f32, [TS_T] = g->t_i32, [TS_SEED] = g->t_i64, [TS_NVALID] = g->t_i32,
+      [TS_LOSS] = g->t_f32, [TS_CORRECT] = g->t_i32};
+  g->t_step = LLVMStructCreateNamed(g->ctx, "TeslaStep");
+  LLVMStructSetBody(g->t_step, f, TS_NFIELDS, 0);
+  LLVMTypeRef targs[2] = {g->t_ptr, g->t_i64};
+  g->t_tilefn = LLVMFunctionType(g->t_void, targs, 2, 0);
+}
+
+void cg_dispose(Cg *g) {
+  if (g->b) LLVMDisposeBuilder(g->b);
+  if (g->mod) LLVMDisposeModule(g->mod);
+  if (g->tsc) LLVMOrcDisposeThreadSafeContext(g->tsc);   /* and the context with it */
+  memset(g, 0, sizeof *g);
+}
+
+LLVMValueRef cg_i64(Cg *g, int64_t v) { return LLVMConstInt(g->t_i64, (unsigned long long)v, 1); }
+LLVMValueRef cg_i32(Cg *g, int32_t v) { return LLVMConstInt(g->t_i32, (unsigned long long)(int64_t)v, 1); }
+LLVMValueRef cg_f32(Cg *g, double v) { return LLVMConstReal(g->t_f32, v); }
+
+LLVMValueRef cg_field_ptr(Cg *g, int field) {
+  return LLVMBuildStructGEP2(g->b, g->t_step, g->v_step, (unsigned)field, "");
+}
+
+LLVMValueRef cg_field(Cg *g, int field) {
+  LLVMTypeRef t = field <= TS_Y ? g->t_ptr : field == TS_T || field == TS_NVALID || field == TS_CORRECT
+                                                 ? g->t_i32
+                                             : field == TS_SEED ? g->t_i64 : g->t_f32;
+  return LLVMBuildLoad2(g->b, t, cg_field_ptr(g, field), "");
+}
+
+LLVMValueRef cg_fn_begin(Cg *g, const char *name, bool tile, bool exported) {
+  LLVMTypeRef args[2] = {g->t_ptr, g->t_i64};
+  LLVMTypeRef ft = LLVMFunctionType(g->t_void, args, tile ? 2 : 1, 0);
+  g->fn = LLVMAddFunction(g->mod, name, ft);
+  if (!exported) LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+  /* the blocks never alias each other, and the step struct outlives the call */
+  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+  LLVMAddAttributeAtIndex(g->fn, 1, LLVMCreateEnumAttribute(g->ctx, noalias, 0));
+  unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
+  LLVMAddAttributeAtIndex(g->fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(g->ctx, nounwind, 0));
+  g->v_step = LLVMGetParam(g->fn, 0);
+  LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "entry");
+  LLVMPositionBuilderAtEnd(g->b, entry);
+  static const char *const names[6] = {"v_P", "v_G", "v_O", "v_A", "v_X", "v_Y"};
+  for (int i = 0; i < 6; i++) {
+    g->v_base[i] = LLVMBuildLoad2(g->b, g->t_ptr, cg_field_ptr(g, i), names[i]);
+    /* every block is 64-byte aligned (the plan's offsets keep that) */
+  }
+  return g->fn;
+}
+
+void cg_fn_end(Cg *g) { LLVMBuildRetVoid(g->b); }
+
+LLVMValueRef cg_gep(Cg *g, LLVMValueRef base, LLVMValueRef idx) {
+  return LLVMBuildInBoundsGEP2(g->b, g->t_f32, base, &idx, 1, "");
+}
+
+LLVMValueRef cg_at(Cg *g, int block, int64_t offset, LLVMValueRef idx) {
+  LLVMValueRef i = cg_i64(g, offset);
+  if (idx) i = cg_add(g, i, idx);
+  return cg_gep(g, g->v_base[block], i);
+}
+
+LLVMValueRef cg_load(Cg *g, LLVMValueRef p) { return LLVMBuildLoad2(g->b, g->t_f32, p, ""); }
+void cg_store(Cg *g, LLVMValueRef v, LLVMValueRef p) { LLVMBuildStore(g->b, v, p); }
+
+LLVMValueRef cg_add(Cg *g, LLVMValueRef a, LLVMValueRef b) {
+  if (LLVMIsConstant(b) && LLVMConstIntGetSExtValue(b) == 0) return a;
+  return LLVMBuildNSWAdd(g->b, a, b, "");
+}
+LLVMValueRef cg_mul(Cg *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWMul(g->b, a, b, ""); }
+LLVMValueRef cg_mad(Cg *g, LLVMValueRef a, int64_t k, LLVMValueRef b) {
+  LLVMValueRef m = k == 1 ? a : cg_mul(g, a, cg_i64(g, k));
+  return b ? cg_add(g, m, b) : m;
+}
+
+LLVMValueRef cg_fadd(Cg *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFAdd(g->b, a, b, ""); }
+LLVMValueRef cg_fsub(Cg *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFSub(g->b, a, b, ""); }
+LLVMValueRef cg_fmul(Cg *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFMul(g->b, a, b, ""); }
+LLVMValueRef cg_fdiv(Cg *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFDiv(g->b, a, b, ""); }
+LLVMValueRef cg_select(Cg *g, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildSelect(g->b, c, a, b, "");
+}
+LLVMValueRef cg_fgt(Cg *g, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildFCmp(g->b, LLVMRealOGT, a, b, "");
+}
+
+LLVMValueRef cg_call1(Cg *g, const char *intrinsic, LLVMValueRef x) {
+  LLVMTypeRef ft = LLVMFunctionType(g->t_f32, &g->t_f32, 1, 0);
+  LLVMValueRef f = LLVMGetNamedFunction(g->mod, intrinsic);
+  if (!f) f = LLVMAddFunction(g->mod, intrinsic, ft);
+  return LLVMBuildCall2(g->b, ft, f, &x, 1, "");
+}
+
+LLVMValueRef cg_for(Cg *g, CgLoop *L, const char *name, LLVMValueRef lo, LLVMValueRef hi) {
+  LLVMBasicBlockRef b_pre = LLVMGetInsertBlock(g->b);
+  char buf[64];
+  snprintf(buf, sizeof buf, "%s.head", name);
+  L->b_head = LLVMAppendBasicBlockInContext(g->ctx, g->fn, buf);
+  snprintf(buf, sizeof buf, "%s.body", name);
+  L->b_body = LLVMAppendBasicBlockInContext(g->ctx, g->fn, buf);
+  snprintf(buf, sizeof buf, "%s.exit", name);
+  L->b_exit = LLVMAppendBasicBlockInContext(g->ctx, g->fn, buf);
+  LLVMBuildBr(g->b, L->b_head);
+  LLVMPositionBuilderAtEnd(g->b, L->b_head);
+  L->v_iv = LLVMBuildPhi(g->b, g->t_i64, name);
+  LLVMAddIncoming(L->v_iv, &lo, &b_pre, 1);
+  LLVMValueRef c = LLVMBuildICmp(g->b, LLVMIntSLT, L->v_iv, hi, "");
+  LLVMBuildCondBr(g->b, c, L->b_body, L->b_exit);
+  LLVMPositionBuilderAtEnd(g->b, L->b_body);
+  return L->v_iv;
+}
+
+void cg_for_end(Cg *g, CgLoop *L) {
+  LLVMValueRef next = LLVMBuildNSWAdd(g->b, L->v_iv, cg_i64(g, 1), "");
+  LLVMBasicBlockRef b_latch = LLVMGetInsertBlock(g->b);
+  LLVMBuildBr(g->b, L->b_head);
+  LLVMAddIncoming(L->v_iv, &next, &b_latch, 1);
+  LLVMPositionBuilderAtEnd(g->b, L->b_exit);
+}
+
+LLVMValueRef cg_var(Cg *g, const char *name, LLVMValueRef init) {
+  LLVMBasicBlockRef cur = LLVMGetInsertBlock(g->b);
+  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(g->fn);
+  LLVMValueRef first = LLVMGetFirstInstruction(entry);
+  if (first) LLVMPositionBuilderBefore(g->b, first);
+  else LLVMPositionBuilderAtEnd(g->b, entry);
+  LLVMValueRef a = LLVMBuildAlloca(g->b, LLVMTypeOf(init), name);
+  LLVMPositionBuilderAtEnd(g->b, cur);
+  LLVMBuildStore(g->b, init, a);
+  return a;
+}
+
+void cg_if(Cg *g, CgIf *c, LLVMValueRef cond) {
+  c->b_then = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "then");
+  c->b_done = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "endif");
+  LLVMBuildCondBr(g->b, cond, c->b_then, c->b_done);
+  LLVMPositionBuilderAtEnd(g->b, c->b_then);
+}
+
+void cg_if_end(Cg *g, CgIf *c) {
+  LLVMBuildBr(g->b, c->b_done);
+  LLVMPositionBuilderAtEnd(g->b, c->b_done);
+}
+
+void cg_parallel(Cg *g, const char *name, int64_t ntiles, CgTileBody body, void *arg) {
+  if (ntiles <= 1) {   /* one tile: no function, no call */
+    body(g, cg_i64(g, 0), arg);
+    return;
+  }
+  /* save the caller's position */
+  LLVMValueRef saved_fn = g->fn, saved_step = g->v_step, saved_base[6];
+  memcpy(saved_base, g->v_base, sizeof saved_base);
+  LLVMBasicBlockRef saved_bb = LLVMGetInsertBlock(g->b);
+
+  char buf[128];
+  snprintf(buf, sizeof buf, "%s.%s.tile%d", g->prefix, name, g->nfns++);
+  LLVMValueRef tile_fn = cg_fn_begin(g, buf, true, false);
+  body(g, LLVMGetParam(tile_fn, 1), arg);
+  cg_fn_end(g);
+
+  g->fn = saved_fn, g->v_step = saved_step;
+  memcpy(g->v_base, saved_base, sizeof saved_base);
+  LLVMPositionBuilderAtEnd(g->b, saved_bb);
+
+  /* void ts_parallel_for(void (*fn)(void *, int64_t), void *ctx, int64_t ntiles) */
+  LLVMTypeRef pargs[3] = {g->t_ptr, g->t_ptr, g->t_i64};
+  LLVMTypeRef pft = LLVMFunctionType(g->t_void, pargs, 3, 0);
+  LLVMValueRef pf = LLVMGetNamedFunction(g->mod, "ts_parallel_for");
+  if (!pf) pf = LLVMAddFunction(g->mod, "ts_parallel_for", pft);
+  LLVMValueRef args[3] = {tile_fn, g->v_step, cg_i64(g, ntiles)};
+  LLVMBuildCall2(g->b, pft, pf, args, 3, "");
+}
+
+LLVMValueRef cg_kernel(Cg *g, const char *name, LLVMValueRef *args, int nargs) {
+  LLVMTypeRef at[16];
+  for (int i = 0; i < nargs && i < 16; i++) at[i] = LLVMTypeOf(args[i]);
+  LLVMValueRef f = LLVMGetNamedFunction(g->mod, name);
+  LLVMTypeRef ft = f ? LLVMGlobalGetValueType(f) : LLVMFunctionType(g->t_void, at, (unsigned)nargs, 0);
+  if (!f) f = LLVMAddFunction(g->mod, name, ft);
+  return LLVMBuildCall2(g->b, ft, f, args, (unsigned)nargs, "");
+}

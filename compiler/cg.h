@@ -1,0 +1,153 @@
+/* cg.h: the code generator's vocabulary. A thin, readable layer over the LLVM 16 C API (in the
+ * manner of PostgreSQL's llvmjit_emit.h) so that an op's emitter reads like the loop nest it
+ * produces: constants, float pointers at constant offsets, counted loops, stack accumulators,
+ * parallel tiles. Values are named v_*, blocks b_*. Also the ABI that generated code shares
+ * with the runtime driver (TeslaStep) and the emitter interface every op implements. */
+#ifndef TESLAC_CG_H
+#define TESLAC_CG_H
+
+#include "teslac.h"
+
+#include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
+
+/* ---- the ABI of generated code --------------------------------------------------------- */
+
+/* One argument for every generated function: where the plan's blocks are, this step's
+ * scalars, and the outputs. The emitted C header repeats it. */
+typedef struct TeslaStep {
+  float         *params;     /* the parameter block (trainable tensors and buffers) */
+  float         *grads;      /* gradient block (trainable tensors only) */
+  float         *opt;        /* optimizer state block */
+  float         *acts;       /* activation block */
+  const float   *x;          /* (B, input...) this batch */
+  const int32_t *y;          /* (B) labels, or NULL (infer: no loss) */
+  float          lr;         /* this step's learning rate */
+  float          bc1, bc2;   /* Adam bias corrections 1 - beta^t */
+  int32_t        t;          /* optimizer step, from 1 */
+  uint64_t       seed;       /* dropout stream for this step */
+  int32_t        nvalid;     /* rows of the batch that count in loss/correct */
+  float          loss;       /* out: summed cross-entropy over the valid rows */
+  int32_t        correct;    /* out: valid rows whose argmax is the label */
+} TeslaStep;
+
+enum { TS_P, TS_G, TS_O, TS_A, TS_X, TS_Y, TS_LR, TS_BC1, TS_BC2, TS_T, TS_SEED, TS_NVALID,
+       TS_LOSS, TS_CORRECT, TS_NFIELDS };
+
+/* ---- the builder ------------------------------------------------------------------------ */
+
+typedef struct Cg {
+  struct LLVMOrcOpaqueThreadSafeContext *tsc;
+  LLVMContextRef ctx;
+  LLVMModuleRef  mod;
+  LLVMBuilderRef b;
+  LLVMTypeRef    t_void, t_i1, t_i32, t_i64, t_f32, t_ptr, t_step, t_tilefn;
+  LLVMValueRef   fn;          /* function being built */
+  LLVMValueRef   v_step;      /* its TeslaStep* argument */
+  LLVMValueRef   v_base[6];   /* P, G, O, A, X, Y loaded at entry */
+  const char    *prefix;      /* the model name: symbol prefix */
+  int            nfns;        /* for unique tile names */
+} Cg;
+
+void cg_init(Cg *g, const char *prefix);
+void cg_dispose(Cg *g);
+
+LLVMValueRef cg_i64(Cg *g, int64_t v);
+LLVMValueRef cg_i32(Cg *g, int32_t v);
+LLVMValueRef cg_f32(Cg *g, double v);
+
+/* Start a function `void NAME(TeslaStep *step)` (or a tile `void NAME(TeslaStep *, i64)`),
+ * loading the block bases; cg_fn_end adds `ret void`. */
+LLVMValueRef cg_fn_begin(Cg *g, const char *name, bool tile, bool exported);
+void         cg_fn_end(Cg *g);
+
+/* float* into a block (TS_P .. TS_Y) at a constant element offset, plus an optional index */
+LLVMValueRef cg_at(Cg *g, int block, int64_t offset, LLVMValueRef idx);
+LLVMValueRef cg_gep(Cg *g, LLVMValueRef base, LLVMValueRef idx);   /* float* + i64 */
+LLVMValueRef cg_load(Cg *g, LLVMValueRef p);                        /* float */
+void         cg_store(Cg *g, LLVMValueRef v, LLVMValueRef p);
+LLVMValueRef cg_field(Cg *g, int field);                            /* load step->field */
+LLVMValueRef cg_field_ptr(Cg *g, int field);
+
+/* i64 arithmetic with constant folding, for index expressions */
+LLVMValueRef cg_add(Cg *g, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_mul(Cg *g, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_mad(Cg *g, LLVMValueRef a, int64_t k, LLVMValueRef b);   /* a*k + b */
+
+/* float arithmetic */
+LLVMValueRef cg_fadd(Cg *g, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_fsub(Cg *g, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_fmul(Cg *g, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_fdiv(Cg *g, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_select(Cg *g, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_fgt(Cg *g, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_call1(Cg *g, const char *intrinsic, LLVMValueRef x);   /* llvm.exp.f32 ... */
+
+/* A counted loop: for (iv = lo; iv < hi; iv++). The body goes between begin and end. */
+typedef struct CgLoop { LLVMBasicBlockRef b_head, b_body, b_exit; LLVMValueRef v_iv; } CgLoop;
+LLVMValueRef cg_for(Cg *g, CgLoop *L, const char *name, LLVMValueRef lo, LLVMValueRef hi);
+void         cg_for_end(Cg *g, CgLoop *L);
+
+/* A float accumulator on the stack (promoted to a register by the optimizer). */
+LLVMValueRef cg_var(Cg *g, const char *name, LLVMValueRef init);
+
+/* if (cond) { ... } */
+typedef struct CgIf { LLVMBasicBlockRef b_then, b_done; } CgIf;
+void cg_if(Cg *g, CgIf *c, LLVMValueRef cond);
+void cg_if_end(Cg *g, CgIf *c);
+
+/* Split [0, ntiles) over the runtime's thread pool: emits a tile function whose body `body`
+ * builds (given the tile index), and a call to ts_parallel_for in the current function. */
+typedef void (*CgTileBody)(Cg *g, LLVMValueRef v_tile, void *arg);
+void cg_parallel(Cg *g, const char *name, int64_t ntiles, CgTileBody body, void *arg);
+
+/* Call a kernel from the bitcode library (kernels/kernels.c) by name; args are i64 or ptr. */
+LLVMValueRef cg_kernel(Cg *g, const char *name, LLVMValueRef *args, int nargs);
+
+/* ---- the op emitters --------------------------------------------------------------------- */
+
+/* Where one layer's tensors are, as element offsets in their blocks. */
+typedef struct EmitLayer {
+  const Layer     *l;
+  const PlanLayer *pl;
+  int64_t B;                        /* batch, a constant */
+  int     in_block;  int64_t in;    /* its input: TS_X (the batch) or TS_A */
+  int64_t out;                      /* its output in TS_A */
+  int64_t aux;                      /* saved for the backward in TS_A (argmax, stats, mask) */
+  int64_t din, dout;                /* gradients in TS_A; din < 0: not needed */
+  int64_t w[4], dw[4];              /* its tensors in TS_P, their gradients in TS_G (-1: none) */
+  bool    train;
+} EmitLayer;
+
+typedef struct OpEmit {
+  void (*fwd)(Cg *g, const EmitLayer *e);
+  void (*bwd)(Cg *g, const EmitLayer *e);
+} OpEmit;
+
+/* ---- emit.c: the module ----------------------------------------------------------------- */
+
+bool    emit_supported(Ctx *cx, const Spec *sp);      /* every layer has emitters */
+void    emit_module(Cg *g, const Spec *sp, const Plan *pl);
+int64_t emit_output_offset(const Spec *sp, const Plan *pl);   /* last layer's output in acts */
+
+/* ---- jit.c: optimize for the host and JIT ---------------------------------------------- */
+
+typedef struct Jit Jit;
+typedef struct JitTimes { double emit, opt, codegen; } JitTimes;
+
+/* Links the kernel bitcode into g's module, runs O3 for this CPU, hands the module to an ORC
+ * LLJIT (g->mod and g->ctx are owned by it afterwards) and looks up <name>_train_step and
+ * <name>_infer. -1 with a diagnostic on any LLVM error. */
+int  jit_compile(Ctx *cx, Cg *g, Jit **out, JitTimes *times);
+void (*jit_fn(Jit *j, const char *suffix))(TeslaStep *);
+void jit_free(Jit *j);
+/* Link the kernels and optimize in place for a target machine (jit and object files). */
+int  cg_link_kernels(Ctx *cx, Cg *g);
+int  cg_optimize(Ctx *cx, Cg *g, LLVMTargetMachineRef tm);
+LLVMTargetMachineRef cg_host_machine(Ctx *cx);
+
+#define OP(id, name, def) extern const OpEmit def##_emit;
+#include "ops.def"
+#undef OP
+
+#endif

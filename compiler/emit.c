@@ -1,0 +1,222 @@
+/* emit.c: the fifth stage. From a checked spec and its plan it builds one LLVM module with the
+ * model's entry points, every shape and offset a constant:
+ *
+ *   void <name>_train_step(TeslaStep *s)   forward (batch statistics, dropout), softmax +
+ *                                          cross-entropy, backward, optimizer update
+ *   void <name>_infer(TeslaStep *s)        forward in eval mode (running statistics, no
+ *                                          dropout); probabilities of the last softmax; loss
+ *                                          and correct count when s->y is given
+ *
+ * It walks the layers, tells each op's emitter (emit_ops.c) where its input, output and
+ * gradients live, and adds the loss and the optimizer, whose formulas follow torch.optim.
+ * The same module is JIT-compiled for training (jit.c) and written as an object file. */
+#include "cg.h"
+
+#include <string.h>
+
+static const OpEmit *const op_emitters[OP_COUNT] = {
+#define OP(id, name, def) [OP_##id] = &def##_emit,
+#include "ops.def"
+#undef OP
+};
+
+/* Does every layer have emitters? Reports the first that does not. */
+bool emit_supported(Ctx *cx, const Spec *sp) {
+  for (int i = 0; i < sp->nlayers; i++)
+    if (!op_emitters[sp->layers[i].op]->fwd) {
+      diag_at(cx, sp->layers[i].loc, "'%s' layers cannot be trained by this teslac yet (check and "
+                                     "plan work; code generation for it comes later)",
+              op_registry[sp->layers[i].op]->name);
+      return false;
+    }
+  return true;
+}
+
+/* Where each layer's tensors live, from the plan. */
+static void layout(const Spec *sp, const Plan *pl, bool train, EmitLayer *el) {
+  int gb = 0;   /* which gradient buffer holds the gradient of the current output */
+  for (int i = 0; i < sp->nlayers; i++) {
+    EmitLayer *e = &el[i];
+    const PlanLayer *p = &pl->layers[i];
+    memset(e, 0, sizeof *e);
+    e->l = &sp->layers[i], e->pl = p, e->B = pl->batch, e->train = train;
+    int64_t prev = i ? pl->layers[i - 1].out_off : -1;
+    e->in_block = prev < 0 ? TS_X : TS_A;
+    e->in = prev < 0 ? 0 : prev;
+    e->out = p->out_off < 0 ? 0 : p->out_off;
+    e->aux = p->aux_off;
+    for (int k = 0; k < 4; k++) e->w[k] = e->dw[k] = -1;
+    for (int t = 0, k = 0; t < pl->ntensors; t++)
+      if (pl->tensors[t].layer == i) e->w[k] = pl->tensors[t].offset, e->dw[k++] = pl->tensors[t].grad_offset;
+  }
+  /* gradients, going backward: the loss writes buffer 0; each layer reads its output's
+   * gradient from one buffer and writes its input's into the other (flatten passes through) */
+  bool need = false;   /* does some layer at or before i have weights? */
+  int64_t first_w = sp->nlayers;
+  for (int i = 0; i < sp->nlayers && first_w == sp->nlayers; i++)
+    if (op_registry[sp->layers[i].op]->weighted) first_w = i;
+  for (int i = sp->nlayers - 1; i >= 0; i--) {
+    EmitLayer *e = &el[i];
+    e->dout = pl->grad_buf[gb];
+    need = i > first_w;
+    if (!need) e->din = -1;
+    else if (sp->layers[i].op == OP_flatten || sp->layers[i].op == OP_softmax) e->din = e->dout;
+    else gb ^= 1, e->din = pl->grad_buf[gb];
+  }
+}
+
+/* ---- loss: softmax + cross-entropy over the logits, fused ---------------------------------- */
+
+/* loss = sum over valid rows of logsumexp(x) - x[y]; correct = rows whose first argmax is y;
+ * in training also dx = (softmax(x) - onehot(y)) / B into `dlogits`. */
+static void emit_loss(Cg *g, int logits_block, int64_t logits, int64_t K, int64_t B, int64_t dlogits) {
+  LLVMValueRef v_loss = cg_var(g, "loss", cg_f32(g, 0));
+  LLVMValueRef v_correct = cg_var(g, "correct", cg_i32(g, 0));
+  LLVMValueRef nvalid = LLVMBuildSExt(g->b, cg_field(g, TS_NVALID), g->t_i64, "");
+  LLVMValueRef p_y = g->v_base[TS_Y];
+  CgLoop Lb, Lk;
+  LLVMValueRef b = cg_for(g, &Lb, "loss_b", cg_i64(g, 0), cg_i64(g, B));
+  LLVMValueRef row = cg_mul(g, b, cg_i64(g, K));
+  LLVMValueRef mx = cg_var(g, "max", cg_f32(g, -3.4e38)), arg = cg_var(g, "argmax", cg_i64(g, 0));
+  LLVMValueRef k = cg_for(g, &Lk, "loss_max", cg_i64(g, 0), cg_i64(g, K));
+  LLVMValueRef x = cg_load(g, cg_at(g, logits_block, logits, cg_add(g, row, k)));
+  LLVMValueRef gt = cg_fgt(g, x, cg_load(g, mx));
+  cg_store(g, cg_select(g, gt, x, cg_load(g, mx)), mx);
+  LLVMBuildStore(g->b, cg_select(g, gt, k, LLVMBuildLoad2(g->b, g->t_i64, arg, "")), arg);
+  cg_for_end(g, &Lk);
+  LLVMValueRef m = cg_load(g, mx);
+  LLVMValueRef sum = cg_var(g, "sumexp", cg_f32(g, 0));
+  k = cg_for(g, &Lk, "loss_exp", cg_i64(g, 0), cg_i64(g, K));
+  x = cg_load(g, cg_at(g, logits_block, logits, cg_add(g, row, k)));
+  cg_store(g, cg_fadd(g, cg_load(g, sum), cg_call1(g, "llvm.exp.f32", cg_fsub(g, x, m))), sum);
+  cg_for_end(g, &Lk);
+  LLVMValueRef s = cg_load(g, sum);
+  LLVMValueRef y = LLVMBuildSExt(g->b, LLVMBuildLoad2(g->b, g->t_i32,
+                                 LLVMBuildInBoundsGEP2(g->b, g->t_i32, p_y, &b, 1, ""), ""), g->t_i64, "");
+  LLVMValueRef xy = cg_load(g, cg_at(g, logits_block, logits, cg_add(g, row, y)));
+  LLVMValueRef nll = cg_fsub(g, cg_fadd(g, cg_call1(g, "llvm.log.f32", s), m), xy);
+  CgIf valid;
+  cg_if(g, &valid, LLVMBuildICmp(g->b, LLVMIntSLT, b, nvalid, ""));
+  cg_store(g, cg_fadd(g, cg_load(g, v_loss), nll), v_loss);
+  LLVMValueRef hit = LLVMBuildICmp(g->b, LLVMIntEQ, LLVMBuildLoad2(g->b, g->t_i64, arg, ""), y, "");
+  LLVMValueRef c = LLVMBuildLoad2(g->b, g->t_i32, v_correct, "");
+  LLVMBuildStore(g->b, LLVMBuildAdd(g->b, c, LLVMBuildZExt(g->b, hit, g->t_i32, ""), ""), v_correct);
+  cg_if_end(g, &valid);
+  if (dlogits >= 0) {
+    LLVMValueRef inv = cg_fdiv(g, cg_f32(g, 1.0 / (double)B), s);
+    k = cg_for(g, &Lk, "loss_grad", cg_i64(g, 0), cg_i64(g, K));
+    x = cg_load(g, cg_at(g, logits_block, logits, cg_add(g, row, k)));
+    LLVMValueRef p = cg_fmul(g, cg_call1(g, "llvm.exp.f32", cg_fsub(g, x, m)), inv);
+    LLVMValueRef is_y = LLVMBuildICmp(g->b, LLVMIntEQ, k, y, "");
+    p = cg_fsub(g, p, cg_select(g, is_y, cg_f32(g, 1.0 / (double)B), cg_f32(g, 0)));
+    cg_store(g, p, cg_at(g, TS_A, dlogits, cg_add(g, row, k)));
+    cg_for_end(g, &Lk);
+  }
+  cg_for_end(g, &Lb);
+  cg_store(g, cg_load(g, v_loss), cg_field_ptr(g, TS_LOSS));
+  LLVMBuildStore(g->b, LLVMBuildLoad2(g->b, g->t_i32, v_correct, ""), cg_field_ptr(g, TS_CORRECT));
+}
+
+/* ---- optimizer: torch.optim's formulas, per trainable tensor; zeroes the gradient ---------- */
+
+static void emit_optimizer(Cg *g, const Spec *sp, const Plan *pl) {
+  const TrainCfg *tc = &sp->train;
+  LLVMValueRef lr = cg_field(g, TS_LR);
+  LLVMValueRef step_size = cg_fdiv(g, lr, cg_field(g, TS_BC1));                 /* lr / bc1 */
+  LLVMValueRef sbc2 = cg_call1(g, "llvm.sqrt.f32", cg_field(g, TS_BC2));        /* sqrt(bc2) */
+  LLVMValueRef first = LLVMBuildICmp(g->b, LLVMIntEQ, cg_field(g, TS_T), cg_i32(g, 1), "");
+  LLVMValueRef decay = cg_fsub(g, cg_f32(g, 1), cg_fmul(g, lr, cg_f32(g, tc->weight_decay)));
+  for (int t = 0; t < pl->ntensors; t++) {
+    const PlanTensor *pt = &pl->tensors[t];
+    if (pt->grad_offset < 0) continue;
+    CgLoop L;
+    LLVMValueRef i = cg_for(g, &L, "opt", cg_i64(g, 0), cg_i64(g, pt->elems));
+    LLVMValueRef pp = cg_at(g, TS_P, pt->offset, i), pg = cg_at(g, TS_G, pt->grad_offset, i);
+    LLVMValueRef p = cg_load(g, pp), gr = cg_load(g, pg);
+    if (tc->opt != OPT_ADAMW && tc->weight_decay > 0)
+      gr = cg_fadd(g, gr, cg_fmul(g, p, cg_f32(g, tc->weight_decay)));
+    if (tc->opt == OPT_SGD) {
+      if (tc->momentum > 0) {
+        LLVMValueRef pb = cg_at(g, TS_O, pt->grad_offset, i);
+        LLVMValueRef buf = cg_fadd(g, cg_fmul(g, cg_load(g, pb), cg_f32(g, tc->momentum)),
+                                   cg_fmul(g, gr, cg_f32(g, 1 - tc->dampening)));
+        buf = cg_select(g, first, gr, buf);   /* torch: the first step's buffer is the gradient */
+        cg_store(g, buf, pb);
+        gr = tc->nesterov ? cg_fadd(g, gr, cg_fmul(g, buf, cg_f32(g, tc->momentum))) : buf;
+      }
+      p = cg_fsub(g, p, cg_fmul(g, lr, gr));
+    } else {
+      if (tc->opt == OPT_ADAMW) p = cg_fmul(g, p, decay);
+      LLVMValueRef pm = cg_at(g, TS_O, pt->grad_offset, i), pv = cg_at(g, TS_O, pl->grad_block + pt->grad_offset, i);
+      LLVMValueRef m = cg_fadd(g, cg_fmul(g, cg_load(g, pm), cg_f32(g, tc->beta1)), cg_fmul(g, gr, cg_f32(g, 1 - tc->beta1)));
+      LLVMValueRef v = cg_fadd(g, cg_fmul(g, cg_load(g, pv), cg_f32(g, tc->beta2)),
+                               cg_fmul(g, cg_fmul(g, gr, gr), cg_f32(g, 1 - tc->beta2)));
+      cg_store(g, m, pm), cg_store(g, v, pv);
+      LLVMValueRef denom = cg_fadd(g, cg_fdiv(g, cg_call1(g, "llvm.sqrt.f32", v), sbc2), cg_f32(g, tc->eps));
+      p = cg_fsub(g, p, cg_fmul(g, step_size, cg_fdiv(g, m, denom)));
+    }
+    cg_store(g, p, pp);
+    cg_store(g, cg_f32(g, 0), pg);
+    cg_for_end(g, &L);
+  }
+}
+
+/* ---- the module -------------------------------------------------------------------------- */
+
+static int last_compute_layer(const Spec *sp) {
+  int n = sp->nlayers;
+  return sp->layers[n - 1].op == OP_softmax ? n - 2 : n - 1;
+}
+
+static void logits_at(const Spec *sp, const EmitLayer *el, int *block, int64_t *off) {
+  int last = last_compute_layer(sp);
+  if (last < 0) *block = TS_X, *off = 0;
+  else *block = TS_A, *off = el[last].out;
+  /* a flatten at the end is a view of its input */
+  for (int i = last; i >= 0 && sp->layers[i].op == OP_flatten; i--) {
+    *block = el[i].in_block, *off = el[i].in;
+  }
+}
+
+static void emit_train_step(Cg *g, const Spec *sp, const Plan *pl, EmitLayer *el) {
+  char name[160];
+  snprintf(name, sizeof name, "%s_train_step", sp->name);
+  cg_fn_begin(g, name, false, true);
+  int last = last_compute_layer(sp);
+  layout(sp, pl, true, el);
+  for (int i = 0; i <= last; i++) op_emitters[sp->layers[i].op]->fwd(g, &el[i]);
+  int lb;
+  int64_t lo;
+  logits_at(sp, el, &lb, &lo);
+  emit_loss(g, lb, lo, sp->classes, pl->batch, pl->grad_buf[0]);
+  for (int i = last; i >= 0; i--) op_emitters[sp->layers[i].op]->bwd(g, &el[i]);
+  emit_optimizer(g, sp, pl);
+  cg_fn_end(g);
+}
+
+static void emit_infer(Cg *g, const Spec *sp, const Plan *pl, EmitLayer *el) {
+  char name[160];
+  snprintf(name, sizeof name, "%s_infer", sp->name);
+  cg_fn_begin(g, name, false, true);
+  layout(sp, pl, false, el);
+  for (int i = 0; i < sp->nlayers; i++) op_emitters[sp->layers[i].op]->fwd(g, &el[i]);
+  int lb;
+  int64_t lo;
+  logits_at(sp, el, &lb, &lo);
+  CgIf has_y;
+  cg_if(g, &has_y, LLVMBuildIsNotNull(g->b, g->v_base[TS_Y], ""));
+  emit_loss(g, lb, lo, sp->classes, pl->batch, -1);
+  cg_if_end(g, &has_y);
+  cg_fn_end(g);
+}
+
+void emit_module(Cg *g, const Spec *sp, const Plan *pl) {
+  EmitLayer el[sp->nlayers > 0 ? sp->nlayers : 1];
+  emit_train_step(g, sp, pl, el);
+  emit_infer(g, sp, pl, el);
+}
+
+int64_t emit_output_offset(const Spec *sp, const Plan *pl) {
+  const PlanLayer *p = &pl->layers[sp->nlayers - 1];
+  return p->out_off;
+}

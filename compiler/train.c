@@ -1,0 +1,530 @@
+/* train.c: where compiled code meets data. `teslac train` and `teslac eval` check and plan the
+ * spec, emit and JIT its module, carve the plan's four memory blocks (one aligned allocation
+ * each; nothing is allocated per step), initialize the weights as PyTorch does, and run the
+ * generated <name>_train_step over shuffled batches of the spec's IDX data, evaluating the
+ * test set with <name>_infer after every epoch. Checkpoints are safetensors in PyTorch's
+ * layout and names, written atomically by the runtime.
+ *
+ * Batches: training drops a last partial batch (DataLoader(drop_last=True)), since batch
+ * statistics are compiled for the batch size; evaluation pads the last one and counts only
+ * its real rows, so every test sample counts. */
+#include "cg.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tesla_rt.h"
+
+typedef struct Model {
+  Spec     sp;
+  Plan     pl;
+  Jit     *jit;
+  void   (*train_step)(TeslaStep *);
+  void   (*infer)(TeslaStep *);
+  float   *P, *G, *O, *A, *X;
+  int32_t *Y;
+  int64_t  in_elems;
+  int64_t  t;          /* optimizer steps taken */
+  TsPool  *pool;
+} Model;
+
+typedef struct TrainOpts {
+  const char *spec, *out, *init, *resume, *log, *weights;
+  int64_t epochs, steps, batch, threads;
+  double lr;
+  int64_t seed;
+  bool have_seed;
+} TrainOpts;
+
+static void model_free(Model *m) {
+  jit_free(m->jit);
+  ts_aligned_free(m->P), ts_aligned_free(m->G), ts_aligned_free(m->O), ts_aligned_free(m->A);
+  ts_aligned_free(m->X), ts_aligned_free(m->Y);
+  ts_pool_set_global(NULL);
+  if (m->pool) ts_pool_destroy(m->pool);
+}
+
+static float *block(int64_t floats) { return ts_aligned_alloc((size_t)(floats > 0 ? floats : 1) * sizeof(float)); }
+
+/* plan -> emit -> JIT -> memory */
+static int model_build(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbose) {
+  if (!emit_supported(cx, &m->sp)) return -1;
+  plan_spec(cx, &m->sp, batch, &m->pl);
+  if (cx->nerrors) return -1;
+  double t0 = ts_now();
+  Cg g;
+  cg_init(&g, m->sp.name);
+  emit_module(&g, &m->sp, &m->pl);
+  JitTimes jt = {0};
+  jt.emit = ts_now() - t0;
+  int rc = jit_compile(cx, &g, &m->jit, &jt);
+  cg_dispose(&g);
+  if (rc < 0) return -1;
+  m->train_step = jit_fn(m->jit, "train_step");
+  m->infer = jit_fn(m->jit, "infer");
+  if (verbose)
+    printf("compiled %s for batch %lld in %.3f s (emit %.3f, O3 %.3f, machine code %.3f)\n", m->sp.name,
+           (long long)batch, ts_now() - t0, jt.emit, jt.opt, jt.codegen);
+  m->in_elems = shape_elems(&m->sp.input);
+  m->P = block(m->pl.param_block), m->G = block(m->pl.grad_block), m->O = block(m->pl.opt_block);
+  m->A = block(m->pl.act_block), m->X = block(batch * m->in_elems);
+  m->Y = ts_aligned_alloc((size_t)batch * sizeof(int32_t));
+  if (!m->P || !m->G || !m->O || !m->A || !m->X || !m->Y) {
+    diag_at(cx, (SrcLoc){0}, "out of memory for the model's blocks");
+    return -1;
+  }
+  TsErr e;
+  m->pool = ts_pool_create((int)threads, &e);
+  if (!m->pool) {
+    diag_at(cx, (SrcLoc){0}, "%s", e.msg);
+    return -1;
+  }
+  ts_pool_set_global(m->pool);
+  return 0;
+}
+
+/* ---- initialization: PyTorch's defaults ---------------------------------------------------- */
+
+/* dense and conv: kaiming_uniform(a = sqrt(5)) for the weight, i.e. U(-1/sqrt(fan_in), +), and
+ * U(-1/sqrt(fan_in), +) for the bias; batchnorm: weight 1, bias 0, running mean 0, var 1. */
+static void model_init(Model *m, uint64_t seed) {
+  TsRng r;
+  ts_rng_seed(&r, seed, 0x7e51a);
+  for (int t = 0; t < m->pl.ntensors; t++) {
+    const PlanTensor *pt = &m->pl.tensors[t];
+    const Layer *l = &m->sp.layers[pt->layer];
+    float *p = m->P + pt->offset;
+    const char *n = pt->p.pname;
+    if (l->op == OP_batchnorm) {
+      float v = !strcmp(n, "weight") || !strcmp(n, "running_var") ? 1.0f : 0.0f;
+      for (int64_t i = 0; i < pt->elems; i++) p[i] = v;
+      continue;
+    }
+    int64_t fan_in = l->op == OP_dense ? shape_elems(&l->in) : l->in.d[0] * l->u.conv.kh * l->u.conv.kw;
+    int64_t fan_out = l->op == OP_dense ? l->u.dense.units : l->u.conv.filters * l->u.conv.kh * l->u.conv.kw;
+    double bound = 1.0 / sqrt((double)fan_in);
+    bool weight = !strcmp(n, "weight");
+    InitKind k = weight ? l->init : INIT_DEFAULT;
+    for (int64_t i = 0; i < pt->elems; i++) {
+      double v;
+      switch (k) {
+      case INIT_ZEROS: v = 0; break;
+      case INIT_ONES: v = 1; break;
+      case INIT_GLOROT: {
+        double a = sqrt(6.0 / (double)(fan_in + fan_out));
+        v = (2 * ts_rng_uniform(&r) - 1) * a;
+        break;
+      }
+      case INIT_GLOROT_NORMAL: v = ts_rng_normal(&r) * sqrt(2.0 / (double)(fan_in + fan_out)); break;
+      case INIT_KAIMING_NORMAL: v = ts_rng_normal(&r) * sqrt(2.0 / (double)fan_in); break;
+      case INIT_KAIMING_UNIFORM: v = (2 * ts_rng_uniform(&r) - 1) * sqrt(6.0 / (double)fan_in); break;
+      default: v = (2 * ts_rng_uniform(&r) - 1) * bound; break;
+      }
+      p[i] = (float)v;   /* stored_t weights: the distribution is the same either way */
+    }
+  }
+}
+
+/* ---- checkpoints -------------------------------------------------------------------------- */
+
+/* PyTorch layout of tensor t into dst (transposing what the plan keeps transposed). */
+static void tensor_export(const Model *m, const PlanTensor *pt, const float *src, float *dst) {
+  if (!pt->p.stored_t) {
+    memcpy(dst, src, sizeof(float) * (size_t)pt->elems);
+    return;
+  }
+  int64_t R = pt->p.dims[0], C = pt->p.dims[1];   /* PyTorch (R, C), stored (C, R) */
+  for (int64_t c = 0; c < C; c++)
+    for (int64_t r = 0; r < R; r++) dst[r * C + c] = src[c * R + r];
+}
+
+static void tensor_import(const Model *m, const PlanTensor *pt, const float *src, float *dst) {
+  if (!pt->p.stored_t) {
+    memcpy(dst, src, sizeof(float) * (size_t)pt->elems);
+    return;
+  }
+  int64_t R = pt->p.dims[0], C = pt->p.dims[1];
+  for (int64_t c = 0; c < C; c++)
+    for (int64_t r = 0; r < R; r++) dst[c * R + r] = src[r * C + c];
+}
+
+static uint64_t spec_hash(const Ctx *cx) {
+  uint64_t h = 1469598103934665603ull;   /* FNV-1a over the spec's text */
+  for (size_t i = 0; i < cx->srclen; i++) h = (h ^ (unsigned char)cx->src[i]) * 1099511628211ull;
+  return h;
+}
+
+/* weights under PyTorch's names; optimizer state under "__opt__.<slot>.<name>"; position and
+ * the spec's hash in __metadata__ */
+static int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *e) {
+  int n = 0, nt = m->pl.ntensors;
+  int slots = m->pl.opt_block ? (m->pl.opt_block == m->pl.grad_block ? 1 : 2) : 0;
+  TsStOut *out = calloc((size_t)(nt * (1 + slots)), sizeof *out);
+  float *tmp = ts_malloc(sizeof(float) * (size_t)(m->pl.param_block + m->pl.opt_block + 1));
+  if (!out || !tmp) {
+    free(out), ts_free(tmp);
+    return ts_fail(e, "out of memory writing %s", path);
+  }
+  char **names = calloc((size_t)(nt * (1 + slots)), sizeof(char *));
+  float *w = tmp;
+  for (int t = 0; t < nt; t++) {
+    const PlanTensor *pt = &m->pl.tensors[t];
+    tensor_export(m, pt, m->P + pt->offset, w);
+    out[n] = (TsStOut){pt->name, TS_F32, pt->p.ndims, {0}, w};
+    memcpy(out[n].shape, pt->p.dims, sizeof(int64_t) * (size_t)pt->p.ndims);
+    n++, w += pt->elems;
+  }
+  for (int s = 0; s < slots; s++)
+    for (int t = 0; t < nt; t++) {
+      const PlanTensor *pt = &m->pl.tensors[t];
+      if (pt->grad_offset < 0) continue;
+      tensor_export(m, pt, m->O + (int64_t)s * m->pl.grad_block + pt->grad_offset, w);
+      names[n] = arena_printf(cx, "__opt__.%s.%s", s ? "exp_avg_sq" : (m->sp.train.opt == OPT_SGD ? "momentum" : "exp_avg"), pt->name);
+      out[n] = (TsStOut){names[n], TS_F32, pt->p.ndims, {0}, w};
+      memcpy(out[n].shape, pt->p.dims, sizeof(int64_t) * (size_t)pt->p.ndims);
+      n++, w += pt->elems;
+    }
+  char hash[32], ep[32], st[32];
+  snprintf(hash, sizeof hash, "%016llx", (unsigned long long)spec_hash(cx));
+  snprintf(ep, sizeof ep, "%lld", (long long)epoch);
+  snprintf(st, sizeof st, "%lld", (long long)m->t);
+  const char *meta[] = {"format", "tesla", "model", m->sp.name, "spec_hash", hash, "epoch", ep, "step", st};
+  int rc = ts_st_write(path, out, n, meta, 5, e);
+  free(out), free(names), ts_free(tmp);
+  return rc;
+}
+
+/* Loads weights (and, with `opt`, optimizer state and position) from a safetensors file;
+ * the first tensor that is missing or has another shape is named in the error. */
+static int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, TsErr *e) {
+  TsStFile f;
+  if (ts_st_read(path, &f, e) < 0) return -1;
+  int rc = 0;
+  float *tmp = ts_malloc(sizeof(float) * (size_t)(m->pl.param_block + 1));
+  for (int s = 0; s <= (opt ? 2 : 0) && rc == 0; s++) {
+    if (s > 0 && (m->pl.opt_block == 0 || (s == 2 && m->pl.opt_block == m->pl.grad_block))) continue;
+    for (int t = 0; t < m->pl.ntensors && rc == 0; t++) {
+      const PlanTensor *pt = &m->pl.tensors[t];
+      if (s > 0 && pt->grad_offset < 0) continue;
+      const char *name = s == 0 ? pt->name
+                                : arena_printf(cx, "__opt__.%s.%s", s == 2 ? "exp_avg_sq" : (m->sp.train.opt == OPT_SGD ? "momentum" : "exp_avg"), pt->name);
+      const TsTensor *tt = ts_st_find(&f, name);
+      if (!tt) {
+        rc = ts_fail(e, "%s: no tensor '%s' (this checkpoint is not from this spec)", path, name);
+        break;
+      }
+      bool same = tt->ndims == pt->p.ndims;
+      for (int d = 0; same && d < tt->ndims; d++) same = tt->shape[d] == pt->p.dims[d];
+      if (!same) {
+        char have[96] = "", want[96] = "";
+        for (int d = 0; d < tt->ndims; d++) snprintf(have + strlen(have), sizeof have - strlen(have), "%s%lld", d ? ", " : "", (long long)tt->shape[d]);
+        for (int d = 0; d < pt->p.ndims; d++) snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "", (long long)pt->p.dims[d]);
+        rc = ts_fail(e, "%s: tensor '%s' is (%s) but the spec needs (%s)", path, name, have, want);
+        break;
+      }
+      if (ts_tensor_to_f32(tt, tmp, (size_t)pt->elems, e) < 0) { rc = -1; break; }
+      float *dst = s == 0 ? m->P + pt->offset : m->O + (int64_t)(s - 1) * m->pl.grad_block + pt->grad_offset;
+      tensor_import(m, pt, tmp, dst);
+    }
+  }
+  if (rc == 0 && opt) {
+    const char *st = ts_st_meta(&f, "step"), *ep = ts_st_meta(&f, "epoch");
+    if (!st || !ep) rc = ts_fail(e, "%s: not a teslac checkpoint (no step/epoch metadata); use --init for weights", path);
+    else m->t = atoll(st), *epoch = atoll(ep);
+  }
+  ts_free(tmp);
+  ts_st_free(&f);
+  return rc;
+}
+
+/* ---- evaluation ----------------------------------------------------------------------------- */
+
+static void set_step(Model *m, TeslaStep *s) {
+  memset(s, 0, sizeof *s);
+  s->params = m->P, s->grads = m->G, s->opt = m->O, s->acts = m->A, s->x = m->X, s->y = m->Y;
+}
+
+/* loss and accuracy over every sample of d (the last batch padded) */
+static void model_eval(Model *m, const TsDataset *d, double *loss, double *acc) {
+  int64_t B = m->pl.batch;
+  double sum = 0;
+  int64_t correct = 0;
+  TeslaStep s;
+  for (size_t at = 0; at < d->count; at += (size_t)B) {
+    int64_t n = (int64_t)(d->count - at) < B ? (int64_t)(d->count - at) : B;
+    memcpy(m->X, d->x + at * d->item_size, sizeof(float) * (size_t)(n * m->in_elems));
+    memcpy(m->Y, d->y + at, sizeof(int32_t) * (size_t)n);
+    if (n < B) {
+      memset(m->X + n * m->in_elems, 0, sizeof(float) * (size_t)((B - n) * m->in_elems));
+      memset(m->Y + n, 0, sizeof(int32_t) * (size_t)(B - n));
+    }
+    set_step(m, &s);
+    s.nvalid = (int32_t)n;
+    m->infer(&s);
+    sum += s.loss, correct += s.correct;
+  }
+  *loss = sum / (double)d->count;
+  *acc = (double)correct / (double)d->count;
+}
+
+/* ---- the command line ----------------------------------------------------------------------- */
+
+static int usage(const char *cmd, const char *fmt, const char *arg) {
+  fprintf(stderr, "teslac: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\nsee 'teslac %s --help'\n", cmd);
+  return 2;
+}
+
+static const char train_help[] =
+    "usage: teslac train SPEC [options]\n"
+    "\n"
+    "Compile SPEC for this CPU and train it on the spec's data; after each epoch print the\n"
+    "train loss, test loss and test accuracy, and write a checkpoint.\n"
+    "\n"
+    "  -o CKPT           checkpoint path (default: NAME.safetensors); written atomically at\n"
+    "                    the end of each epoch and of the run\n"
+    "  --epochs N        epochs (default: train.epochs)\n"
+    "  --steps N         stop after N optimizer steps (short, reproducible runs)\n"
+    "  --batch B         batch size (default: train.batch)\n"
+    "  --lr X            learning rate (default: train.lr)\n"
+    "  --seed S          seed for initialization and shuffling (default: train.seed)\n"
+    "  --threads T       threads (default: all cores)\n"
+    "  --init W          start from the weights in W (safetensors, PyTorch state_dict names)\n"
+    "  --resume CKPT     continue a run from a teslac checkpoint (weights, optimizer, position)\n"
+    "  --log FILE        also write one JSON line per epoch to FILE\n";
+
+static const char eval_help[] =
+    "usage: teslac eval SPEC --weights CKPT [--batch B] [--threads T]\n"
+    "\n"
+    "Test-set loss and accuracy of the weights in CKPT, over every test sample.\n";
+
+static int num_opt(const char *cmd, int argc, char **argv, int *i, double lo, double hi, bool integer, double *out) {
+  const char *name = argv[*i];
+  if (*i + 1 >= argc) return usage(cmd, "%s needs a value", name);
+  const char *v = argv[++*i];
+  char *end;
+  errno = 0;
+  double d = strtod(v, &end);
+  if (end == v || *end || errno || !isfinite(d) || d < lo || d > hi || (integer && d != floor(d))) {
+    fprintf(stderr, "teslac: %s must be %s from %g to %g, got '%s'\nsee 'teslac %s --help'\n", name,
+            integer ? "an integer" : "a number", lo, hi, v, cmd);
+    return 2;
+  }
+  *out = d;
+  return 0;
+}
+
+static int parse_train_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
+  memset(o, 0, sizeof *o);
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    double d;
+    int rc = 0;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fputs(!strcmp(cmd, "train") ? train_help : eval_help, stdout);
+      return -1;
+    }
+#define STR_OPT(flag, field)                                             \
+  if (!strcmp(a, flag)) {                                                \
+    if (i + 1 >= argc) return usage(cmd, "%s needs a value", flag);      \
+    o->field = argv[++i];                                                \
+    continue;                                                            \
+  }
+#define NUM_OPT(flag, lo, hi, integer, stmt)                              \
+  if (!strcmp(a, flag)) {                                                 \
+    if ((rc = num_opt(cmd, argc, argv, &i, lo, hi, integer, &d))) return rc; \
+    stmt;                                                                 \
+    continue;                                                             \
+  }
+    bool train = !strcmp(cmd, "train");
+    if (train) {
+      STR_OPT("-o", out)
+      STR_OPT("--init", init)
+      STR_OPT("--resume", resume)
+      STR_OPT("--log", log)
+      NUM_OPT("--epochs", 1, 1e6, true, o->epochs = (int64_t)d)
+      NUM_OPT("--steps", 1, 1e12, true, o->steps = (int64_t)d)
+      NUM_OPT("--lr", 1e-12, 1e6, false, o->lr = d)
+      NUM_OPT("--seed", 0, 9e15, true, (o->seed = (int64_t)d, o->have_seed = true))
+    } else {
+      STR_OPT("--weights", weights)
+    }
+    NUM_OPT("--batch", 1, 1 << 20, true, o->batch = (int64_t)d)
+    NUM_OPT("--threads", 1, 1024, true, o->threads = (int64_t)d)
+#undef STR_OPT
+#undef NUM_OPT
+    if (a[0] == '-' && a[1]) return usage(cmd, "unknown option '%s'", a);
+    if (o->spec) return usage(cmd, "one spec at a time; '%s' is one too many", a);
+    o->spec = a;
+  }
+  if (!o->spec) return usage(cmd, "%smissing SPEC (a model spec, e.g. specs/mlp.yaml)", "");
+  if (!strcmp(cmd, "eval") && !o->weights) return usage(cmd, "%seval needs --weights CKPT", "");
+  if (o->init && o->resume) return usage(cmd, "%sgive --init or --resume, not both", "");
+  return 0;
+}
+
+static int load_split(Ctx *cx, const Spec *sp, const char *images, const char *labels, const char *what,
+                      TsDataset *d) {
+  if (!images || !labels) {
+    diag_at(cx, sp->data.present ? sp->data.loc : (SrcLoc){0},
+            "the spec has no %s data (data: {%s: {images: ..., labels: ...}})", what, what);
+    return -1;
+  }
+  TsErr e;
+  if (ts_dataset_load(images, labels, (float)sp->data.scale, (int)sp->classes, (size_t)shape_elems(&sp->input),
+                      d, &e) < 0) {
+    fprintf(stderr, "teslac: %s data: %s\n", what, e.msg);
+    return -1;
+  }
+  return 0;
+}
+
+static double lr_at_epoch(const TrainCfg *t, double lr0, int64_t epoch) {
+  switch (t->sched) {
+  case SCHED_STEP: return lr0 * pow(t->gamma, (double)(epoch / t->step_size));
+  case SCHED_COSINE: {
+    int64_t e = epoch < t->t_max ? epoch : t->t_max;
+    return t->eta_min + (lr0 - t->eta_min) * (1 + cos(M_PI * (double)e / (double)t->t_max)) / 2;
+  }
+  default: return lr0;
+  }
+}
+
+int train_main(int argc, char **argv) {
+  TrainOpts o;
+  int rc = parse_train_opts("train", argc, argv, &o);
+  if (rc) return rc < 0 ? 0 : rc;
+  Ctx cx;
+  ctx_init(&cx, o.spec, stderr);
+  Model m = {0};
+  TsDataset tr = {0}, te = {0};
+  FILE *log = NULL;
+  rc = 1;
+  if (ctx_read_file(&cx) < 0 || tesla_front(&cx, &m.sp) < 0) goto out;
+  TrainCfg *tc = &m.sp.train;
+  if (o.epochs) tc->epochs = o.epochs;
+  if (o.lr > 0) tc->lr = o.lr;
+  if (o.have_seed) tc->seed = (uint64_t)o.seed;
+  int64_t batch = o.batch ? o.batch : tc->batch;
+  if (load_split(&cx, &m.sp, m.sp.data.train_images, m.sp.data.train_labels, "train", &tr) < 0) goto out;
+  if (m.sp.data.test_images && load_split(&cx, &m.sp, m.sp.data.test_images, m.sp.data.test_labels, "test", &te) < 0)
+    goto out;
+  if ((int64_t)tr.count < batch) {
+    fprintf(stderr, "teslac: the training set has %zu samples, fewer than one batch of %lld\n", tr.count, (long long)batch);
+    goto out;
+  }
+  if (model_build(&cx, &m, batch, o.threads, true) < 0) goto out;
+  const char *out_path = o.out ? o.out : arena_printf(&cx, "%s.safetensors", m.sp.name);
+  int64_t epoch0 = 0;
+  TsErr e;
+  model_init(&m, tc->seed);
+  if (o.init && model_load(&cx, &m, o.init, false, NULL, &e) < 0) {
+    fprintf(stderr, "teslac: --init: %s\n", e.msg);
+    goto out;
+  }
+  if (o.resume && model_load(&cx, &m, o.resume, true, &epoch0, &e) < 0) {
+    fprintf(stderr, "teslac: --resume: %s\n", e.msg);
+    goto out;
+  }
+  if (o.log && !(log = fopen(o.log, "w"))) {
+    fprintf(stderr, "teslac: cannot write the log '%s': %s\n", o.log, strerror(errno));
+    goto out;
+  }
+  int64_t per_epoch = (int64_t)tr.count / batch;
+  uint32_t *order = ts_malloc(sizeof(uint32_t) * tr.count);
+  printf("training %s: %zu samples, %lld steps per epoch, %d threads\n", m.sp.name, tr.count,
+         (long long)per_epoch, ts_pool_threads(m.pool));
+  double t_start = ts_now();
+  bool stop = false;
+  /* a resumed run continues inside its epoch: the shuffles are a function of (seed, epoch) */
+  for (int64_t ep = epoch0; ep < tc->epochs && !stop; ep++) {
+    for (size_t i = 0; i < tr.count; i++) order[i] = (uint32_t)i;
+    if (tc->shuffle) {
+      TsRng r;
+      ts_rng_seed(&r, tc->seed, 1000 + (uint64_t)ep);
+      ts_shuffle_u32(&r, order, tr.count);
+    }
+    double lr = lr_at_epoch(tc, tc->lr, ep), t0 = ts_now(), loss_sum = 0;
+    int64_t correct = 0, seen = 0;
+    TsProgress pr;
+    ts_progress_begin(&pr, (int)ep + 1, (int)tc->epochs, (size_t)(per_epoch * batch));
+    for (int64_t st = m.t - ep * per_epoch; st < per_epoch; st++) {
+      if (st < 0) st = 0;
+      for (int64_t b = 0; b < batch; b++) {
+        uint32_t k = order[st * batch + b];
+        memcpy(m.X + b * m.in_elems, tr.x + (size_t)k * tr.item_size, sizeof(float) * (size_t)m.in_elems);
+        m.Y[b] = tr.y[k];
+      }
+      TeslaStep s;
+      set_step(&m, &s);
+      m.t++;
+      s.t = (int32_t)m.t, s.lr = (float)lr, s.nvalid = (int32_t)batch;
+      s.bc1 = (float)(1 - pow(tc->beta1, (double)m.t)), s.bc2 = (float)(1 - pow(tc->beta2, (double)m.t));
+      s.seed = tc->seed * 0x9E3779B97F4A7C15ull + (uint64_t)m.t;
+      m.train_step(&s);
+      loss_sum += s.loss, correct += s.correct, seen += batch;
+      ts_progress_update(&pr, (size_t)seen, loss_sum / (double)seen);
+      if (o.steps && m.t >= o.steps) { stop = true; break; }
+    }
+    ts_progress_end(&pr);
+    double dt = ts_now() - t0, tl = NAN, ta = NAN;
+    if (te.count) model_eval(&m, &te, &tl, &ta);
+    double trl = seen ? loss_sum / (double)seen : NAN;
+    printf("epoch %lld/%lld  train loss %.4f  train acc %.4f  test loss %.4f  test acc %.4f  %.1f s  %.0f samples/s\n",
+           (long long)ep + 1, (long long)tc->epochs, trl, seen ? (double)correct / (double)seen : NAN, tl, ta, dt,
+           (double)seen / dt);
+    fflush(stdout);
+    if (log) {
+      fprintf(log, "{\"epoch\": %lld, \"step\": %lld, \"train_loss\": %.6f, \"test_loss\": %.6f, "
+                   "\"test_accuracy\": %.6f, \"seconds\": %.3f, \"samples_per_second\": %.1f, \"lr\": %g}\n",
+              (long long)ep + 1, (long long)m.t, trl, tl, ta, dt, (double)seen / dt, lr);
+      fflush(log);
+    }
+    if (model_save(&cx, &m, out_path, stop ? ep : ep + 1, &e) < 0) {
+      fprintf(stderr, "teslac: %s\n", e.msg);
+      ts_free(order);
+      goto out;
+    }
+  }
+  ts_free(order);
+  printf("done in %.1f s; weights in %s\n", ts_now() - t_start, out_path);
+  rc = 0;
+out:
+  if (log) fclose(log);
+  model_free(&m);
+  ts_dataset_free(&tr), ts_dataset_free(&te);
+  ctx_free(&cx);
+  return rc;
+}
+
+int eval_main(int argc, char **argv) {
+  TrainOpts o;
+  int rc = parse_train_opts("eval", argc, argv, &o);
+  if (rc) return rc < 0 ? 0 : rc;
+  Ctx cx;
+  ctx_init(&cx, o.spec, stderr);
+  Model m = {0};
+  TsDataset te = {0};
+  rc = 1;
+  TsErr e;
+  if (ctx_read_file(&cx) < 0 || tesla_front(&cx, &m.sp) < 0) goto out;
+  if (load_split(&cx, &m.sp, m.sp.data.test_images, m.sp.data.test_labels, "test", &te) < 0) goto out;
+  if (model_build(&cx, &m, o.batch ? o.batch : m.sp.train.batch, o.threads, false) < 0) goto out;
+  if (model_load(&cx, &m, o.weights, false, NULL, &e) < 0) {
+    fprintf(stderr, "teslac: %s\n", e.msg);
+    goto out;
+  }
+  double loss, acc;
+  model_eval(&m, &te, &loss, &acc);
+  printf("test loss %.4f  test accuracy %.4f  (%zu samples)\n", loss, acc, te.count);
+  rc = 0;
+out:
+  model_free(&m);
+  ts_dataset_free(&te);
+  ctx_free(&cx);
+  return rc;
+}
