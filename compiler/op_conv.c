@@ -24,9 +24,9 @@ static void parse(Ctx *cx, Layer *l) {
     spec_pair(cx, v, "kernel", 1, &c->kh, &c->kw);
   if ((v = spec_get(l->node, "stride"))) spec_pair(cx, v, "stride", 1, &c->sh, &c->sw);
   if ((v = spec_get(l->node, "padding"))) {
-    if (v->kind == Y_SCALAR && !v->quoted && !strcmp(v->str, "same"))
+    if (v->kind == Y_SCALAR && !strcmp(v->str, "same"))
       c->pad = PAD_SAME;
-    else if (v->kind == Y_SCALAR && !v->quoted && !strcmp(v->str, "valid"))
+    else if (v->kind == Y_SCALAR && !strcmp(v->str, "valid"))
       c->pad = PAD_VALID;
     else if (v->kind == Y_SCALAR && (v->str[0] < '0' || v->str[0] > '9') && v->str[0] != '-')
       diag_at(cx, v->loc, "'padding' must be an integer, a pair, same or valid, got %s",

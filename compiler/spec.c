@@ -36,9 +36,18 @@ const char *spec_scalar_desc(Ctx *cx, YNode *v) {
   return arena_printf(cx, "'%.40s'", v->str);
 }
 
+/* A quoted number is a string in YAML; say how to fix it. */
+static const char *unquote_hint(YNode *v) {
+  if (v->kind != Y_SCALAR || !v->quoted || !v->len) return "";
+  char *end;
+  strtod(v->str, &end);
+  return *end ? "" : " (without the quotes it is a number)";
+}
+
 bool spec_int(Ctx *cx, YNode *v, const char *key, int64_t lo, int64_t hi, int64_t *out) {
   if (v->kind != Y_SCALAR || v->quoted || is_null(v)) {
-    diag_at(cx, v->loc, "'%s' must be an integer, got %s", key, spec_scalar_desc(cx, v));
+    diag_at(cx, v->loc, "'%s' must be an integer, got %s%s", key, spec_scalar_desc(cx, v),
+            unquote_hint(v));
     return false;
   }
   errno = 0;
@@ -47,7 +56,9 @@ bool spec_int(Ctx *cx, YNode *v, const char *key, int64_t lo, int64_t hi, int64_
   if (end == v->str || *end) {
     char *fend;
     double d = strtod(v->str, &fend);
-    if (fend != v->str && !*fend && isfinite(d))
+    if (fend != v->str && !*fend && isfinite(d) && d == floor(d))
+      diag_at(cx, v->loc, "'%s' must be written as an integer (digits only), got %s", key, v->str);
+    else if (fend != v->str && !*fend && isfinite(d))
       diag_at(cx, v->loc, "'%s' must be a whole number, got %s", key, v->str);
     else
       diag_at(cx, v->loc, "'%s' must be an integer, got %s", key, spec_scalar_desc(cx, v));
@@ -75,7 +86,8 @@ bool spec_int(Ctx *cx, YNode *v, const char *key, int64_t lo, int64_t hi, int64_
 bool spec_num(Ctx *cx, YNode *v, const char *key, double lo, double hi, bool lo_open,
               bool hi_open, double *out) {
   if (v->kind != Y_SCALAR || v->quoted || is_null(v)) {
-    diag_at(cx, v->loc, "'%s' must be a number, got %s", key, spec_scalar_desc(cx, v));
+    diag_at(cx, v->loc, "'%s' must be a number, got %s%s", key, spec_scalar_desc(cx, v),
+            unquote_hint(v));
     return false;
   }
   /* YAML writes infinity and NaN as .inf, -.inf, .nan; strtod's own "inf" and "nan" too */

@@ -87,8 +87,17 @@ static void report_syntax(Ctx *cx, yaml_parser_t *p) {
     return;
   }
   if (strstr(context, "block mapping") && strstr(problem, "did not find expected key")) {
-    diag_at(cx, l, "YAML syntax error: bad indentation: this line starts at column %d, but the "
-            "map it continues (from line %d) has its keys at column %d", l.col, ctx.line, ctx.col);
+    if (l.col != ctx.col)
+      diag_at(cx, l, "YAML syntax error: bad indentation: this line starts at column %d, but the "
+              "map it continues (from line %d) has its keys at column %d", l.col, ctx.line, ctx.col);
+    else
+      diag_at(cx, l, "YAML syntax error: expected a key ('key: value') here, as in the map from "
+              "line %d; is the indentation off?", ctx.line);
+    return;
+  }
+  if (strstr(context, "block collection") && strstr(problem, "expected '-' indicator")) {
+    diag_at(cx, l, "YAML syntax error: expected a list item ('- ...') here, as in the list from "
+            "line %d; is the indentation off?", ctx.line);
     return;
   }
   if (strstr(problem, "mapping values are not allowed")) {
