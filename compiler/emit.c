@@ -3,6 +3,8 @@
  *
  *   void <name>_train_step(TeslaStep *s)   forward (batch statistics, dropout), softmax +
  *                                          cross-entropy, backward, optimizer update
+ *   void <name>_grad(TeslaStep *s)         the same without the optimizer: gradients add up
+ *                                          in the gradient block
  *   void <name>_infer(TeslaStep *s)        forward in eval mode (running statistics, no
  *                                          dropout); probabilities of the last softmax; loss
  *                                          and correct count when s->y is given
@@ -178,9 +180,11 @@ static void logits_at(const Spec *sp, const EmitLayer *el, int *block, int64_t *
   }
 }
 
-static void emit_train_step(Cg *g, const Spec *sp, const Plan *pl, EmitLayer *el) {
+/* train_step: forward, loss, backward, optimizer. grad (with_opt false): the same without the
+ * optimizer, gradients accumulating into the gradient block (tests, accumulation). */
+static void emit_train_step(Cg *g, const Spec *sp, const Plan *pl, EmitLayer *el, bool with_opt) {
   char name[160];
-  snprintf(name, sizeof name, "%s_train_step", sp->name);
+  snprintf(name, sizeof name, "%s_%s", sp->name, with_opt ? "train_step" : "grad");
   cg_fn_begin(g, name, false, true);
   int last = last_compute_layer(sp);
   layout(sp, pl, true, el);
@@ -190,7 +194,7 @@ static void emit_train_step(Cg *g, const Spec *sp, const Plan *pl, EmitLayer *el
   logits_at(sp, el, &lb, &lo);
   emit_loss(g, lb, lo, sp->classes, pl->batch, pl->grad_buf[0]);
   for (int i = last; i >= 0; i--) op_emitters[sp->layers[i].op]->bwd(g, &el[i]);
-  emit_optimizer(g, sp, pl);
+  if (with_opt) emit_optimizer(g, sp, pl);
   cg_fn_end(g);
 }
 
@@ -212,7 +216,8 @@ static void emit_infer(Cg *g, const Spec *sp, const Plan *pl, EmitLayer *el) {
 
 void emit_module(Cg *g, const Spec *sp, const Plan *pl) {
   EmitLayer el[sp->nlayers > 0 ? sp->nlayers : 1];
-  emit_train_step(g, sp, pl, el);
+  emit_train_step(g, sp, pl, el, true);
+  emit_train_step(g, sp, pl, el, false);
   emit_infer(g, sp, pl, el);
 }
 

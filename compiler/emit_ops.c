@@ -17,7 +17,36 @@
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-/* [t * w, min((t + 1) * w, n)) */
+/* Tile t of [0, n) in tiles of w: [t w, t w + w), the last one [full w, n). Emitted so that
+ * every kernel call sees a constant width (the tail gets a call of its own), letting the
+ * kernel's row and column remainder dispatch fold away. */
+typedef void (*TileCall)(Cg *g, const EmitLayer *e, LLVMValueRef lo, LLVMValueRef hi);
+static void tile_call(Cg *g, const EmitLayer *e, LLVMValueRef t, int64_t w, int64_t n, TileCall f) {
+  int64_t full = n / w, tail = n % w;
+  if (full == 0) {
+    f(g, e, cg_i64(g, 0), cg_i64(g, n));
+    return;
+  }
+  LLVMValueRef lo = cg_mul(g, t, cg_i64(g, w));
+  if (!tail) {
+    f(g, e, lo, cg_add(g, lo, cg_i64(g, w)));
+    return;
+  }
+  CgIf c;
+  LLVMBasicBlockRef b_tail = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "tile.tail");
+  c.b_then = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "tile.full");
+  c.b_done = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "tile.done");
+  LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, t, cg_i64(g, full), ""), c.b_then, b_tail);
+  LLVMPositionBuilderAtEnd(g->b, c.b_then);
+  f(g, e, lo, cg_add(g, lo, cg_i64(g, w)));
+  LLVMBuildBr(g->b, c.b_done);
+  LLVMPositionBuilderAtEnd(g->b, b_tail);
+  f(g, e, cg_i64(g, full * w), cg_i64(g, n));
+  LLVMBuildBr(g->b, c.b_done);
+  LLVMPositionBuilderAtEnd(g->b, c.b_done);
+}
+
+/* [t * w, min((t + 1) * w, n)) for loops that do not care about constant widths */
 static void tile_range(Cg *g, LLVMValueRef t, int64_t w, int64_t n, LLVMValueRef *lo, LLVMValueRef *hi) {
   *lo = cg_mul(g, t, cg_i64(g, w));
   LLVMValueRef end = cg_add(g, *lo, cg_i64(g, w));
@@ -27,40 +56,46 @@ static void tile_range(Cg *g, LLVMValueRef t, int64_t w, int64_t n, LLVMValueRef
 
 static LLVMValueRef in_ptr(Cg *g, const EmitLayer *e) { return cg_at(g, e->in_block, e->in, NULL); }
 
-static void dense_fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
-  const EmitLayer *e = arg;
+static void dense_fwd_call(Cg *g, const EmitLayer *e, LLVMValueRef o0, LLVMValueRef o1) {
   int64_t IN = shape_elems(&e->l->in), OUT = e->l->u.dense.units;
-  LLVMValueRef o0, o1;
-  tile_range(g, t, DENSE_TILE, OUT, &o0, &o1);
   LLVMValueRef bias = e->w[1] >= 0 ? cg_at(g, TS_P, e->w[1], NULL) : LLVMConstNull(g->t_ptr);
   LLVMValueRef args[] = {cg_i64(g, e->B), cg_i64(g, IN), cg_i64(g, OUT), in_ptr(g, e),
                          cg_at(g, TS_P, e->w[0], NULL), bias, cg_at(g, TS_A, e->out, NULL), o0, o1};
   cg_kernel(g, "tk_dense_fwd", args, 9);
 }
 
+static void dense_fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  tile_call(g, e, t, DENSE_TILE, e->l->u.dense.units, dense_fwd_call);
+}
+
 static void dense_fwd(Cg *g, const EmitLayer *e) {
   cg_parallel(g, "dense_fwd", ceil_div(e->l->u.dense.units, DENSE_TILE), dense_fwd_tile, (void *)e);
 }
 
-static void dense_dx_tile(Cg *g, LLVMValueRef t, void *arg) {
-  const EmitLayer *e = arg;
+static void dense_dx_call(Cg *g, const EmitLayer *e, LLVMValueRef i0, LLVMValueRef i1) {
   int64_t IN = shape_elems(&e->l->in), OUT = e->l->u.dense.units;
-  LLVMValueRef i0, i1;
-  tile_range(g, t, DENSE_DX_TILE, IN, &i0, &i1);
   LLVMValueRef args[] = {cg_i64(g, e->B), cg_i64(g, IN), cg_i64(g, OUT), cg_at(g, TS_A, e->dout, NULL),
                          cg_at(g, TS_P, e->w[0], NULL), cg_at(g, TS_A, e->din, NULL), i0, i1};
   cg_kernel(g, "tk_dense_bwd_data", args, 8);
 }
 
-static void dense_dw_tile(Cg *g, LLVMValueRef t, void *arg) {
+static void dense_dx_tile(Cg *g, LLVMValueRef t, void *arg) {
   const EmitLayer *e = arg;
+  tile_call(g, e, t, DENSE_DX_TILE, shape_elems(&e->l->in), dense_dx_call);
+}
+
+static void dense_dw_call(Cg *g, const EmitLayer *e, LLVMValueRef o0, LLVMValueRef o1) {
   int64_t IN = shape_elems(&e->l->in), OUT = e->l->u.dense.units;
-  LLVMValueRef o0, o1;
-  tile_range(g, t, DENSE_TILE, OUT, &o0, &o1);
   LLVMValueRef dbias = e->dw[1] >= 0 ? cg_at(g, TS_G, e->dw[1], NULL) : LLVMConstNull(g->t_ptr);
   LLVMValueRef args[] = {cg_i64(g, e->B), cg_i64(g, IN), cg_i64(g, OUT), in_ptr(g, e),
                          cg_at(g, TS_A, e->dout, NULL), cg_at(g, TS_G, e->dw[0], NULL), dbias, o0, o1};
   cg_kernel(g, "tk_dense_bwd_weight", args, 9);
+}
+
+static void dense_dw_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  tile_call(g, e, t, DENSE_TILE, e->l->u.dense.units, dense_dw_call);
 }
 
 /* dX = dY Wt^T (when needed), dWt += X^T dY, db += sum_b dY */

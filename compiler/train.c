@@ -8,7 +8,7 @@
  * Batches: training drops a last partial batch (DataLoader(drop_last=True)), since batch
  * statistics are compiled for the batch size; evaluation pads the last one and counts only
  * its real rows, so every test sample counts. */
-#include "cg.h"
+#include "model.h"
 
 #include <errno.h>
 #include <math.h>
@@ -18,19 +18,6 @@
 
 #include "tesla_rt.h"
 
-typedef struct Model {
-  Spec     sp;
-  Plan     pl;
-  Jit     *jit;
-  void   (*train_step)(TeslaStep *);
-  void   (*infer)(TeslaStep *);
-  float   *P, *G, *O, *A, *X;
-  int32_t *Y;
-  int64_t  in_elems;
-  int64_t  t;          /* optimizer steps taken */
-  TsPool  *pool;
-} Model;
-
 typedef struct TrainOpts {
   const char *spec, *out, *init, *resume, *log, *weights;
   int64_t epochs, steps, batch, threads;
@@ -39,7 +26,7 @@ typedef struct TrainOpts {
   bool have_seed;
 } TrainOpts;
 
-static void model_free(Model *m) {
+void model_free(Model *m) {
   jit_free(m->jit);
   ts_aligned_free(m->P), ts_aligned_free(m->G), ts_aligned_free(m->O), ts_aligned_free(m->A);
   ts_aligned_free(m->X), ts_aligned_free(m->Y);
@@ -50,7 +37,7 @@ static void model_free(Model *m) {
 static float *block(int64_t floats) { return ts_aligned_alloc((size_t)(floats > 0 ? floats : 1) * sizeof(float)); }
 
 /* plan -> emit -> JIT -> memory */
-static int model_build(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbose) {
+int model_build(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbose) {
   if (!emit_supported(cx, &m->sp)) return -1;
   plan_spec(cx, &m->sp, batch, &m->pl);
   if (cx->nerrors) return -1;
@@ -65,6 +52,7 @@ static int model_build(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool v
   if (rc < 0) return -1;
   m->train_step = jit_fn(m->jit, "train_step");
   m->infer = jit_fn(m->jit, "infer");
+  m->grad = jit_fn(m->jit, "grad");
   if (verbose)
     printf("compiled %s for batch %lld in %.3f s (emit %.3f, O3 %.3f, machine code %.3f)\n", m->sp.name,
            (long long)batch, ts_now() - t0, jt.emit, jt.opt, jt.codegen);
@@ -90,7 +78,7 @@ static int model_build(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool v
 
 /* dense and conv: kaiming_uniform(a = sqrt(5)) for the weight, i.e. U(-1/sqrt(fan_in), +), and
  * U(-1/sqrt(fan_in), +) for the bias; batchnorm: weight 1, bias 0, running mean 0, var 1. */
-static void model_init(Model *m, uint64_t seed) {
+void model_init(Model *m, uint64_t seed) {
   TsRng r;
   ts_rng_seed(&r, seed, 0x7e51a);
   for (int t = 0; t < m->pl.ntensors; t++) {
@@ -159,7 +147,7 @@ static uint64_t spec_hash(const Ctx *cx) {
 
 /* weights under PyTorch's names; optimizer state under "__opt__.<slot>.<name>"; position and
  * the spec's hash in __metadata__ */
-static int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *e) {
+int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *e) {
   int n = 0, nt = m->pl.ntensors;
   int slots = m->pl.opt_block ? (m->pl.opt_block == m->pl.grad_block ? 1 : 2) : 0;
   TsStOut *out = calloc((size_t)(nt * (1 + slots)), sizeof *out);
@@ -199,7 +187,7 @@ static int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, 
 
 /* Loads weights (and, with `opt`, optimizer state and position) from a safetensors file;
  * the first tensor that is missing or has another shape is named in the error. */
-static int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, TsErr *e) {
+int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, TsErr *e) {
   TsStFile f;
   if (ts_st_read(path, &f, e) < 0) return -1;
   int rc = 0;
@@ -242,13 +230,13 @@ static int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *ep
 
 /* ---- evaluation ----------------------------------------------------------------------------- */
 
-static void set_step(Model *m, TeslaStep *s) {
+void model_step_init(Model *m, TeslaStep *s) {
   memset(s, 0, sizeof *s);
   s->params = m->P, s->grads = m->G, s->opt = m->O, s->acts = m->A, s->x = m->X, s->y = m->Y;
 }
 
 /* loss and accuracy over every sample of d (the last batch padded) */
-static void model_eval(Model *m, const TsDataset *d, double *loss, double *acc) {
+void model_eval(Model *m, const TsDataset *d, double *loss, double *acc) {
   int64_t B = m->pl.batch;
   double sum = 0;
   int64_t correct = 0;
@@ -261,7 +249,7 @@ static void model_eval(Model *m, const TsDataset *d, double *loss, double *acc) 
       memset(m->X + n * m->in_elems, 0, sizeof(float) * (size_t)((B - n) * m->in_elems));
       memset(m->Y + n, 0, sizeof(int32_t) * (size_t)(B - n));
     }
-    set_step(m, &s);
+    model_step_init(m, &s);
     s.nvalid = (int32_t)n;
     m->infer(&s);
     sum += s.loss, correct += s.correct;
@@ -460,7 +448,7 @@ int train_main(int argc, char **argv) {
         m.Y[b] = tr.y[k];
       }
       TeslaStep s;
-      set_step(&m, &s);
+      model_step_init(&m, &s);
       m.t++;
       s.t = (int32_t)m.t, s.lr = (float)lr, s.nvalid = (int32_t)batch;
       s.bc1 = (float)(1 - pow(tc->beta1, (double)m.t)), s.bc2 = (float)(1 - pow(tc->beta2, (double)m.t));
@@ -497,6 +485,62 @@ out:
   if (log) fclose(log);
   model_free(&m);
   ts_dataset_free(&tr), ts_dataset_free(&te);
+  ctx_free(&cx);
+  return rc;
+}
+
+/* teslac emit-llvm SPEC [--optimized] [--batch B]: the specialized module as LLVM IR text */
+int emit_llvm_main(int argc, char **argv) {
+  const char *spec = NULL;
+  bool optimized = false;
+  int64_t batch = 0;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fputs("usage: teslac emit-llvm SPEC [--optimized] [--batch B]\n\n"
+            "Print the LLVM IR teslac generates for SPEC: <name>_train_step (forward, loss,\n"
+            "backward, optimizer) and <name>_infer. Kernels are calls until --optimized links them\n"
+            "and runs O3 for this CPU.\n", stdout);
+      return 0;
+    }
+    double d;
+    int rc;
+    if (!strcmp(a, "--optimized") || !strcmp(a, "-O")) optimized = true;
+    else if (!strcmp(a, "--backward")) ;   /* train_step always holds the backward */
+    else if (!strcmp(a, "--batch")) {
+      if ((rc = num_opt("emit-llvm", argc, argv, &i, 1, 1 << 20, true, &d))) return rc;
+      batch = (int64_t)d;
+    } else if (a[0] == '-' && a[1]) return usage("emit-llvm", "unknown option '%s'", a);
+    else if (spec) return usage("emit-llvm", "one spec at a time; '%s' is one too many", a);
+    else spec = a;
+  }
+  if (!spec) return usage("emit-llvm", "%smissing SPEC", "");
+  Ctx cx;
+  ctx_init(&cx, spec, stderr);
+  Spec sp;
+  Plan pl;
+  int rc = 1;
+  if (ctx_read_file(&cx) < 0 || tesla_front(&cx, &sp) < 0 || !emit_supported(&cx, &sp)) goto out;
+  plan_spec(&cx, &sp, batch ? batch : sp.train.batch, &pl);
+  if (cx.nerrors) goto out;
+  Cg g;
+  cg_init(&g, sp.name);
+  emit_module(&g, &sp, &pl);
+  if (optimized) {
+    LLVMTargetMachineRef tm = cg_host_machine(&cx);
+    if (!tm || cg_optimize(&cx, &g, tm) < 0) {
+      if (tm) LLVMDisposeTargetMachine(tm);
+      cg_dispose(&g);
+      goto out;
+    }
+    LLVMDisposeTargetMachine(tm);
+  }
+  char *ir = LLVMPrintModuleToString(g.mod);
+  fputs(ir, stdout);
+  LLVMDisposeMessage(ir);
+  cg_dispose(&g);
+  rc = 0;
+out:
   ctx_free(&cx);
   return rc;
 }

@@ -1,0 +1,343 @@
+// tk_gemm.h: the GEMM kernels that generated code calls for dense layers (and later for
+// im2col convolution and tensor-train contractions), in the Glow "libjit" style.
+//
+// Where it stands: kernels.c includes this header and defines the externally visible
+// entry points (tk_dense_fwd, ...). The build compiles kernels.c to LLVM bitcode once
+// (clang-16 -O2 -emit-llvm -c -ffp-contract=fast -fno-math-errno, no -march); the emitter
+// links that bitcode into the model's module and calls the entry points with CONSTANT dims,
+// strides and tile bounds. Every function here is always_inline, so after inlining and O3
+// each call site becomes a loop nest specialized to its exact shape: the row/column
+// remainder dispatch below folds away and only the micro-kernels that shape needs remain.
+// The code is portable C with GCC/clang vector extensions (v16f = 16 floats = one AVX-512
+// register); the target's features (znver4) are applied at JIT time.
+//
+// Scheme. Everything is row-major. One register-blocked micro-kernel (tk__kern) computes
+// an (mr <= 8) x (up to 3 vectors of 16 columns) tile of C = A @ B over a K range, keeping
+// the tile in registers: per k it loads the B row's 1-3 vectors and broadcasts mr scalars
+// of A (mr*nv FMAs per mr+nv loads; 8x3 = 24 accumulators). A is addressed through two
+// strides (sam, sak) so the same kernel serves A and A^T: X @ Wt (forward) and X^T @ dY
+// (weight gradient). A column remainder of 1..15 is a zero-padded vector loaded and stored
+// element-wise (no masked-load builtin is portable); rows left over after blocks of 8 go
+// through blocks of 4, 2, 1. K is cache-blocked (TK_KC) when long, so a 48-column panel of
+// B stays in L2 while every row block of A sweeps it.
+//
+// The data gradient dX = dY @ Wt^T reads both dY and Wt along OUT, so for OUT >= 64 it is
+// a block of 4 (b) x 4 (i) dot products over contiguous OUT, 16 vector accumulators, ended
+// by one transposing horizontal sum (tk__dot); for short OUT (= 10), where the reduction
+// would dominate, a (TK_PKC, 48) panel of Wt^T is transposed into a stack buffer (12 KB)
+// and the broadcast micro-kernel runs on it.
+//
+// Dimension legend: B batch, IN input features, OUT output features; M, N, K the generic
+// GEMM dims (C (M, N) = A (M, K) @ B (K, N)). Dims and strides are `long` (i64 in IR).
+// Tiles: callers split the columns [o0, o1) of OUT (forward, weight gradient) or the
+// columns [i0, i1) of IN (data gradient) across threads; any split is correct, splits on
+// multiples of 16 (better 48) are fastest.
+#ifndef TK_GEMM_H
+#define TK_GEMM_H
+
+#include <stddef.h>
+
+// The v16f helpers below are always inlined, so the vector-ABI-without-avx512f warning
+// (the bitcode is built with no -march) does not apply to anything that survives.
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wpsabi"
+
+#define TK_AI static inline __attribute__((always_inline))
+#define TK_KC 512   // K block of the forward / generic GEMM
+#define TK_PKC 64   // K (= OUT) block of the packed Wt^T panel in bwd_data
+#define TK_NP 48    // column panel: 3 vectors
+
+typedef float tk_v16f __attribute__((vector_size(64)));
+
+TK_AI tk_v16f tk__load(const float *p) {
+  tk_v16f v;
+  __builtin_memcpy(&v, p, sizeof v);  // unaligned load, no aliasing assumptions
+  return v;
+}
+TK_AI void tk__store(float *p, tk_v16f v) { __builtin_memcpy(p, &v, sizeof v); }
+// Partial vector: the n in [0, 16) leading lanes, the rest zero. Built from pieces of 8, 4,
+// 2, 1 lanes (the bits of n) rather than a loop: the bitcode is optimized before n is known,
+// and a loop would reach the JIT already reshaped; these branches fold to 1-4 plain loads.
+typedef float tk_v8f __attribute__((vector_size(32)));
+typedef float tk_v4f __attribute__((vector_size(16)));
+typedef float tk_v2f __attribute__((vector_size(8)));
+TK_AI tk_v16f tk__loadp(const float *p, long n) {
+  tk_v16f v = {0};
+  long o = 0;
+  if (n & 8) {
+    tk_v8f a, z = {0};
+    __builtin_memcpy(&a, p, sizeof a);
+    v = __builtin_shufflevector(a, z, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    o = 8;
+  }
+  if (n & 4) {
+    tk_v4f a;
+    __builtin_memcpy(&a, p + o, sizeof a);
+    for (int j = 0; j < 4; j++) v[o + j] = a[j];
+    o += 4;
+  }
+  if (n & 2) {
+    tk_v2f a;
+    __builtin_memcpy(&a, p + o, sizeof a);
+    for (int j = 0; j < 2; j++) v[o + j] = a[j];
+    o += 2;
+  }
+  if (n & 1) v[o] = p[o];
+  return v;
+}
+TK_AI void tk__storep(float *p, tk_v16f v, long n) {
+  long o = 0;
+  if (n & 8) {
+    tk_v8f a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+    __builtin_memcpy(p, &a, sizeof a);
+    o = 8;
+  }
+  if (n & 4) {
+    tk_v4f a;
+    for (int j = 0; j < 4; j++) a[j] = v[o + j];
+    __builtin_memcpy(p + o, &a, sizeof a);
+    o += 4;
+  }
+  if (n & 2) {
+    tk_v2f a;
+    for (int j = 0; j < 2; j++) a[j] = v[o + j];
+    __builtin_memcpy(p + o, &a, sizeof a);
+    o += 2;
+  }
+  if (n & 1) p[o] = v[o];
+}
+// Vector j of a column group: full vectors first, then the padded one.
+TK_AI tk_v16f tk__ldv(const float *p, int j, int nv, long tail) {
+  return j < nv ? tk__load(p + 16 * j) : tk__loadp(p + 16 * j, tail);
+}
+TK_AI void tk__stv(float *p, int j, int nv, long tail, tk_v16f v) {
+  if (j < nv) tk__store(p + 16 * j, v);
+  else tk__storep(p + 16 * j, v, tail);
+}
+
+enum { TK_INIT_ZERO, TK_INIT_ACC, TK_INIT_BIAS };
+
+// Micro-kernel: C[0:mr, 0:16*nv+tail] (init) + sum_k A[r*sam + k*sak] * B[k*ldb + c].
+// mr in 1..8, nv full vectors + a padded one when tail > 0, nv + (tail > 0) in 1..3.
+// init: ZERO, ACC (read C) or BIAS (bias[c] on every row).
+TK_AI void tk__kern(int mr, int nv, long tail, long K,
+                    const float *restrict A, long sam, long sak,   // (mr, K) via strides
+                    const float *restrict Bm, long ldb,            // (K, cols)
+                    float *restrict C, long ldc,                   // (mr, cols)
+                    int init, const float *restrict bias) {        // (cols)
+  int nt = nv + (tail > 0);
+  tk_v16f acc[8][3];
+  for (int r = 0; r < mr; r++)
+    for (int j = 0; j < nt; j++) {
+      if (init == TK_INIT_ACC) acc[r][j] = tk__ldv(C + r * ldc, j, nv, tail);
+      else if (init == TK_INIT_BIAS) acc[r][j] = tk__ldv(bias, j, nv, tail);
+      else acc[r][j] = (tk_v16f){0};
+    }
+  for (long k = 0; k < K; k++) {
+    tk_v16f b[3];
+    for (int j = 0; j < nt; j++) b[j] = tk__ldv(Bm + k * ldb, j, nv, tail);
+    for (int r = 0; r < mr; r++) {
+      float a = A[r * sam + k * sak];
+      for (int j = 0; j < nt; j++) acc[r][j] += a * b[j];
+    }
+  }
+  for (int r = 0; r < mr; r++)
+    for (int j = 0; j < nt; j++) tk__stv(C + r * ldc, j, nv, tail, acc[r][j]);
+}
+
+// Rows [m0, m1) of one column group (width 16*nv + tail): blocks of 8, then 4, 2, 1.
+// Written out per mr so that mr is a literal in every micro-kernel instance.
+TK_AI void tk__rows(long m0, long m1, int nv, long tail, long K,
+                    const float *A, long sam, long sak, const float *Bm, long ldb,
+                    float *C, long ldc, int init, const float *bias) {
+  long m = m0;
+  for (; m + 8 <= m1; m += 8)
+    tk__kern(8, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, bias);
+  if (m + 4 <= m1) {
+    tk__kern(4, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, bias);
+    m += 4;
+  }
+  if (m + 2 <= m1) {
+    tk__kern(2, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, bias);
+    m += 2;
+  }
+  if (m < m1)
+    tk__kern(1, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, bias);
+}
+
+// Columns [n0, n1): panels of 48, then one group of the remaining < 48 columns.
+// nv and tail are literals per branch (folded when n1 - n0 is constant).
+TK_AI void tk__panels(long m0, long m1, long n0, long n1, long K,
+                      const float *A, long sam, long sak, const float *Bm, long ldb,
+                      float *C, long ldc, int init, const float *bias) {
+  long n = n0;
+  for (; n + TK_NP <= n1; n += TK_NP)
+    tk__rows(m0, m1, 3, 0, K, A, sam, sak, Bm + n, ldb, C + n, ldc, init, bias ? bias + n : 0);
+  long r = n1 - n;
+  if (r <= 0) return;
+  const float *bn = Bm + n, *biasn = bias ? bias + n : 0;
+  float *cn = C + n;
+  long t = r % 16;
+  if (r >= 32) tk__rows(m0, m1, 2, t, K, A, sam, sak, bn, ldb, cn, ldc, init, biasn);
+  else if (r >= 16) tk__rows(m0, m1, 1, t, K, A, sam, sak, bn, ldb, cn, ldc, init, biasn);
+  else tk__rows(m0, m1, 0, t, K, A, sam, sak, bn, ldb, cn, ldc, init, biasn);
+}
+
+// C[m0:m1, n0:n1] = init + A[m0:m1, :] @ B[:, n0:n1], K cache-blocked by TK_KC: the first
+// block applies init, the later ones accumulate into C.
+TK_AI void tk__gemm(long m0, long m1, long n0, long n1, long K,
+                    const float *A, long sam, long sak, const float *Bm, long ldb,
+                    float *C, long ldc, int init, const float *bias) {
+  if (m1 <= m0 || n1 <= n0) return;
+  if (K <= 0) {  // nothing to sum: only the init
+    if (init == TK_INIT_ACC) return;
+    for (long m = m0; m < m1; m++)
+      for (long n = n0; n < n1; n++) C[m * ldc + n] = init == TK_INIT_BIAS ? bias[n] : 0.0f;
+    return;
+  }
+  for (long k0 = 0; k0 < K; k0 += TK_KC) {
+    long kc = K - k0 < TK_KC ? K - k0 : TK_KC;
+    tk__panels(m0, m1, n0, n1, kc, A + k0 * sak, sam, sak, Bm + k0 * ldb, ldb, C, ldc,
+               k0 == 0 ? init : TK_INIT_ACC, bias);
+  }
+}
+
+// s[j] = the sum of the lanes of v[j], j < 16: a transposing reduction, 15 shuffle pairs.
+TK_AI tk_v16f tk__hsum16(const tk_v16f *v) {
+  tk_v16f x[8], y[4], z[2];
+  for (int k = 0; k < 8; k++)
+    x[k] = __builtin_shufflevector(v[2 * k], v[2 * k + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18,
+                                   19, 20, 21, 22, 23) +
+           __builtin_shufflevector(v[2 * k], v[2 * k + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24,
+                                   25, 26, 27, 28, 29, 30, 31);
+  for (int k = 0; k < 4; k++)
+    y[k] = __builtin_shufflevector(x[2 * k], x[2 * k + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17,
+                                   18, 19, 24, 25, 26, 27) +
+           __builtin_shufflevector(x[2 * k], x[2 * k + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21,
+                                   22, 23, 28, 29, 30, 31);
+  for (int k = 0; k < 2; k++)
+    z[k] = __builtin_shufflevector(y[2 * k], y[2 * k + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17,
+                                   20, 21, 24, 25, 28, 29) +
+           __builtin_shufflevector(y[2 * k], y[2 * k + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19,
+                                   22, 23, 26, 27, 30, 31);
+  return __builtin_shufflevector(z[0], z[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
+                                 26, 28, 30) +
+         __builtin_shufflevector(z[0], z[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25,
+                                 27, 29, 31);
+}
+
+// Dot micro-kernel for C = A @ Bt^T: an (mr <= 4) x (nc <= 4) block of dot products over
+// the contiguous K of both A rows and Bt rows, 16 vector accumulators (8 loads per 16 FMAs),
+// then one tk__hsum16. Unused accumulators stay zero.
+TK_AI void tk__dot(int mr, int nc, long K, const float *restrict A, long lda,
+                   const float *restrict Bt, long ldbt, float *restrict C, long ldc,
+                   int init) {
+  tk_v16f acc[16];
+  for (int q = 0; q < 16; q++) acc[q] = (tk_v16f){0};
+  long k = 0;
+  for (; k + 16 <= K; k += 16) {
+    tk_v16f a[4], b[4];
+    for (int r = 0; r < mr; r++) a[r] = tk__load(A + r * lda + k);
+    for (int c = 0; c < nc; c++) b[c] = tk__load(Bt + c * ldbt + k);
+    for (int r = 0; r < mr; r++)
+      for (int c = 0; c < nc; c++) acc[r * 4 + c] += a[r] * b[c];
+  }
+  if (k < K) {
+    tk_v16f a[4], b[4];
+    for (int r = 0; r < mr; r++) a[r] = tk__loadp(A + r * lda + k, K - k);
+    for (int c = 0; c < nc; c++) b[c] = tk__loadp(Bt + c * ldbt + k, K - k);
+    for (int r = 0; r < mr; r++)
+      for (int c = 0; c < nc; c++) acc[r * 4 + c] += a[r] * b[c];
+  }
+  tk_v16f s = tk__hsum16(acc);  // lane r*4 + c: C[r, c]
+  for (int r = 0; r < mr; r++)
+    for (int c = 0; c < nc; c++) {
+      float *p = C + r * ldc + c;
+      *p = (init == TK_INIT_ACC ? *p : 0.0f) + s[r * 4 + c];
+    }
+}
+
+// Rows [m0, m1) of nc (literal, 1..4) columns: blocks of 4 rows, then 3, 2 or 1.
+TK_AI void tk__dot_rows(int nc, long m0, long m1, long K, const float *A, long lda,
+                        const float *Bt, long ldbt, float *C, long ldc, int init) {
+  long m = m0;
+  for (; m + 4 <= m1; m += 4)
+    tk__dot(4, nc, K, A + m * lda, lda, Bt, ldbt, C + m * ldc, ldc, init);
+  long r = m1 - m;
+  if (r == 3) tk__dot(3, nc, K, A + m * lda, lda, Bt, ldbt, C + m * ldc, ldc, init);
+  else if (r == 2) tk__dot(2, nc, K, A + m * lda, lda, Bt, ldbt, C + m * ldc, ldc, init);
+  else if (r == 1) tk__dot(1, nc, K, A + m * lda, lda, Bt, ldbt, C + m * ldc, ldc, init);
+}
+
+// Columns [n0, n1) in blocks of 4, then one block of the 1-3 left.
+TK_AI void tk__gemm_nt_dot(long m0, long m1, long n0, long n1, long K, const float *A,
+                           long lda, const float *Bt, long ldbt, float *C, long ldc,
+                           int init) {
+  long n = n0;
+  for (; n + 4 <= n1; n += 4)
+    tk__dot_rows(4, m0, m1, K, A, lda, Bt + n * ldbt, ldbt, C + n, ldc, init);
+  long r = n1 - n;
+  if (r == 3) tk__dot_rows(3, m0, m1, K, A, lda, Bt + n * ldbt, ldbt, C + n, ldc, init);
+  else if (r == 2) tk__dot_rows(2, m0, m1, K, A, lda, Bt + n * ldbt, ldbt, C + n, ldc, init);
+  else if (r == 1) tk__dot_rows(1, m0, m1, K, A, lda, Bt + n * ldbt, ldbt, C + n, ldc, init);
+}
+
+// C[m0:m1, n0:n1] = init + A[m0:m1, :] @ Bt[n0:n1, :]^T with Bt (N, K) row-major.
+// K >= TK_DOT_K: dot products over contiguous K (tk__gemm_nt_dot); measured 1.1-1.6x faster
+// than packing at B <= 64 and equal at B = 256 (bench/gemm/RESULTS.md). Short K (OUT = 10):
+// a (TK_PKC, 48) panel of Bt^T is packed on the stack (12 KB) and reused by every row block
+// of the broadcast micro-kernel, with no horizontal reductions.
+#define TK_DOT_K 64
+TK_AI void tk__gemm_nt(long m0, long m1, long n0, long n1, long K,
+                       const float *A, long lda,     // (M, K)
+                       const float *Bt, long ldbt,   // (N, K)
+                       float *C, long ldc,           // (M, N)
+                       int init) {
+  if (m1 <= m0 || n1 <= n0) return;
+  if (K <= 0) {
+    tk__gemm(m0, m1, n0, n1, 0, A, lda, 1, Bt, 0, C, ldc, init, 0);
+    return;
+  }
+  if (K >= TK_DOT_K) {
+    tk__gemm_nt_dot(m0, m1, n0, n1, K, A, lda, Bt, ldbt, C, ldc, init);
+    return;
+  }
+  float P[TK_PKC * TK_NP] __attribute__((aligned(64)));  // (kc, 48): Bt^T panel
+  for (long n = n0; n < n1; n += TK_NP) {
+    long w = n1 - n < TK_NP ? n1 - n : TK_NP;
+    for (long k0 = 0; k0 < K; k0 += TK_PKC) {
+      long kc = K - k0 < TK_PKC ? K - k0 : TK_PKC;
+      // Scalar copy on purpose: vectorized, this transpose becomes gathers and scatters,
+      // which cost ~3x more on znver4.
+      for (long c = 0; c < w; c++) {
+#pragma clang loop vectorize(disable)
+        for (long kk = 0; kk < kc; kk++) P[kk * TK_NP + c] = Bt[(n + c) * ldbt + k0 + kk];
+      }
+      int in = k0 == 0 ? init : TK_INIT_ACC;
+      const float *a = A + k0;
+      long t = w % 16;
+      if (w == TK_NP) tk__rows(m0, m1, 3, 0, kc, a, lda, 1, P, TK_NP, C + n, ldc, in, 0);
+      else if (w >= 32) tk__rows(m0, m1, 2, t, kc, a, lda, 1, P, TK_NP, C + n, ldc, in, 0);
+      else if (w >= 16) tk__rows(m0, m1, 1, t, kc, a, lda, 1, P, TK_NP, C + n, ldc, in, 0);
+      else tk__rows(m0, m1, 0, t, kc, a, lda, 1, P, TK_NP, C + n, ldc, in, 0);
+    }
+  }
+}
+
+// s[n] += sum_m A[m * lda + n] for n in [n0, n1): column sums (the bias gradient).
+TK_AI void tk__colsum(long M, const float *A, long lda, float *s, long n0, long n1) {
+  long n = n0;
+  for (; n + 16 <= n1; n += 16) {
+    tk_v16f v = tk__load(s + n);
+    for (long m = 0; m < M; m++) v += tk__load(A + m * lda + n);
+    tk__store(s + n, v);
+  }
+  if (n < n1) {
+    tk_v16f v = tk__loadp(s + n, n1 - n);
+    for (long m = 0; m < M; m++) v += tk__loadp(A + m * lda + n, n1 - n);
+    tk__storep(s + n, v, n1 - n);
+  }
+}
+
+#pragma clang diagnostic pop
+#endif

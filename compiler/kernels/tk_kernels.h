@@ -1,0 +1,45 @@
+// tk_kernels.h: prototypes of the kernel entry points defined in kernels.c, for C code that
+// calls them (tests, bench) and as the reference for the IR emitter's declarations.
+// Dims, strides and tile bounds are `long` (i64); pointers are plain float* (ptr in IR).
+// Legend: B batch, IN input features, OUT output features; generic C (M, N) = A (M, K) @ B (K, N).
+#ifndef TK_KERNELS_H
+#define TK_KERNELS_H
+
+// Y[b, o] = bias[o] + sum_i X[b, i] * Wt[i, o]   for o in [o0, o1), all b; bias may be NULL.
+void tk_dense_fwd(long B, long IN, long OUT,
+                  const float *X,     // (B, IN)
+                  const float *Wt,    // (IN, OUT)
+                  const float *bias,  // (OUT) or NULL
+                  float *Y,           // (B, OUT)
+                  long o0, long o1);
+
+// dX[b, i] = sum_o dY[b, o] * Wt[i, o]   for i in [i0, i1), all b (overwrites).
+void tk_dense_bwd_data(long B, long IN, long OUT,
+                       const float *dY,  // (B, OUT)
+                       const float *Wt,  // (IN, OUT)
+                       float *dX,        // (B, IN)
+                       long i0, long i1);
+
+// dWt[i, o] += sum_b X[b, i] * dY[b, o]; dbias[o] += sum_b dY[b, o]
+// for o in [o0, o1), all i (accumulates); dbias may be NULL.
+void tk_dense_bwd_weight(long B, long IN, long OUT,
+                         const float *X,   // (B, IN)
+                         const float *dY,  // (B, OUT)
+                         float *dWt,       // (IN, OUT)
+                         float *dbias,     // (OUT) or NULL
+                         long o0, long o1);
+
+// Generic GEMMs on the tile C[m0:m1, n0:n1], row-major, leading dims lda/ldb/ldc:
+// C = (accumulate ? C : 0) + op(A) @ op(B). M and N are only documentation (the tile
+// bounds say what is computed); K is the summed dim.
+// nn: A (M, K), Bm (K, N).     C[m, n] += sum_k A[m, k] * Bm[k, n]
+void tk_gemm_nn(long M, long N, long K, const float *A, long lda, const float *Bm, long ldb,
+                float *C, long ldc, int accumulate, long m0, long m1, long n0, long n1);
+// tn: A (K, M), Bm (K, N).     C[m, n] += sum_k A[k, m] * Bm[k, n]
+void tk_gemm_tn(long M, long N, long K, const float *A, long lda, const float *Bm, long ldb,
+                float *C, long ldc, int accumulate, long m0, long m1, long n0, long n1);
+// nt: A (M, K), Bt (N, K).     C[m, n] += sum_k A[m, k] * Bt[n, k]
+void tk_gemm_nt(long M, long N, long K, const float *A, long lda, const float *Bt, long ldbt,
+                float *C, long ldc, int accumulate, long m0, long m1, long n0, long n1);
+
+#endif

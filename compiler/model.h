@@ -1,0 +1,40 @@
+/* model.h: a compiled, runnable model: the spec, its plan, the JIT's entry points and the
+ * four memory blocks. train.c implements it for the train/eval commands; the tests drive
+ * the same calls (gradient checks through the generated code, optimizer steps, checkpoints). */
+#ifndef TESLAC_MODEL_H
+#define TESLAC_MODEL_H
+
+#include "cg.h"
+#include "tesla_rt.h"
+
+typedef struct Model {
+  Spec     sp;
+  Plan     pl;
+  Jit     *jit;
+  void   (*train_step)(TeslaStep *);   /* forward, loss, backward, optimizer */
+  void   (*grad)(TeslaStep *);         /* forward, loss, backward: gradients add up */
+  void   (*infer)(TeslaStep *);        /* eval-mode forward (+ loss when y is given) */
+  float   *P, *G, *O, *A, *X;          /* the plan's blocks and the input batch */
+  int32_t *Y;
+  int64_t  in_elems;
+  int64_t  t;                          /* optimizer steps taken */
+  TsPool  *pool;
+} Model;
+
+/* m->sp must be checked; plans for `batch`, emits, JITs, allocates, starts `threads` threads
+ * (0: all cores). -1 after a diagnostic. */
+int  model_build(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbose);
+void model_free(Model *m);
+/* PyTorch's default initialization (or the layer's init:), from `seed` */
+void model_init(Model *m, uint64_t seed);
+/* a TeslaStep pointing at the model's blocks, everything else zero */
+void model_step_init(Model *m, TeslaStep *s);
+/* loss (mean) and accuracy over every sample of d */
+void model_eval(Model *m, const TsDataset *d, double *loss, double *acc);
+/* safetensors in PyTorch's names and layouts; with optimizer state and position */
+int  model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *e);
+/* weights (opt false: any safetensors with the right names, e.g. a PyTorch state_dict), or a
+ * whole teslac checkpoint (opt true: optimizer state, step, epoch) */
+int  model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, TsErr *e);
+
+#endif
