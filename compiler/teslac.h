@@ -219,6 +219,7 @@ int tesla_front(Ctx *cx, Spec *sp);
 int train_main(int argc, char **argv);
 int eval_main(int argc, char **argv);
 int emit_llvm_main(int argc, char **argv);
+int predict_main(int argc, char **argv);
 
 /* ---- ops.def + op_*.c: the op registry ------------------------------------------------- */
 

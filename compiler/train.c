@@ -489,6 +489,97 @@ out:
   return rc;
 }
 
+/* teslac predict SPEC --weights CKPT [--input IDX] [--json] [--batch B] [--threads T]:
+ * per sample its class and the softmax probabilities, in eval mode */
+int predict_main(int argc, char **argv) {
+  const char *spec = NULL, *weights = NULL, *input = NULL;
+  bool json = false;
+  int64_t batch = 0, threads = 0;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    double d;
+    int rc;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fputs("usage: teslac predict SPEC --weights CKPT [--input IDX] [--json] [--batch B] [--threads T]\n\n"
+            "Classify every sample of IDX (default: the spec's test images) with the weights in CKPT.\n"
+            "Prints one line per sample: its index, its class and that class's probability; with\n"
+            "--json one JSON object per line: {\"index\": i, \"class\": c, \"scores\": [p0, p1, ...]}.\n",
+            stdout);
+      return 0;
+    }
+    if (!strcmp(a, "--json")) json = true;
+    else if (!strcmp(a, "--weights") || !strcmp(a, "--input")) {
+      if (i + 1 >= argc) return usage("predict", "%s needs a value", a);
+      *(!strcmp(a, "--weights") ? &weights : &input) = argv[++i];
+    } else if (!strcmp(a, "--batch")) {
+      if ((rc = num_opt("predict", argc, argv, &i, 1, 1 << 20, true, &d))) return rc;
+      batch = (int64_t)d;
+    } else if (!strcmp(a, "--threads")) {
+      if ((rc = num_opt("predict", argc, argv, &i, 1, 1024, true, &d))) return rc;
+      threads = (int64_t)d;
+    } else if (a[0] == '-' && a[1]) return usage("predict", "unknown option '%s'", a);
+    else if (spec) return usage("predict", "one spec at a time; '%s' is one too many", a);
+    else spec = a;
+  }
+  if (!spec) return usage("predict", "%smissing SPEC", "");
+  if (!weights) return usage("predict", "%spredict needs --weights CKPT", "");
+  Ctx cx;
+  ctx_init(&cx, spec, stderr);
+  Model m = {0};
+  TsIdx idx = {0};
+  TsErr e;
+  int rc = 1;
+  if (ctx_read_file(&cx) < 0 || tesla_front(&cx, &m.sp) < 0) goto out;
+  if (!input) input = m.sp.data.test_images;
+  if (!input) {
+    fprintf(stderr, "teslac: predict needs --input IDX (the spec has no test images)\n");
+    goto out;
+  }
+  if (ts_idx_load(input, &idx, &e) < 0) {
+    fprintf(stderr, "teslac: %s\n", e.msg);
+    goto out;
+  }
+  if ((int64_t)idx.item_size != shape_elems(&m.sp.input)) {
+    fprintf(stderr, "teslac: %s: samples of %zu values, but the model's input %s has %lld\n", input,
+            idx.item_size, shape_str(&cx, &m.sp.input, true), (long long)shape_elems(&m.sp.input));
+    goto out;
+  }
+  if (model_build(&cx, &m, batch ? batch : m.sp.train.batch, threads, false) < 0) goto out;
+  if (model_load(&cx, &m, weights, false, NULL, &e) < 0) {
+    fprintf(stderr, "teslac: %s\n", e.msg);
+    goto out;
+  }
+  int64_t B = m.pl.batch, K = m.sp.classes, out_off = emit_output_offset(&m.sp, &m.pl);
+  float scale = (float)m.sp.data.scale;
+  for (size_t at = 0; at < idx.count; at += (size_t)B) {
+    int64_t n = (int64_t)(idx.count - at) < B ? (int64_t)(idx.count - at) : B;
+    for (int64_t i = 0; i < B * m.in_elems; i++)
+      m.X[i] = i < n * m.in_elems ? (float)idx.data[at * idx.item_size + (size_t)i] / scale : 0.0f;
+    TeslaStep s;
+    model_step_init(&m, &s);
+    s.y = NULL, s.nvalid = (int32_t)n;
+    m.infer(&s);
+    const float *p = m.A + out_off;   /* probabilities when the spec ends in softmax, else logits */
+    for (int64_t b = 0; b < n; b++) {
+      int64_t best = 0;
+      for (int64_t k = 1; k < K; k++)
+        if (p[b * K + k] > p[b * K + best]) best = k;
+      if (json) {
+        printf("{\"index\": %zu, \"class\": %lld, \"scores\": [", at + (size_t)b, (long long)best);
+        for (int64_t k = 0; k < K; k++) printf("%s%.6g", k ? ", " : "", p[b * K + k]);
+        printf("]}\n");
+      } else
+        printf("%zu %lld %.4f\n", at + (size_t)b, (long long)best, p[b * K + best]);
+    }
+  }
+  rc = 0;
+out:
+  ts_idx_free(&idx);
+  model_free(&m);
+  ctx_free(&cx);
+  return rc;
+}
+
 /* teslac emit-llvm SPEC [--optimized] [--batch B]: the specialized module as LLVM IR text */
 int emit_llvm_main(int argc, char **argv) {
   const char *spec = NULL;
