@@ -34,6 +34,11 @@ static bool check_text(Ctx *cx) {
   if (cx->srclen == 0) return true;
   const char *nul = memchr(cx->src, '\0', cx->srclen);
   if (!nul) return true;
+  const unsigned char *u = (const unsigned char *)cx->src;
+  if (cx->srclen >= 2 && ((u[0] == 0xff && u[1] == 0xfe) || (u[0] == 0xfe && u[1] == 0xff))) {
+    diag_at(cx, (SrcLoc){0}, "this file is UTF-16 text; save the spec as UTF-8");
+    return false;
+  }
   int line = 1, col = 1;
   for (const char *p = cx->src; p < nul; p++) {
     if (*p == '\n') line++, col = 1;
