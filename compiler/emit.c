@@ -121,45 +121,61 @@ static void emit_loss(Cg *g, int logits_block, int64_t logits, int64_t K, int64_
 
 /* ---- optimizer: torch.optim's formulas, per trainable tensor; zeroes the gradient ---------- */
 
-static void emit_optimizer(Cg *g, const Spec *sp, const Plan *pl) {
-  const TrainCfg *tc = &sp->train;
+#define OPT_TILE 16384   /* elements per optimizer tile */
+
+typedef struct OptArg { const Spec *sp; const Plan *pl; const PlanTensor *pt; } OptArg;
+
+/* one tile of one tensor: elements [t OPT_TILE, min(+OPT_TILE, n)) */
+static void opt_tile(Cg *g, LLVMValueRef v_tile, void *arg) {
+  const OptArg *a = arg;
+  const TrainCfg *tc = &a->sp->train;
+  const PlanTensor *pt = a->pt;
   LLVMValueRef lr = cg_field(g, TS_LR);
   LLVMValueRef step_size = cg_fdiv(g, lr, cg_field(g, TS_BC1));                 /* lr / bc1 */
   LLVMValueRef sbc2 = cg_call1(g, "llvm.sqrt.f32", cg_field(g, TS_BC2));        /* sqrt(bc2) */
   LLVMValueRef first = LLVMBuildICmp(g->b, LLVMIntEQ, cg_field(g, TS_T), cg_i32(g, 1), "");
   LLVMValueRef decay = cg_fsub(g, cg_f32(g, 1), cg_fmul(g, lr, cg_f32(g, tc->weight_decay)));
+  LLVMValueRef lo = cg_mul(g, v_tile, cg_i64(g, OPT_TILE));
+  LLVMValueRef hi = cg_add(g, lo, cg_i64(g, OPT_TILE));
+  hi = cg_select(g, LLVMBuildICmp(g->b, LLVMIntSGT, hi, cg_i64(g, pt->elems), ""), cg_i64(g, pt->elems), hi);
+  CgLoop L;
+  LLVMValueRef i = cg_for(g, &L, "opt", lo, hi);
+  LLVMValueRef pp = cg_at(g, TS_P, pt->offset, i), pg = cg_at(g, TS_G, pt->grad_offset, i);
+  LLVMValueRef p = cg_load(g, pp), gr = cg_load(g, pg);
+  if (tc->opt != OPT_ADAMW && tc->weight_decay > 0)
+    gr = cg_fadd(g, gr, cg_fmul(g, p, cg_f32(g, tc->weight_decay)));
+  if (tc->opt == OPT_SGD) {
+    if (tc->momentum > 0) {
+      LLVMValueRef pb = cg_at(g, TS_O, pt->grad_offset, i);
+      LLVMValueRef buf = cg_fadd(g, cg_fmul(g, cg_load(g, pb), cg_f32(g, tc->momentum)),
+                                 cg_fmul(g, gr, cg_f32(g, 1 - tc->dampening)));
+      buf = cg_select(g, first, gr, buf);   /* torch: the first step's buffer is the gradient */
+      cg_store(g, buf, pb);
+      gr = tc->nesterov ? cg_fadd(g, gr, cg_fmul(g, buf, cg_f32(g, tc->momentum))) : buf;
+    }
+    p = cg_fsub(g, p, cg_fmul(g, lr, gr));
+  } else {
+    if (tc->opt == OPT_ADAMW) p = cg_fmul(g, p, decay);
+    LLVMValueRef pm = cg_at(g, TS_O, pt->grad_offset, i), pv = cg_at(g, TS_O, a->pl->grad_block + pt->grad_offset, i);
+    LLVMValueRef m = cg_fadd(g, cg_fmul(g, cg_load(g, pm), cg_f32(g, tc->beta1)), cg_fmul(g, gr, cg_f32(g, 1 - tc->beta1)));
+    LLVMValueRef v = cg_fadd(g, cg_fmul(g, cg_load(g, pv), cg_f32(g, tc->beta2)),
+                             cg_fmul(g, cg_fmul(g, gr, gr), cg_f32(g, 1 - tc->beta2)));
+    cg_store(g, m, pm), cg_store(g, v, pv);
+    LLVMValueRef denom = cg_fadd(g, cg_fdiv(g, cg_call1(g, "llvm.sqrt.f32", v), sbc2), cg_f32(g, tc->eps));
+    p = cg_fsub(g, p, cg_fmul(g, step_size, cg_fdiv(g, m, denom)));
+  }
+  cg_store(g, p, pp);
+  cg_store(g, cg_f32(g, 0), pg);
+  cg_for_end(g, &L);
+}
+
+/* Each trainable tensor in tiles over the pool: memory-bound, so both cores' bandwidth counts. */
+static void emit_optimizer(Cg *g, const Spec *sp, const Plan *pl) {
   for (int t = 0; t < pl->ntensors; t++) {
     const PlanTensor *pt = &pl->tensors[t];
     if (pt->grad_offset < 0) continue;
-    CgLoop L;
-    LLVMValueRef i = cg_for(g, &L, "opt", cg_i64(g, 0), cg_i64(g, pt->elems));
-    LLVMValueRef pp = cg_at(g, TS_P, pt->offset, i), pg = cg_at(g, TS_G, pt->grad_offset, i);
-    LLVMValueRef p = cg_load(g, pp), gr = cg_load(g, pg);
-    if (tc->opt != OPT_ADAMW && tc->weight_decay > 0)
-      gr = cg_fadd(g, gr, cg_fmul(g, p, cg_f32(g, tc->weight_decay)));
-    if (tc->opt == OPT_SGD) {
-      if (tc->momentum > 0) {
-        LLVMValueRef pb = cg_at(g, TS_O, pt->grad_offset, i);
-        LLVMValueRef buf = cg_fadd(g, cg_fmul(g, cg_load(g, pb), cg_f32(g, tc->momentum)),
-                                   cg_fmul(g, gr, cg_f32(g, 1 - tc->dampening)));
-        buf = cg_select(g, first, gr, buf);   /* torch: the first step's buffer is the gradient */
-        cg_store(g, buf, pb);
-        gr = tc->nesterov ? cg_fadd(g, gr, cg_fmul(g, buf, cg_f32(g, tc->momentum))) : buf;
-      }
-      p = cg_fsub(g, p, cg_fmul(g, lr, gr));
-    } else {
-      if (tc->opt == OPT_ADAMW) p = cg_fmul(g, p, decay);
-      LLVMValueRef pm = cg_at(g, TS_O, pt->grad_offset, i), pv = cg_at(g, TS_O, pl->grad_block + pt->grad_offset, i);
-      LLVMValueRef m = cg_fadd(g, cg_fmul(g, cg_load(g, pm), cg_f32(g, tc->beta1)), cg_fmul(g, gr, cg_f32(g, 1 - tc->beta1)));
-      LLVMValueRef v = cg_fadd(g, cg_fmul(g, cg_load(g, pv), cg_f32(g, tc->beta2)),
-                               cg_fmul(g, cg_fmul(g, gr, gr), cg_f32(g, 1 - tc->beta2)));
-      cg_store(g, m, pm), cg_store(g, v, pv);
-      LLVMValueRef denom = cg_fadd(g, cg_fdiv(g, cg_call1(g, "llvm.sqrt.f32", v), sbc2), cg_f32(g, tc->eps));
-      p = cg_fsub(g, p, cg_fmul(g, step_size, cg_fdiv(g, m, denom)));
-    }
-    cg_store(g, p, pp);
-    cg_store(g, cg_f32(g, 0), pg);
-    cg_for_end(g, &L);
+    OptArg a = {sp, pl, pt};
+    cg_parallel(g, "opt", (pt->elems + OPT_TILE - 1) / OPT_TILE, opt_tile, &a);
   }
 }
 

@@ -43,9 +43,15 @@
 #pragma clang diagnostic ignored "-Wpsabi"
 
 #define TK_AI static inline __attribute__((always_inline))
-#define TK_KC 512   // K block of the forward / generic GEMM
-#define TK_PKC 64   // K (= OUT) block of the packed Wt^T panel in bwd_data
-#define TK_NP 48    // column panel: 3 vectors
+// Tuning constants (overridable with -D for experiments, see bench/gemm/run.sh).
+#ifndef TK_KC
+#define TK_KC 512     // K block of the broadcast GEMMs (forward, generic)
+#endif
+#ifndef TK_DOT_K
+#define TK_DOT_K 64   // A @ Bt^T with K >= this uses dot products, shorter K packs Bt^T
+#endif
+#define TK_PKC 64     // K block of the packed Bt^T panel
+#define TK_NP 48      // column panel: 3 vectors
 
 typedef float tk_v16f __attribute__((vector_size(64)));
 
@@ -287,7 +293,6 @@ TK_AI void tk__gemm_nt_dot(long m0, long m1, long n0, long n1, long K, const flo
 // than packing at B <= 64 and equal at B = 256 (bench/gemm/RESULTS.md). Short K (OUT = 10):
 // a (TK_PKC, 48) panel of Bt^T is packed on the stack (12 KB) and reused by every row block
 // of the broadcast micro-kernel, with no horizontal reductions.
-#define TK_DOT_K 64
 TK_AI void tk__gemm_nt(long m0, long m1, long n0, long n1, long K,
                        const float *A, long lda,     // (M, K)
                        const float *Bt, long ldbt,   // (N, K)
