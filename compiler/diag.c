@@ -184,12 +184,23 @@ static void vreport(Ctx *cx, SrcLoc loc, const char *kind, const char *color, co
   fprintf(o, "%s\n", reset);
 }
 
+/* Past this many errors the rest are counted but not shown: a file that is wrong everywhere
+ * (or not a spec at all) gets a screenful, not one line per byte, and printing each source line
+ * stays cheap. */
+#define MAX_SHOWN_ERRORS 100
+
 void diag_at(Ctx *cx, SrcLoc loc, const char *fmt, ...) {
+  cx->nerrors++;
+  if (cx->nerrors > MAX_SHOWN_ERRORS) {
+    if (cx->nerrors == MAX_SHOWN_ERRORS + 1)
+      fprintf(cx->err, "%s: too many errors; the first %d are shown above\n", cx->path,
+              MAX_SHOWN_ERRORS);
+    return;
+  }
   va_list ap;
   va_start(ap, fmt);
   vreport(cx, loc, "error", "\033[1;31m", fmt, ap);
   va_end(ap);
-  cx->nerrors++;
 }
 
 void warn_at(Ctx *cx, SrcLoc loc, const char *fmt, ...) {

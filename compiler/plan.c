@@ -176,6 +176,7 @@ void plan_print_json(Ctx *cx, const Spec *sp, const Plan *pl, FILE *o) {
   fprintf(o, ",\n  \"batch\": %lld,\n  \"input\": ", (long long)pl->batch);
   json_dims(o, sp->input.d, sp->input.rank);
   fprintf(o, ",\n  \"classes\": %lld,\n  \"layers\": [", (long long)sp->classes);
+  int tn = 0;
   for (int i = 0; i < sp->nlayers; i++) {
     const Layer *l = &sp->layers[i];
     const PlanLayer *p = &pl->layers[i];
@@ -192,9 +193,8 @@ void plan_print_json(Ctx *cx, const Spec *sp, const Plan *pl, FILE *o) {
             (long long)p->flops.fwd, (long long)p->flops.bwd, (long long)p->act_elems);
     fprintf(o, ", \"tensors\": [");
     int k = 0;
-    for (int t = 0; t < pl->ntensors; t++) {
-      const PlanTensor *pt = &pl->tensors[t];
-      if (pt->layer != i) continue;
+    for (; tn < pl->ntensors && pl->tensors[tn].layer == i; tn++) {   /* in layer order */
+      const PlanTensor *pt = &pl->tensors[tn];
       fprintf(o, "%s{\"name\": ", k++ ? ", " : "");
       json_str(o, pt->name);
       fprintf(o, ", \"shape\": ");

@@ -189,25 +189,32 @@ static bool check_keys(Ctx *cx, YNode *map, const char *what, const char *const 
     return false;
   }
   const char *all[64];
+  int first[64];            /* where each known key was first given (index into kids), or -1 */
   int n = 0;
   for (int i = 0; keys && keys[i] && n < 63; i++) all[n++] = keys[i];
   for (int i = 0; more && more[i] && n < 63; i++) all[n++] = more[i];
   all[n] = NULL;
+  for (int j = 0; j < n; j++) first[j] = -1;
   for (int i = 0; i + 1 < map->nkids; i += 2) {
     YNode *k = map->kids[i];
     if (k->kind != Y_SCALAR) {
       diag_at(cx, k->loc, "a key in %s must be a plain name, got %s", what, spec_scalar_desc(cx, k));
       continue;
     }
-    bool known = false;
-    for (int j = 0; all[j]; j++) known |= !strcmp(all[j], k->str);
-    if (!known) {
+    int known = -1;
+    for (int j = 0; all[j] && known < 0; j++)
+      if (!strcmp(all[j], k->str)) known = j;
+    if (known < 0) {
       const char *s = diag_suggest(k->str, all);
       if (s) {
         diag_at(cx, k->loc, "unknown key '%s' in %s; did you mean '%s'?", k->str, what, s);
         /* read it as the key it was meant to be, so that its value is still checked and no
          * "missing key" error repeats this one (unless that key is given too) */
-        if (!spec_get(map, s)) k->str = (char *)s, k->len = strlen(s);
+        if (!spec_get(map, s)) {
+          k->str = (char *)s, k->len = strlen(s);
+          for (int j = 0; all[j]; j++)
+            if (all[j] == s && first[j] < 0) first[j] = i;
+        }
       } else {
         char list[512] = "";
         for (int j = 0; all[j]; j++)
@@ -216,17 +223,20 @@ static bool check_keys(Ctx *cx, YNode *map, const char *what, const char *const 
       }
       continue;
     }
-    for (int j = 0; j < i; j += 2)
-      if (map->kids[j]->kind == Y_SCALAR && !strcmp(map->kids[j]->str, k->str)) {
-        diag_at(cx, k->loc, "duplicate key '%s' in %s (first given at line %d)", k->str, what,
-                map->kids[j]->loc.line);
-        break;
-      }
+    if (first[known] >= 0)
+      diag_at(cx, k->loc, "duplicate key '%s' in %s (first given at line %d)", k->str, what,
+              map->kids[first[known]]->loc.line);
+    else
+      first[known] = i;
   }
   return true;
 }
 
 /* ---- layers --------------------------------------------------------------------------- */
+
+/* More layers than any model this compiler is for; it also bounds the quadratic checks (layer
+ * names) and the size of the emitted code. */
+#define MAX_LAYERS 10000
 
 static const char *const weighted_keys[] = {"dims", "tt", "sparsity", "name", "init", NULL};
 static const char *const plain_keys[] = {"name", NULL};
@@ -772,6 +782,8 @@ void spec_parse(Ctx *cx, YNode *root, Spec *sp) {
   else if (x->kind != Y_SEQ || x->nkids == 0)
     diag_at(cx, x->loc, "'layers' must be a non-empty list of layers, got %s",
             x->kind == Y_SEQ ? "an empty list" : spec_scalar_desc(cx, x));
+  else if (x->nkids > MAX_LAYERS)
+    diag_at(cx, x->loc, "'layers' has %d layers; teslac takes at most %d", x->nkids, MAX_LAYERS);
   else {
     sp->layers_loc = x->loc;
     sp->nlayers = x->nkids;

@@ -23,4 +23,4 @@ cp -n tests/fuzz/corpus/* build-fuzz/corpus/ 2>/dev/null || true
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS=detect_leaks=1
 exec build-fuzz/compiler/fuzz_spec -max_total_time="$secs" -max_len=8192 -timeout=10 \
-  -artifact_prefix=build-fuzz/ -print_final_stats=1 "$@" build-fuzz/corpus
+  -dict=tests/fuzz/spec.dict -artifact_prefix=build-fuzz/ -print_final_stats=1 "$@" build-fuzz/corpus
