@@ -381,6 +381,27 @@ START_TEST(typo_read_as_suggestion) {
 }
 END_TEST
 
+START_TEST(duplicates_and_cap) {
+  Run r;
+  run_src(&r, "tesla: 1\ninput: [4]\nx: 1\ntesla: 1\nlayers:\n  - dense: {units: 2, bias: true, bias: false}\n");
+  ck_assert_msg(r.cx.nerrors == 3, "%s", r.err);
+  ck_assert_ptr_nonnull(strstr(r.err, "mem.yaml:4:1: error: duplicate key 'tesla' in the spec (first given at line 1)"));
+  ck_assert_ptr_nonnull(strstr(r.err, "mem.yaml:6:35: error: duplicate key 'bias' in layer 0 ('dense') (first given at line 6)"));
+  run_done(&r);
+  /* 150 bad metrics: all counted, 100 shown */
+  char src[4096] = "tesla: 1\ninput: [4]\nlayers: [relu, dense: {units: 2}]\ntrain: {metrics: [";
+  for (int i = 0; i < 150; i++) strcat(src, i ? ", m" : "m");
+  strcat(src, "]}\n");
+  run_src(&r, src);
+  ck_assert_int_eq(r.cx.nerrors, 150);
+  int shown = 0;
+  for (const char *p = r.err; (p = strstr(p, ": error: ")); p++) shown++;
+  ck_assert_int_eq(shown, 100);
+  ck_assert_ptr_nonnull(strstr(r.err, "mem.yaml: too many errors; the first 100 are shown above\n"));
+  run_done(&r);
+}
+END_TEST
+
 static Suite *front_suite(void) {
   Suite *s = suite_create("front");
   TCase *tc = tcase_create("defaults");
@@ -403,6 +424,7 @@ static Suite *front_suite(void) {
   tcase_add_test(tc, yaml_errors);
   tcase_add_test(tc, suggest);
   tcase_add_test(tc, typo_read_as_suggestion);
+  tcase_add_test(tc, duplicates_and_cap);
   suite_add_tcase(s, tc);
   return s;
 }
