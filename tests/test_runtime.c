@@ -707,7 +707,7 @@ START_TEST(test_pool_many_calls) {
   double per = (ts_now() - t0) / calls;
   ck_assert_int_eq(atomic_load(&sum), (long)calls * 6);
   fprintf(stderr, "pool: %.2f us per ts_pool_run call (2 threads, 4 empty tiles)\n", per * 1e6);
-  ck_assert_msg(per < 1e-3, "%.1f us per call", per * 1e6);
+  ck_assert_msg(per < 5e-3, "%.1f us per call", per * 1e6);   // sanity only: load varies
   ts_pool_destroy(p);
 }
 END_TEST
