@@ -17,9 +17,10 @@
 // of A (mr*nv FMAs per mr+nv loads; 8x3 = 24 accumulators). A is addressed through two
 // strides (sam, sak) so the same kernel serves A and A^T: X @ Wt (forward) and X^T @ dY
 // (weight gradient). A column remainder of 1..15 is a zero-padded vector loaded and stored
-// element-wise (no masked-load builtin is portable); rows left over after blocks of 8 go
-// through blocks of 4, 2, 1. K is cache-blocked (TK_KC) when long, so a 48-column panel of
-// B stays in L2 while every row block of A sweeps it.
+// in pieces of 8/4/2/1 lanes (no masked-load builtin is portable); rows left after blocks of 8 go
+// through blocks of 4, 2, 1. K is split in even blocks of at most TK_KC = 1024, so that a
+// 48-column panel of B (<= 192 KB) stays in L2 while every row block of A sweeps it
+// (measured: smaller blocks, 128-512, only cost the extra passes over C).
 //
 // The data gradient dX = dY @ Wt^T reads both dY and Wt along OUT, so for OUT >= 64 it is
 // a block of 4 (b) x 4 (i) dot products over contiguous OUT, 16 vector accumulators, ended
@@ -30,8 +31,8 @@
 // Dimension legend: B batch, IN input features, OUT output features; M, N, K the generic
 // GEMM dims (C (M, N) = A (M, K) @ B (K, N)). Dims and strides are `long` (i64 in IR).
 // Tiles: callers split the columns [o0, o1) of OUT (forward, weight gradient) or the
-// columns [i0, i1) of IN (data gradient) across threads; any split is correct, splits on
-// multiples of 16 (better 48) are fastest.
+// columns [i0, i1) of IN (data gradient) across threads; any split is correct; the fastest
+// split on multiples of 48 (forward, weight gradient) or of 4 (data gradient).
 #ifndef TK_GEMM_H
 #define TK_GEMM_H
 
@@ -45,7 +46,7 @@
 #define TK_AI static inline __attribute__((always_inline))
 // Tuning constants (overridable with -D for experiments, see bench/gemm/run.sh).
 #ifndef TK_KC
-#define TK_KC 512     // K block of the broadcast GEMMs (forward, generic)
+#define TK_KC 1024    // max K block of the broadcast GEMMs (forward, generic)
 #endif
 #ifndef TK_DOT_K
 #define TK_DOT_K 64   // A @ Bt^T with K >= this uses dot products, shorter K packs Bt^T
@@ -189,7 +190,7 @@ TK_AI void tk__panels(long m0, long m1, long n0, long n1, long K,
   else tk__rows(m0, m1, 0, t, K, A, sam, sak, bn, ldb, cn, ldc, init, biasn);
 }
 
-// C[m0:m1, n0:n1] = init + A[m0:m1, :] @ B[:, n0:n1], K cache-blocked by TK_KC: the first
+// C[m0:m1, n0:n1] = init + A[m0:m1, :] @ B[:, n0:n1], K cache-blocked (TK_KC): the first
 // block applies init, the later ones accumulate into C.
 TK_AI void tk__gemm(long m0, long m1, long n0, long n1, long K,
                     const float *A, long sam, long sak, const float *Bm, long ldb,
@@ -201,8 +202,9 @@ TK_AI void tk__gemm(long m0, long m1, long n0, long n1, long K,
       for (long n = n0; n < n1; n++) C[m * ldc + n] = init == TK_INIT_BIAS ? bias[n] : 0.0f;
     return;
   }
-  for (long k0 = 0; k0 < K; k0 += TK_KC) {
-    long kc = K - k0 < TK_KC ? K - k0 : TK_KC;
+  long nkb = (K + TK_KC - 1) / TK_KC, kb = (K + nkb - 1) / nkb;  // even K blocks <= TK_KC
+  for (long k0 = 0; k0 < K; k0 += kb) {
+    long kc = K - k0 < kb ? K - k0 : kb;
     tk__panels(m0, m1, n0, n1, kc, A + k0 * sak, sam, sak, Bm + k0 * ldb, ldb, C, ldc,
                k0 == 0 ? init : TK_INIT_ACC, bias);
   }
