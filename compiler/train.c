@@ -191,6 +191,12 @@ int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, Ts
   TsStFile f;
   if (ts_st_read(path, &f, e) < 0) return -1;
   int rc = 0;
+  /* a weights-only file (a state_dict) would otherwise be reported as a missing __opt__ tensor */
+  if (opt && (!ts_st_meta(&f, "step") || !ts_st_meta(&f, "epoch"))) {
+    rc = ts_fail(e, "%s: not a teslac checkpoint (no step/epoch metadata); use --init for weights", path);
+    ts_st_free(&f);
+    return rc;
+  }
   float *tmp = ts_malloc(sizeof(float) * (size_t)(m->pl.param_block + 1));
   for (int s = 0; s <= (opt ? 2 : 0) && rc == 0; s++) {
     if (s > 0 && (m->pl.opt_block == 0 || (s == 2 && m->pl.opt_block == m->pl.grad_block))) continue;
@@ -218,11 +224,7 @@ int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, Ts
       tensor_import(m, pt, tmp, dst);
     }
   }
-  if (rc == 0 && opt) {
-    const char *st = ts_st_meta(&f, "step"), *ep = ts_st_meta(&f, "epoch");
-    if (!st || !ep) rc = ts_fail(e, "%s: not a teslac checkpoint (no step/epoch metadata); use --init for weights", path);
-    else m->t = atoll(st), *epoch = atoll(ep);
-  }
+  if (rc == 0 && opt) m->t = atoll(ts_st_meta(&f, "step")), *epoch = atoll(ts_st_meta(&f, "epoch"));
   ts_free(tmp);
   ts_st_free(&f);
   return rc;
@@ -427,7 +429,16 @@ int train_main(int argc, char **argv) {
   printf("training %s: %zu samples, %lld steps per epoch, %d threads\n", m.sp.name, tr.count,
          (long long)per_epoch, ts_pool_threads(m.pool));
   double t_start = ts_now();
-  bool stop = false;
+  /* a resumed run may be at its --steps already: it takes no step (and -o gets the checkpoint) */
+  bool stop = o.steps && m.t >= o.steps;
+  if (stop) {
+    printf("the checkpoint is at step %lld, --steps is %lld: no step to take\n", (long long)m.t, (long long)o.steps);
+    if (model_save(&cx, &m, out_path, epoch0, &e) < 0) {
+      fprintf(stderr, "teslac: %s\n", e.msg);
+      ts_free(order);
+      goto out;
+    }
+  }
   /* a resumed run continues inside its epoch: the shuffles are a function of (seed, epoch) */
   for (int64_t ep = epoch0; ep < tc->epochs && !stop; ep++) {
     for (size_t i = 0; i < tr.count; i++) order[i] = (uint32_t)i;

@@ -1,0 +1,1138 @@
+/* test_jit.c: the JIT training core through the code it generates. Each test writes a small
+ * spec, builds it (tesla_front -> model_build: plan, emit, O3, ORC JIT, memory blocks) and
+ * drives the generated entry points through model.h, or runs the built `teslac` binary (its
+ * path comes from meson in $TESLAC) on a synthetic IDX dataset written to a scratch folder.
+ *
+ *   gradients   central differences of the loss, through <name>_grad, for every op between two
+ *               dense layers, whole small MLPs, and a wide layer that exercises kernel tiles
+ *   loss        softmax cross-entropy and the correct count against a double reference
+ *   optimizers  torch.optim's SGD (plain, momentum + dampening + weight decay, nesterov), Adam
+ *               (with and without weight decay) and AdamW, reimplemented here in double
+ *   batchnorm   running statistics (unbiased variance, momentum) and the eval-mode forward
+ *   cli         determinism, resume == uninterrupted, accuracy on synthetic data, bad data,
+ *               bad checkpoints and bad flags through `teslac train` / `teslac eval`
+ *
+ * Like llm.c's test_gpt2.c, every numeric check prints the largest error it saw. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "model.h"
+
+#include <check.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zlib.h>
+
+static const char *teslac_bin;   /* the built teslac ($TESLAC) */
+static char tmpdir[64];          /* scratch folder: the synthetic dataset, specs, checkpoints */
+
+static char *xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xprintf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *s = NULL;
+  if (vasprintf(&s, fmt, ap) < 0) abort();
+  va_end(ap);
+  return s;
+}
+
+static char *tmp_path(const char *name) { return xprintf("%s/%s", tmpdir, name); }
+
+/* ---- building models ----------------------------------------------------------------------- */
+
+/* One compiled model with its compilation context; diagnostics go to a memstream. */
+typedef struct Net {
+  Ctx     cx;
+  Model   m;
+  int64_t B;
+  char   *err;
+  size_t  errlen;
+  FILE   *errf;
+} Net;
+
+/* A spec from its parts: `layers` is the YAML list, `optimizer` the train.optimizer value. */
+static char *spec_src(const char *name, const char *input, int classes, const char *layers,
+                      const char *optimizer, int batch) {
+  return xprintf("tesla: 1\nname: %s\ninput: %s\nclasses: %d\nlayers:\n%s"
+                 "train:\n  optimizer: %s\n  batch: %d\n  seed: 3\n",
+                 name, input, classes, layers, optimizer, batch);
+}
+
+static Net *net_new(const char *src, int64_t batch) {
+  Net *n = calloc(1, sizeof *n);
+  n->errf = open_memstream(&n->err, &n->errlen);
+  ctx_init(&n->cx, "mem.yaml", n->errf);
+  ctx_set_source(&n->cx, src, strlen(src));
+  int rc = tesla_front(&n->cx, &n->m.sp);
+  fflush(n->errf);
+  ck_assert_msg(rc == 0, "spec errors:\n%s\nin:\n%s", n->err, src);
+  rc = model_build(&n->cx, &n->m, batch, 2, false);
+  fflush(n->errf);
+  ck_assert_msg(rc == 0, "model_build failed:\n%s", n->err);
+  ck_assert_ptr_nonnull(n->m.grad);
+  model_init(&n->m, 1);
+  n->B = batch;
+  return n;
+}
+
+static void net_free(Net *n) {
+  model_free(&n->m);
+  ctx_free(&n->cx);
+  fclose(n->errf);
+  free(n->err);
+  free(n);
+}
+
+static const PlanTensor *tensor(const Net *n, const char *name) {
+  for (int t = 0; t < n->m.pl.ntensors; t++)
+    if (!strcmp(n->m.pl.tensors[t].name, name)) return &n->m.pl.tensors[t];
+  ck_abort_msg("no tensor %s", name);
+  return NULL;
+}
+
+/* A batch: inputs uniform in [-1, 1), labels uniform over the classes; deterministic in seed. */
+static void fill_batch(Net *n, uint64_t seed) {
+  TsRng r;
+  ts_rng_seed(&r, seed, 77);
+  for (int64_t i = 0; i < n->B * n->m.in_elems; i++) n->m.X[i] = 2 * ts_rng_uniform(&r) - 1;
+  for (int64_t b = 0; b < n->B; b++) n->m.Y[b] = (int32_t)ts_rng_below(&r, (uint32_t)n->m.sp.classes);
+}
+
+/* The step train.c would make for optimizer step t. */
+static TeslaStep net_step(Net *n, int32_t t, float lr, uint64_t seed) {
+  TeslaStep s;
+  model_step_init(&n->m, &s);
+  const TrainCfg *tc = &n->m.sp.train;
+  s.t = t, s.lr = lr, s.seed = seed, s.nvalid = (int32_t)n->B;
+  s.bc1 = (float)(1 - pow(tc->beta1, t)), s.bc2 = (float)(1 - pow(tc->beta2, t));
+  return s;
+}
+
+static void zero_grads(Net *n) { memset(n->m.G, 0, sizeof(float) * (size_t)n->m.pl.grad_block); }
+
+/* ---- 1. gradients: central differences through <name>_grad -------------------------------- */
+
+/* NaN over the whole activation block before every call: a value read before the call wrote
+ * it (a tile that misses a column, a gradient buffer read stale) then shows as NaN instead of
+ * as the nearly right value the previous, nearly identical call left there. */
+static void poison_acts(Net *n) { memset(n->m.A, 0xff, sizeof(float) * (size_t)n->m.pl.act_block); }
+
+/* Train-mode loss (the sum over the batch) at the current parameters. _grad also adds into G
+ * and updates batchnorm's running statistics; neither changes the train-mode loss. */
+static double loss_at(Net *n, const TeslaStep *proto) {
+  poison_acts(n);
+  TeslaStep s = *proto;
+  n->m.grad(&s);
+  return s.loss;
+}
+
+/* Which side of its kink every relu / leaky_relu input is on, after a loss_at (a hash of the
+ * sign pattern). A central difference whose two evaluations see another pattern than the
+ * analytic gradient measured the kink, not the derivative: such entries are skipped. */
+static uint64_t kink_pattern(const Net *n) {
+  uint64_t h = 1469598103934665603ull;
+  const Spec *sp = &n->m.sp;
+  for (int i = 0; i < sp->nlayers; i++) {
+    if (sp->layers[i].op != OP_relu && sp->layers[i].op != OP_leaky_relu) continue;
+    const float *z = i ? n->m.A + n->m.pl.layers[i - 1].out_off : n->m.X;
+    for (int64_t k = 0; k < n->B * shape_elems(&sp->layers[i].in); k++) h = (h ^ (z[k] > 0)) * 1099511628211ull;
+  }
+  return h;
+}
+
+/* Why these numbers. The loss L is a float sum over B samples carried through tens of float
+ * operations each: its rounding error is below ~1e-6 |L| (16 ulps). A central difference
+ * (L+ - L-) / (2 eps B) therefore carries a rounding error of about
+ *     noise = 1e-6 |L| / (eps B)          (5e-4 at eps 3e-3, B 5, |L| 5 x ln 3)
+ * plus the truncation error eps^2 |d3L/dp3| / 6, which for these O(1) functions is a few 1e-3
+ * relative at eps = 3e-3 (batchnorm over a batch of 5 is the most curved: 2e-2 at eps 1e-2,
+ * 2e-3 at 3e-3, falling as eps^2 as it should). So an error is measured relative to
+ * max(|analytic|, |numeric|, noise) and must stay below 1e-2: above rounding and truncation,
+ * far below what a real bug gives (a missing 1/B, a transposed weight, a dropped term or a
+ * wrong tile offset are O(1) relative errors). Below |g| ~ noise / 1e-2 a relative error means
+ * nothing (a bias feeding a batchnorm has a zero gradient, a dead unit's weights too), so the
+ * relative error is taken against max(|analytic|, |numeric|, noise / 1e-2): an absolute error
+ * up to `noise` is accepted there. */
+#define FD_EPS 3e-3
+#define FD_TOL 1e-2
+
+/* Every trainable tensor's gradient against central differences; big tensors are sampled
+ * (every 7th entry and the last 16, which hold the last kernel tile's remainder columns). */
+static void fd_check(Net *n, const char *label, uint64_t data_seed) {
+  Model *m = &n->m;
+  TeslaStep s = net_step(n, 1, 0, 0xd0d0 + data_seed);
+  fill_batch(n, data_seed);
+  zero_grads(n);
+  poison_acts(n);
+  TeslaStep a = s;
+  m->grad(&a);
+  size_t gbytes = sizeof(float) * (size_t)m->pl.grad_block;
+  float *g = malloc(gbytes);
+  memcpy(g, m->G, gbytes);
+  double noise = 1e-6 * fabs(a.loss) / (FD_EPS * (double)n->B);
+  uint64_t pattern = kink_pattern(n);
+  double worst = 0;
+  int ntens = 0, skipped = 0, total = 0;
+  for (int t = 0; t < m->pl.ntensors; t++) {
+    const PlanTensor *pt = &m->pl.tensors[t];
+    if (pt->grad_offset < 0) continue;
+    ntens++;
+    double max_rel = 0, max_abs = 0, max_g = 0;
+    int checked = 0;
+    for (int64_t i = 0; i < pt->elems; i++) {
+      if (pt->elems > 160 && i % 7 && i < pt->elems - 16) continue;
+      float *p = m->P + pt->offset + i, p0 = *p;
+      float hi = p0 + (float)FD_EPS, lo = p0 - (float)FD_EPS;
+      *p = hi;
+      double lp = loss_at(n, &s);
+      bool kink = kink_pattern(n) != pattern;
+      *p = lo;
+      double lm = loss_at(n, &s);
+      kink |= kink_pattern(n) != pattern;
+      *p = p0;
+      total++;
+      double num = (lp - lm) / (((double)hi - (double)lo) * (double)n->B);
+      double ana = g[pt->grad_offset + i];
+      double abs_err = fabs(num - ana);
+      double rel = abs_err / fmax(fmax(fabs(num), fabs(ana)), noise / FD_TOL);
+      if (rel > FD_TOL && kink) {   /* measured the kink */
+        skipped++;
+        continue;
+      }
+      if (rel > max_rel) max_rel = rel;
+      if (abs_err > max_abs) max_abs = abs_err;
+      if (fabs(ana) > max_g) max_g = fabs(ana);
+      checked++;
+      ck_assert_msg(rel <= FD_TOL, "%s: %s[%lld]: analytic %.7g, central difference %.7g (rel err %.3g)",
+                    label, pt->name, (long long)i, ana, num, rel);
+    }
+    printf("  fd %-12s %-16s %4d of %4lld entries  max |g| %.3e  max rel err %.3e  max abs err %.3e\n",
+           label, pt->name, checked, (long long)pt->elems, max_g, max_rel, max_abs);
+    /* a gradient that is all zero would pass vacuously; but a bias feeding a batchnorm has a
+     * zero gradient (the normalization removes it) */
+    const Spec *sp = &n->m.sp;
+    bool bn_next = pt->layer + 1 < sp->nlayers && sp->layers[pt->layer + 1].op == OP_batchnorm &&
+                   !strcmp(pt->p.pname, "bias");
+    if (bn_next) ck_assert_msg(max_g < 1e-6, "%s: %s feeds a batchnorm: its gradient is %g, not 0", label, pt->name, max_g);
+    else ck_assert_msg(max_g > 1e-4, "%s: %s: the gradient is zero everywhere", label, pt->name);
+    if (max_rel > worst) worst = max_rel;
+  }
+  printf("  fd %-12s worst rel err %.3e over %d tensors (eps %g, noise floor %.1e; %d of %d entries skipped: "
+         "off across a kink)\n", label, worst, ntens, FD_EPS, noise, skipped, total);
+  ck_assert_msg(skipped * 20 <= total, "%s: %d of %d entries cross a kink", label, skipped, total);
+  fflush(stdout);
+  free(g);
+}
+
+static void fd_model(const char *label, const char *input, int classes, const char *layers, int batch) {
+  char *src = spec_src(label, input, classes, layers, "adam", batch);
+  Net *n = net_new(src, batch);
+  fd_check(n, label, 11);
+  net_free(n);
+  free(src);
+}
+
+/* dense with and without bias, each between two dense layers (its input gradient is used) */
+START_TEST(fd_dense) {
+  fd_model("dense", "[7]", 3,
+           "  - dense: {units: 5}\n"
+           "  - dense: {units: 6, bias: false}\n"
+           "  - dense: {units: 4}\n"
+           "  - dense: {units: 3}\n"
+           "  - softmax: {}\n", 5);
+}
+END_TEST
+
+START_TEST(fd_batchnorm) {
+  fd_model("batchnorm", "[7]", 3,
+           "  - dense: {units: 5}\n"
+           "  - batchnorm: {}\n"
+           "  - dense: {units: 3}\n"
+           "  - softmax: {}\n", 5);
+}
+END_TEST
+
+START_TEST(fd_relu) {
+  fd_model("relu", "[7]", 3,
+           "  - dense: {units: 5}\n"
+           "  - relu: {}\n"
+           "  - dense: {units: 3}\n"
+           "  - softmax: {}\n", 5);
+}
+END_TEST
+
+START_TEST(fd_leaky_relu) {
+  fd_model("leaky_relu", "[7]", 3,
+           "  - dense: {units: 5}\n"
+           "  - leaky_relu: {slope: 0.1}\n"
+           "  - dense: {units: 3}\n"
+           "  - softmax: {}\n", 5);
+}
+END_TEST
+
+/* the mask is a function of s.seed, the same in every evaluation; after the gradient check,
+ * the mask itself: zeros at about the rate, 1 / (1 - rate) elsewhere, another seed another mask */
+START_TEST(fd_dropout) {
+  char *src = spec_src("dropout", "[7]", 3,
+                       "  - dense: {units: 5}\n"
+                       "  - dropout: {rate: 0.3}\n"
+                       "  - dense: {units: 3}\n"
+                       "  - softmax: {}\n", "adam", 5);
+  Net *n = net_new(src, 5);
+  fd_check(n, "dropout", 11);
+  Model *m = &n->m;
+  int64_t N = 5 * 5;
+  float mask[2][25];
+  for (int k = 0; k < 2; k++) {
+    TeslaStep s = net_step(n, 1, 0, 100 + (uint64_t)k);
+    loss_at(n, &s);
+    memcpy(mask[k], m->A + m->pl.layers[1].aux_off, sizeof mask[k]);
+    loss_at(n, &s);
+    ck_assert(!memcmp(mask[k], m->A + m->pl.layers[1].aux_off, sizeof mask[k]));   /* same seed */
+  }
+  int zeros = 0, same = 0;
+  for (int64_t i = 0; i < N; i++) {
+    ck_assert_msg(mask[0][i] == 0 || fabsf(mask[0][i] - 1 / 0.7f) < 1e-6, "mask value %g", mask[0][i]);
+    zeros += mask[0][i] == 0, same += mask[0][i] == mask[1][i];
+  }
+  printf("  dropout mask: %d of %lld zero at rate 0.3; another seed agrees on %d\n", zeros, (long long)N, same);
+  ck_assert(zeros >= 2 && zeros <= 14);   /* binomial(25, 0.3): mean 7.5, sd 2.3 */
+  ck_assert_int_lt(same, N);
+  net_free(n);
+  free(src);
+}
+END_TEST
+
+START_TEST(fd_flatten) {
+  fd_model("flatten", "[7]", 3,
+           "  - dense: {units: 5}\n"
+           "  - flatten: {}\n"
+           "  - dense: {units: 3}\n"
+           "  - softmax: {}\n", 5);
+}
+END_TEST
+
+/* an MLP with batchnorm, leaky_relu and dropout; a (C, H, W) input flattened implicitly */
+START_TEST(fd_mlp) {
+  fd_model("mlp", "[1, 1, 7]", 3,
+           "  - dense: {units: 6}\n"
+           "  - batchnorm: {}\n"
+           "  - leaky_relu: {slope: 0.1}\n"
+           "  - dropout: {rate: 0.3}\n"
+           "  - dense: {units: 5}\n"
+           "  - batchnorm: {}\n"
+           "  - relu: {}\n"
+           "  - dense: {units: 3}\n"
+           "  - softmax: {}\n", 5);
+}
+END_TEST
+
+/* 130 units: two forward / weight-gradient tiles of 128 columns (the second a remainder of 2),
+ * three data-gradient tiles of 64 (the third a remainder of 2); batch 33: row remainders in the
+ * kernels; batchnorm over 130 channels: nine tiles of 16. No relu here: with 33 x 130 inputs
+ * some kink is always within eps (the small models check relu and leaky_relu). */
+START_TEST(fd_wide) {
+  fd_model("wide", "[7]", 3,
+           "  - dense: {units: 130}\n"
+           "  - batchnorm: {}\n"
+           "  - dropout: {rate: 0.3}\n"
+           "  - dense: {units: 130}\n"
+           "  - dense: {units: 3}\n"
+           "  - softmax: {}\n", 33);
+}
+END_TEST
+
+/* ---- 2. the loss ---------------------------------------------------------------------------- */
+
+/* identity weights: the logits are x + bias, written here */
+START_TEST(loss_values) {
+  enum { B = 6, K = 5 };
+  char *src = spec_src("lossy", "[5]", K, "  - dense: {units: 5}\n  - softmax: {}\n", "adam", B);
+  Net *n = net_new(src, B);
+  Model *m = &n->m;
+  const float bias[K] = {0.5f, -0.25f, 0, 1, -1};
+  const float x[B][K] = {
+      {80, -20, 3, 79.5f, 0},           /* z = 80.5, .., 80.5, ..: large (the max must be
+                                           subtracted) and tied: the first argmax counts */
+      {1.5f, 2.25f, 2, 0, -1},          /* z = 2, 2, 2, 1, -2: a three-way tie, first wins */
+      {1.5f, 2.25f, 2, 0, -1},
+      {-3, -3.5f, -2, -4, -30},
+      {0.1f, 0.2f, 0.3f, 0.4f, 0.5f},
+      {-60, 10, 9.75f, -1, 40}};
+  const int32_t y[B] = {0, 1, 0, 2, 0, 4};
+  const PlanTensor *w = tensor(n, "0.weight"), *b = tensor(n, "0.bias");
+  for (int i = 0; i < K; i++)
+    for (int o = 0; o < K; o++) m->P[w->offset + i * K + o] = i == o;
+  memcpy(m->P + b->offset, bias, sizeof bias);
+  memcpy(m->X, x, sizeof x);
+  memcpy(m->Y, y, sizeof y);
+  double loss[B + 1] = {0}, prob[B][K];   /* loss[k]: over the first k rows */
+  int correct[B + 1] = {0};
+  for (int r = 0; r < B; r++) {
+    double z[K], mx = -INFINITY, se = 0;
+    int arg = 0;
+    for (int k = 0; k < K; k++) {
+      z[k] = (double)x[r][k] + bias[k];
+      if (z[k] > mx) mx = z[k], arg = k;
+    }
+    for (int k = 0; k < K; k++) se += exp(z[k] - mx);
+    for (int k = 0; k < K; k++) prob[r][k] = exp(z[k] - mx) / se;
+    loss[r + 1] = loss[r] + (log(se) + mx - z[y[r]]);
+    correct[r + 1] = correct[r] + (arg == y[r]);
+  }
+  ck_assert_int_eq(correct[B], 4);   /* rows 0, 2, 3, 5 */
+  ck_assert_int_eq(correct[4], 3);
+  double worst = 0;
+  /* training (_grad) and eval (_infer) forwards, all rows and the first 4 (a padded batch) */
+  for (int pass = 0; pass < 4; pass++) {
+    int nvalid = pass & 1 ? 4 : B;
+    TeslaStep s = net_step(n, 1, 0, 1);
+    s.nvalid = nvalid;
+    zero_grads(n);
+    if (pass < 2) m->grad(&s);
+    else m->infer(&s);
+    double rel = fabs(s.loss - loss[nvalid]) / loss[nvalid];
+    printf("  loss %-5s nvalid %d: %.7g (reference %.7g, rel err %.2e), correct %d\n",
+           pass < 2 ? "train" : "eval", nvalid, s.loss, loss[nvalid], rel, s.correct);
+    ck_assert_msg(rel < 1e-6, "loss %.9g, expected %.9g", s.loss, loss[nvalid]);
+    ck_assert_int_eq(s.correct, correct[nvalid]);
+    if (rel > worst) worst = rel;
+  }
+  /* eval: the softmax probabilities are the output; without labels no loss is written */
+  TeslaStep s = net_step(n, 1, 0, 1);
+  s.y = NULL, s.loss = -7, s.correct = -7;
+  m->infer(&s);
+  ck_assert(s.loss == -7 && s.correct == -7);
+  const float *p = m->A + emit_output_offset(&m->sp, &m->pl);
+  double max_abs = 0;
+  for (int r = 0; r < B; r++)
+    for (int k = 0; k < K; k++) max_abs = fmax(max_abs, fabs(p[r * K + k] - prob[r][k]));
+  printf("  loss worst rel err %.2e; softmax probabilities max abs err %.2e\n", worst, max_abs);
+  ck_assert(max_abs < 1e-6);
+  /* the logits' gradient, (softmax - onehot) / B, through the weight gradient of an identity
+   * layer: dWt[i][o] = sum_b x[b][i] dz[b][o] / B */
+  zero_grads(n);
+  s = net_step(n, 1, 0, 1);
+  m->grad(&s);
+  double gerr = 0;
+  for (int o = 0; o < K; o++) {
+    double db = 0;
+    for (int r = 0; r < B; r++) db += (prob[r][o] - (y[r] == o)) / B;
+    gerr = fmax(gerr, fabs(m->G[b->grad_offset + o] - db));
+  }
+  printf("  loss bias gradient (mean of softmax - onehot) max abs err %.2e\n", gerr);
+  ck_assert(gerr < 1e-6);
+  net_free(n);
+  free(src);
+}
+END_TEST
+
+/* ---- 3. optimizers against torch.optim's formulas ---------------------------------------- */
+
+typedef struct OptCase {
+  const char *label, *yaml;
+  OptKind kind;
+  double lr, momentum, dampening, wd, b1, b2, eps;
+  bool nesterov;
+} OptCase;
+
+static const OptCase opt_cases[] = {
+    {"sgd", "{sgd: {lr: 0.1}}", OPT_SGD, 0.1, 0, 0, 0, 0.9, 0.999, 1e-8, false},
+    {"sgd_momentum", "{sgd: {lr: 0.1, momentum: 0.9, dampening: 0.25, weight_decay: 0.05}}", OPT_SGD, 0.1, 0.9,
+     0.25, 0.05, 0.9, 0.999, 1e-8, false},
+    {"sgd_nesterov", "{sgd: {lr: 0.1, momentum: 0.8, nesterov: true, weight_decay: 0.01}}", OPT_SGD, 0.1, 0.8, 0,
+     0.01, 0.9, 0.999, 1e-8, true},
+    {"adam", "{adam: {lr: 0.01, betas: [0.8, 0.95], eps: 1e-6}}", OPT_ADAM, 0.01, 0, 0, 0, 0.8, 0.95, 1e-6, false},
+    {"adam_wd", "{adam: {lr: 0.01, weight_decay: 0.1}}", OPT_ADAM, 0.01, 0, 0, 0.1, 0.9, 0.999, 1e-8, false},
+    {"adamw", "{adamw: {lr: 0.01, weight_decay: 0.2}}", OPT_ADAMW, 0.01, 0, 0, 0.2, 0.9, 0.999, 1e-8, false},
+    {"adamw_default", "adamw", OPT_ADAMW, 0.001, 0, 0, 0.01, 0.9, 0.999, 1e-8, false},
+};
+
+/* One step of torch.optim.{SGD, Adam, AdamW}.step() on one element, in double:
+ * p, g: the parameter and its gradient; s1, s2: momentum_buffer / exp_avg, exp_avg_sq.
+ * *scale1, *scale2: the size of the terms that make the new state (for its error bound). */
+static double ref_update(const OptCase *c, int t, double p, double g, double *s1, double *s2,
+                         double *scale1, double *scale2) {
+  double dsc = fabs(g) + (c->kind == OPT_ADAMW ? 0 : fabs(c->wd * p));   /* |g + wd p| may cancel */
+  if (c->kind == OPT_SGD) {
+    double d = g + c->wd * p;
+    if (c->momentum > 0) {
+      *scale1 = t == 1 ? dsc : fabs(c->momentum * *s1) + fabs(1 - c->dampening) * dsc;
+      *s1 = t == 1 ? d : c->momentum * *s1 + (1 - c->dampening) * d;
+      d = c->nesterov ? d + c->momentum * *s1 : *s1;
+    }
+    return p - c->lr * d;
+  }
+  double d = g;
+  if (c->kind == OPT_ADAMW) p *= 1 - c->lr * c->wd;
+  else d += c->wd * p;
+  *scale1 = fabs(c->b1 * *s1) + (1 - c->b1) * dsc;
+  *scale2 = fabs(c->b2 * *s2) + (1 - c->b2) * dsc * dsc;
+  *s1 = c->b1 * *s1 + (1 - c->b1) * d;
+  *s2 = c->b2 * *s2 + (1 - c->b2) * d * d;
+  double bc1 = 1 - pow(c->b1, t), bc2 = 1 - pow(c->b2, t);
+  return p - c->lr / bc1 * *s1 / (sqrt(*s2) / sqrt(bc2) + c->eps);
+}
+
+/* Three steps (the first-step momentum buffer, bias corrections growing). Each step: G from
+ * _grad at P, then _train_step from the same P on the same batch, against ref_update from
+ * that P and G. Errors: a parameter relative to |p| + |its update| (float rounds each at
+ * 6e-8, and the formulas take a handful of operations: 1e-6 is ~16 roundings); a state entry
+ * relative to the size of its terms (|g| + |wd p|, not |g + wd p|, which may cancel). */
+START_TEST(optimizer_steps) {
+  const OptCase *c = &opt_cases[_i];
+  char *src = spec_src(c->label, "[7]", 3,
+                       "  - dense: {units: 5}\n"
+                       "  - leaky_relu: {slope: 0.1}\n"
+                       "  - dense: {units: 3}\n"
+                       "  - softmax: {}\n", c->yaml, 5);
+  Net *n = net_new(src, 5);
+  Model *m = &n->m;
+  const TrainCfg *tc = &m->sp.train;
+  /* the spec's values reached the compiled code's source of truth */
+  ck_assert_int_eq(tc->opt, c->kind);
+  ck_assert(fabs(tc->weight_decay - c->wd) < 1e-12 && fabs(tc->beta1 - c->b1) < 1e-12 &&
+            fabs(tc->beta2 - c->b2) < 1e-12 && fabs(tc->eps - c->eps) < 1e-15 &&
+            fabs(tc->momentum - c->momentum) < 1e-12 && tc->nesterov == c->nesterov);
+  ck_assert(fabs(tc->lr - c->lr) < 1e-12);
+  size_t pb = sizeof(float) * (size_t)m->pl.param_block, gb = sizeof(float) * (size_t)m->pl.grad_block;
+  float *p0 = malloc(pb), *g = malloc(gb);
+  double *s1 = calloc((size_t)m->pl.grad_block, sizeof(double)), *s2 = calloc((size_t)m->pl.grad_block, sizeof(double));
+  double max_p = 0, max_s = 0;
+  for (int t = 1; t <= 3; t++) {
+    fill_batch(n, 500 + (uint64_t)t);
+    TeslaStep s = net_step(n, t, (float)c->lr, 9);
+    memcpy(p0, m->P, pb);
+    zero_grads(n);
+    TeslaStep a = s;
+    m->grad(&a);
+    memcpy(g, m->G, gb);
+    memcpy(m->P, p0, pb);
+    zero_grads(n);
+    a = s;
+    m->train_step(&a);
+    for (int k = 0; k < m->pl.ntensors; k++) {
+      const PlanTensor *pt = &m->pl.tensors[k];
+      if (pt->grad_offset < 0) continue;
+      for (int64_t i = 0; i < pt->elems; i++) {
+        int64_t gi = pt->grad_offset + i;
+        double q0 = p0[pt->offset + i], sc1 = 0, sc2 = 0;
+        double want = ref_update(c, t, q0, g[gi], &s1[gi], &s2[gi], &sc1, &sc2);
+        double got = m->P[pt->offset + i];
+        double e = fabs(got - want) / (fabs(q0) + fabs(want - q0) + 1e-30);
+        max_p = fmax(max_p, e);
+        ck_assert_msg(e < 1e-6, "%s step %d %s[%lld]: %.9g, torch.optim gives %.9g (from p %.9g, g %.9g)",
+                      c->label, t, pt->name, (long long)i, got, want, q0, g[gi]);
+        ck_assert_msg(m->G[gi] == 0, "%s: the step left a gradient", c->label);
+        if (m->pl.opt_block == 0) continue;
+        double st1 = m->O[gi], e1 = fabs(st1 - s1[gi]) / (sc1 + 1e-30);
+        max_s = fmax(max_s, e1);
+        ck_assert_msg(e1 < 1e-6, "%s step %d %s[%lld]: state %.9g, expected %.9g", c->label, t, pt->name,
+                      (long long)i, st1, s1[gi]);
+        if (c->kind != OPT_SGD) {
+          double st2 = m->O[m->pl.grad_block + gi], e2 = fabs(st2 - s2[gi]) / (sc2 + 1e-30);
+          max_s = fmax(max_s, e2);
+          ck_assert_msg(e2 < 1e-6, "%s step %d %s[%lld]: exp_avg_sq %.9g, expected %.9g", c->label, t,
+                        pt->name, (long long)i, st2, s2[gi]);
+        }
+      }
+    }
+  }
+  ck_assert_int_eq(m->pl.opt_block, c->kind == OPT_SGD ? (c->momentum > 0 ? m->pl.grad_block : 0)
+                                                       : 2 * m->pl.grad_block);
+  printf("  opt %-14s 3 steps: params max rel err %.2e, state max rel err %.2e\n", c->label, max_p, max_s);
+  fflush(stdout);
+  free(p0), free(g), free(s1), free(s2);
+  net_free(n);
+  free(src);
+}
+END_TEST
+
+/* ---- 4. batchnorm: running statistics and the eval-mode forward --------------------------- */
+
+/* 20 channels: two tiles of 16; batch 9 */
+START_TEST(batchnorm_running_stats) {
+  enum { B = 9, C = 20, K = 3 };
+  char *src = spec_src("bnstats", "[20]", K,
+                       "  - batchnorm: {momentum: 0.2, eps: 0.001}\n"
+                       "  - dense: {units: 3}\n"
+                       "  - softmax: {}\n", "adam", B);
+  Net *n = net_new(src, B);
+  Model *m = &n->m;
+  const PlanTensor *gw = tensor(n, "0.weight"), *gb = tensor(n, "0.bias"), *rm = tensor(n, "0.running_mean"),
+                   *rv = tensor(n, "0.running_var"), *w = tensor(n, "1.weight"), *b = tensor(n, "1.bias");
+  ck_assert(rm->grad_offset < 0 && rv->grad_offset < 0);
+  ck_assert(m->P[gw->offset] == 1 && m->P[gb->offset] == 0 && m->P[rm->offset] == 0 && m->P[rv->offset] == 1);
+  fill_batch(n, 42);
+  for (int bb = 0; bb < B; bb++)
+    for (int c = 0; c < C; c++) m->X[bb * C + c] = m->X[bb * C + c] * (0.5f + 0.1f * c) + 0.3f * c - 2;
+  double rm0[C], rv0[C];
+  for (int c = 0; c < C; c++) {
+    rm0[c] = m->P[rm->offset + c] = 0.1f * c - 0.3f;
+    rv0[c] = m->P[rv->offset + c] = 0.5f + 0.25f * c;
+    m->P[gw->offset + c] = 1 + 0.05f * c, m->P[gb->offset + c] = 0.02f * c - 0.1f;
+  }
+  /* train-mode forward: normalized with the biased variance */
+  double mean[C], var[C];
+  for (int c = 0; c < C; c++) {
+    double s = 0, q = 0;
+    for (int bb = 0; bb < B; bb++) s += m->X[bb * C + c];
+    mean[c] = s / B;
+    for (int bb = 0; bb < B; bb++) q += (m->X[bb * C + c] - mean[c]) * (m->X[bb * C + c] - mean[c]);
+    var[c] = q / B;
+  }
+  float gamma[C], beta[C];
+  memcpy(gamma, m->P + gw->offset, sizeof gamma), memcpy(beta, m->P + gb->offset, sizeof beta);
+  TeslaStep s = net_step(n, 1, 0.01f, 5);
+  m->train_step(&s);
+  const float *y = m->A + m->pl.layers[0].out_off;
+  double fwd_err = 0;
+  for (int bb = 0; bb < B; bb++)
+    for (int c = 0; c < C; c++) {
+      double k = gamma[c] / sqrt(var[c] + 0.001), x = m->X[bb * C + c];
+      double want = k * (x - mean[c]) + beta[c];
+      /* the emitted form is x scale + (beta - mean scale): its rounding is relative to its
+       * terms, which exceed the result when |mean| > std */
+      fwd_err = fmax(fwd_err, fabs(y[bb * C + c] - want) / (fabs(k * x) + fabs(k * mean[c]) + fabs(beta[c])));
+    }
+  double st_err = 0;
+  for (int c = 0; c < C; c++) {
+    double wm = 0.8 * rm0[c] + 0.2 * mean[c], wv = 0.8 * rv0[c] + 0.2 * var[c] * B / (B - 1);
+    double em = fabs(m->P[rm->offset + c] - wm) / (fabs(wm) + 1e-3), ev = fabs(m->P[rv->offset + c] - wv) / wv;
+    ck_assert_msg(em < 1e-5, "running_mean[%d] %.8g, expected %.8g", c, m->P[rm->offset + c], wm);
+    ck_assert_msg(ev < 1e-5, "running_var[%d] %.8g, expected %.8g (unbiased: %.8g, biased: %.8g)", c,
+                  m->P[rv->offset + c], wv, wv, 0.8 * rv0[c] + 0.2 * var[c]);
+    st_err = fmax(st_err, fmax(em, ev));
+  }
+  printf("  batchnorm train forward max rel err %.2e; running stats max rel err %.2e\n", fwd_err, st_err);
+  ck_assert_msg(fwd_err < 1e-5, "train-mode forward rel err %g", fwd_err);
+  /* eval: the running statistics, the step's new weights, then softmax */
+  s = net_step(n, 1, 0, 5);
+  m->infer(&s);
+  const float *p = m->A + emit_output_offset(&m->sp, &m->pl);
+  double ev_err = 0, loss = 0;
+  for (int bb = 0; bb < B; bb++) {
+    double h[C], z[K], mx = -INFINITY, se = 0;
+    for (int c = 0; c < C; c++)
+      h[c] = m->P[gw->offset + c] * (m->X[bb * C + c] - m->P[rm->offset + c]) / sqrt(m->P[rv->offset + c] + 0.001) +
+             m->P[gb->offset + c];
+    for (int o = 0; o < K; o++) {
+      z[o] = m->P[b->offset + o];
+      for (int c = 0; c < C; c++) z[o] += h[c] * m->P[w->offset + c * K + o];   /* stored (in, out) */
+      mx = fmax(mx, z[o]);
+    }
+    for (int o = 0; o < K; o++) se += exp(z[o] - mx);
+    for (int o = 0; o < K; o++) ev_err = fmax(ev_err, fabs(p[bb * K + o] - exp(z[o] - mx) / se));
+    loss += log(se) + mx - z[m->Y[bb]];
+  }
+  printf("  batchnorm eval forward: probabilities max abs err %.2e, loss %.7g vs %.7g\n", ev_err, s.loss, loss);
+  ck_assert(ev_err < 1e-5);
+  ck_assert(fabs(s.loss - loss) < 1e-5 * fabs(loss));
+  net_free(n);
+  free(src);
+}
+END_TEST
+
+/* ---- the command line: a synthetic IDX dataset and the built teslac ------------------------ */
+
+/* Run teslac with the given arguments (NULL-terminated); stdout and stderr captured. */
+typedef struct Cli {
+  int   status;     /* exit status, or 128 + signal */
+  char *out, *err;
+} Cli;
+
+static char *slurp(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return strdup("");
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *s = malloc((size_t)n + 1);
+  size_t got = fread(s, 1, (size_t)n, f);
+  s[got] = 0;
+  fclose(f);
+  if (len) *len = got;
+  return s;
+}
+
+static Cli cli_v(const char *const *args) {
+  static int serial;
+  char *op = xprintf("%s/cli-%d-%d.out", tmpdir, (int)getpid(), serial);
+  char *ep = xprintf("%s/cli-%d-%d.err", tmpdir, (int)getpid(), serial++);
+  const char *argv[32];
+  int k = 0;
+  argv[k++] = teslac_bin;
+  for (; *args && k < 31; args++) argv[k++] = *args;
+  argv[k] = NULL;
+  fflush(stdout);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    int o = open(op, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(ep, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(o, 1), dup2(e, 2);
+    execv(teslac_bin, (char *const *)argv);
+    _exit(127);
+  }
+  int st;
+  waitpid(pid, &st, 0);
+  Cli r = {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), slurp(op, NULL), slurp(ep, NULL)};
+  unlink(op), unlink(ep);
+  free(op), free(ep);
+  return r;
+}
+
+#define CLI(...) cli_v((const char *const[]){__VA_ARGS__, NULL})
+
+static void cli_free(Cli *c) { free(c->out), free(c->err); }
+
+static void cli_ok(const Cli *c) {
+  ck_assert_msg(c->status == 0, "teslac exited %d\nstdout:\n%s\nstderr:\n%s", c->status, c->out, c->err);
+}
+
+/* exit status `want`, and stderr exactly one line that contains every `needle` */
+static void cli_fails(const Cli *c, int want, const char *what, const char *const *needles) {
+  ck_assert_msg(c->status == want, "%s: exit %d, expected %d\nstderr:\n%s", what, c->status, want, c->err);
+  size_t len = strlen(c->err);
+  int lines = 0;
+  for (size_t i = 0; i < len; i++) lines += c->err[i] == '\n';
+  ck_assert_msg(len > 0 && c->err[len - 1] == '\n', "%s: no message", what);
+  if (want == 1) ck_assert_msg(lines == 1, "%s: expected one line, got:\n%s", what, c->err);
+  for (; needles && *needles; needles++)
+    ck_assert_msg(strstr(c->err, *needles), "%s: the message does not mention '%s':\n%s", what, *needles, c->err);
+  printf("  cli %-26s exit %d: %s", what, c->status, c->err);
+  fflush(stdout);
+}
+
+/* Setup code runs outside the tests too (main makes the dataset): plain checks there. */
+#define NEED(cond)                                                                     \
+  do {                                                                                 \
+    if (!(cond)) {                                                                     \
+      fprintf(stderr, "test_jit: %s:%d: %s failed: %m\n", __FILE__, __LINE__, #cond); \
+      abort();                                                                         \
+    }                                                                                  \
+  } while (0)
+
+static void write_bytes(const char *path, const void *data, size_t n, bool gz) {
+  if (gz) {
+    gzFile f = gzopen(path, "wb");
+    NEED(f);
+    NEED(gzwrite(f, data, (unsigned)n) == (int)n);
+    NEED(gzclose(f) == Z_OK);
+  } else {
+    FILE *f = fopen(path, "wb");
+    NEED(f);
+    NEED(fwrite(data, 1, n, f) == n);
+    NEED(fclose(f) == 0);
+  }
+}
+
+/* An IDX file: 00 00 08 ndims, big-endian dims, then `payload` bytes of data (which may
+ * disagree with the dims, for the bad-data tests). */
+static void write_idx(const char *name, const uint32_t *dims, int ndims, const uint8_t *data, size_t payload,
+                      bool gz) {
+  size_t n = 4 + 4 * (size_t)ndims + payload;
+  uint8_t *buf = malloc(n), *q = buf;
+  *q++ = 0, *q++ = 0, *q++ = 8, *q++ = (uint8_t)ndims;
+  for (int d = 0; d < ndims; d++) *q++ = dims[d] >> 24, *q++ = dims[d] >> 16, *q++ = dims[d] >> 8, *q++ = dims[d];
+  memcpy(q, data, payload);
+  char *path = tmp_path(name);
+  write_bytes(path, buf, n, gz);
+  free(path), free(buf);
+}
+
+/* 4 classes of 8x8 images: a horizontal bar, a vertical bar, the diagonal, the border, each
+ * drawn at 150 over uniform noise in [0, 105). */
+enum { NTRAIN = 1024, NTEST = 256, SIDE = 8, NCLASS = 4 };
+
+static void synth(uint8_t *img, uint8_t *lab, size_t n, uint64_t seed) {
+  TsRng r;
+  ts_rng_seed(&r, seed, 5);
+  for (size_t k = 0; k < n; k++) {
+    int c = (int)ts_rng_below(&r, NCLASS);
+    lab[k] = (uint8_t)c;
+    int shift = (int)ts_rng_below(&r, 3);
+    for (int i = 0; i < SIDE; i++)
+      for (int j = 0; j < SIDE; j++) {
+        bool on = c == 0 ? (i == 2 + shift || i == 3 + shift)
+                : c == 1 ? (j == 2 + shift || j == 3 + shift)
+                : c == 2 ? abs(i - j) <= 1
+                         : (i == 0 || j == 0 || i == SIDE - 1 || j == SIDE - 1);
+        img[k * SIDE * SIDE + i * SIDE + j] = (uint8_t)(ts_rng_below(&r, 105) + (on ? 150 : 0));
+      }
+  }
+}
+
+static const char synth_layers[] =
+    "  - dense: {units: 32}\n"
+    "  - batchnorm: {}\n"
+    "  - relu: {}\n"
+    "  - dropout: {rate: 0.2}\n"
+    "  - dense: {units: 4}\n"
+    "  - softmax: {}\n";
+
+/* A spec in the scratch folder over the given (relative) data files. */
+static char *write_spec(const char *file, const char *layers, const char *train_images, const char *train_labels,
+                        bool with_test) {
+  char *src = xprintf("tesla: 1\nname: synth\ninput: [1, 8, 8]\nclasses: 4\nlayers:\n%s"
+                      "train:\n  optimizer: adam\n  lr: 0.01\n  epochs: 3\n  batch: 32\n  seed: 7\n"
+                      "  shuffle: true\n"
+                      "data:\n  format: idx\n  train: {images: %s, labels: %s}\n%s  scale: 255\n",
+                      layers, train_images, train_labels,
+                      with_test ? "  test: {images: test-images.gz, labels: test-labels.gz}\n" : "");
+  char *path = tmp_path(file);
+  write_bytes(path, src, strlen(src), false);
+  free(src);
+  return path;
+}
+
+/* The dataset and the specs every cli test uses, made once by main() before the suite runs. */
+static void make_dataset(void) {
+  uint8_t *img = malloc(NTRAIN * SIDE * SIDE), *lab = malloc(NTRAIN);
+  uint32_t di[3] = {NTRAIN, SIDE, SIDE}, dl[1] = {NTRAIN};
+  synth(img, lab, NTRAIN, 1);
+  write_idx("train-images.gz", di, 3, img, NTRAIN * SIDE * SIDE, true);
+  write_idx("train-labels.gz", dl, 1, lab, NTRAIN, true);
+  /* bad variants of the training files */
+  uint8_t bad_magic[8] = {'P', 'K', 3, 4, 0, 0, 0, 0};
+  char *p = tmp_path("bad-magic-images");
+  write_bytes(p, bad_magic, sizeof bad_magic, false);
+  free(p);
+  write_idx("truncated-images.gz", di, 3, img, (NTRAIN - 3) * SIDE * SIDE + 17, true);
+  write_idx("truncated-images", di, 3, img, (NTRAIN - 3) * SIDE * SIDE + 17, false);
+  lab[NTRAIN - 5] = 7;
+  write_idx("bad-labels.gz", dl, 1, lab, NTRAIN, true);
+  lab[NTRAIN - 5] = 0;
+  /* a gzip stream with bytes flipped in the middle of its deflate data */
+  char *good = tmp_path("train-images.gz");
+  size_t glen;
+  char *gz = slurp(good, &glen);
+  for (size_t i = glen / 2; i < glen / 2 + 8; i++) gz[i] ^= 0x5a;
+  p = tmp_path("corrupt-images.gz");
+  write_bytes(p, gz, glen, false);
+  free(p), free(gz), free(good);
+
+  synth(img, lab, NTEST, 2);
+  uint32_t ti[3] = {NTEST, SIDE, SIDE}, tl[1] = {NTEST};
+  write_idx("test-images.gz", ti, 3, img, NTEST * SIDE * SIDE, true);
+  write_idx("test-labels.gz", tl, 1, lab, NTEST, true);
+  free(img), free(lab);
+
+  free(write_spec("synth.yaml", synth_layers, "train-images.gz", "train-labels.gz", true));
+  /* garbage where a checkpoint should be */
+  p = tmp_path("garbage.safetensors");
+  const char junk[] = "this is not a safetensors file, just some words\n";
+  write_bytes(p, junk, sizeof junk - 1, false);
+  free(p);
+}
+
+/* Every tensor of a and b (the same names, shapes and bytes); `opt_too`: the optimizer state
+ * as well. Returns how many tensors differ; prints the first. */
+static int ckpt_diff(const char *a, const char *b, bool opt_too, bool verbose) {
+  TsStFile fa, fb;
+  TsErr e;
+  ck_assert_msg(ts_st_read(a, &fa, &e) == 0, "%s", e.msg);
+  ck_assert_msg(ts_st_read(b, &fb, &e) == 0, "%s", e.msg);
+  int diff = 0, n = 0;
+  for (int i = 0; i < fa.ntensors; i++) {
+    const TsTensor *x = &fa.tensors[i];
+    if (!opt_too && !strncmp(x->name, "__opt__", 7)) continue;
+    const TsTensor *y = ts_st_find(&fb, x->name);
+    ck_assert_msg(y, "%s has no tensor %s", b, x->name);
+    n++;
+    if (x->nbytes != y->nbytes || memcmp(x->data, y->data, x->nbytes)) {
+      if (!diff++ && verbose) {
+        const float *u = x->data, *v = y->data;
+        size_t k = 0;
+        while (k < x->nbytes / 4 && u[k] == v[k]) k++;
+        printf("  first difference: %s[%zu]: %.9g vs %.9g\n", x->name, k, u[k], v[k]);
+      }
+    }
+  }
+  ck_assert_int_gt(n, 0);
+  ts_st_free(&fa), ts_st_free(&fb);
+  return diff;
+}
+
+static const char *ckpt_meta(const char *path, const char *key, char *buf, size_t n) {
+  TsStFile f;
+  TsErr e;
+  ck_assert_msg(ts_st_read(path, &f, &e) == 0, "%s", e.msg);
+  const char *v = ts_st_meta(&f, key);
+  snprintf(buf, n, "%s", v ? v : "");
+  ts_st_free(&f);
+  return buf;
+}
+
+/* ---- 5. determinism ------------------------------------------------------------------------- */
+
+START_TEST(cli_determinism) {
+  char *spec = tmp_path("synth.yaml"), *a = tmp_path("det-a.st"), *b = tmp_path("det-b.st");
+  Cli r1 = CLI("train", spec, "--steps", "40", "--threads", "2", "-o", a);
+  cli_ok(&r1);
+  Cli r2 = CLI("train", spec, "--steps", "40", "--threads", "2", "-o", b);
+  cli_ok(&r2);
+  int d = ckpt_diff(a, b, true, true);
+  printf("  determinism: 40 steps twice, shuffled, 2 threads: %d tensors differ\n", d);
+  ck_assert_int_eq(d, 0);
+  /* not vacuous: it trained (40 steps) */
+  char buf[32];
+  ck_assert_str_eq(ckpt_meta(a, "step", buf, sizeof buf), "40");
+  ck_assert_ptr_nonnull(strstr(r1.out, "train loss"));
+  cli_free(&r1), cli_free(&r2);
+  free(spec), free(a), free(b);
+}
+END_TEST
+
+/* ---- 6. resume == an uninterrupted run ------------------------------------------------------- */
+
+/* 32 steps per epoch. One run of 90 steps against a chain: 32 steps (stops on an epoch
+ * boundary), resumed to 45 (stops inside the second epoch), resumed to 90 (inside the third):
+ * every tensor, optimizer state included, must be bit-identical. Resuming with --steps at the
+ * checkpoint's own step takes no step. */
+START_TEST(cli_resume) {
+  char *spec = tmp_path("synth.yaml"), *full = tmp_path("full.st"), *r32 = tmp_path("r32.st"),
+       *r45 = tmp_path("r45.st"), *r90 = tmp_path("r90.st"), *same = tmp_path("same.st");
+  Cli a = CLI("train", spec, "--steps", "90", "--threads", "2", "-o", full);
+  cli_ok(&a);
+  Cli b = CLI("train", spec, "--steps", "32", "--threads", "2", "-o", r32);
+  cli_ok(&b);
+  Cli c = CLI("train", spec, "--steps", "45", "--threads", "2", "--resume", r32, "-o", r45);
+  cli_ok(&c);
+  Cli d = CLI("train", spec, "--steps", "90", "--threads", "2", "--resume", r45, "-o", r90);
+  cli_ok(&d);
+  char buf[32];
+  ck_assert_str_eq(ckpt_meta(r32, "step", buf, sizeof buf), "32");
+  ck_assert_str_eq(ckpt_meta(r45, "step", buf, sizeof buf), "45");
+  ck_assert_str_eq(ckpt_meta(r90, "step", buf, sizeof buf), "90");
+  int diff = ckpt_diff(full, r90, true, true);
+  printf("  resume 32 -> 45 -> 90 vs 90 straight: %d tensors differ\n", diff);
+  ck_assert_int_eq(diff, 0);
+  Cli e = CLI("train", spec, "--steps", "45", "--threads", "2", "--resume", r45, "-o", same);
+  cli_ok(&e);
+  ck_assert_str_eq(ckpt_meta(same, "step", buf, sizeof buf), "45");
+  ck_assert_int_eq(ckpt_diff(r45, same, true, true), 0);
+  cli_free(&a), cli_free(&b), cli_free(&c), cli_free(&d), cli_free(&e);
+  free(spec), free(full), free(r32), free(r45), free(r90), free(same);
+}
+END_TEST
+
+/* ---- 7. it learns ------------------------------------------------------------------------- */
+
+static double parse_last(const char *text, const char *key) {
+  double v = -1;
+  for (const char *p = text; (p = strstr(p, key)); p += strlen(key)) v = atof(p + strlen(key));
+  return v;
+}
+
+START_TEST(cli_learns_synthetic) {
+  char *spec = tmp_path("synth.yaml"), *ck = tmp_path("learned.st"), *log = tmp_path("learned.jsonl");
+  double t0 = ts_now();
+  Cli r = CLI("train", spec, "--threads", "2", "-o", ck, "--log", log);
+  double dt = ts_now() - t0;
+  cli_ok(&r);
+  double acc = parse_last(r.out, "test acc ");
+  printf("  synthetic 4-class 8x8: 3 epochs in %.2f s, test accuracy %.4f\n%s", dt, acc, r.out);
+  ck_assert_msg(acc > 0.9, "test accuracy %.4f after 3 epochs", acc);
+  /* eval of the saved weights agrees with the last epoch's evaluation */
+  Cli e = CLI("eval", spec, "--weights", ck, "--threads", "2");
+  cli_ok(&e);
+  double acc2 = parse_last(e.out, "test accuracy ");
+  ck_assert_msg(fabs(acc - acc2) < 1e-4, "train said %.4f, eval says %.4f", acc, acc2);
+  char *jl = slurp(log, NULL);
+  int lines = 0;
+  for (char *p = jl; *p; p++) lines += *p == '\n';
+  ck_assert_int_eq(lines, 3);
+  free(jl);
+  cli_free(&r), cli_free(&e);
+  free(spec), free(ck), free(log);
+}
+END_TEST
+
+/* ---- 8. bad data, bad checkpoints, bad flags -------------------------------------------------- */
+
+typedef struct BadData {
+  const char *what, *images, *labels;
+  const char *needles[3];
+} BadData;
+
+static const BadData bad_data[] = {
+    {"wrong magic", "bad-magic-images", "train-labels.gz", {"bad-magic-images", "magic"}},
+    {"truncated images (gzip)", "truncated-images.gz", "train-labels.gz", {"truncated-images.gz", "truncated"}},
+    {"truncated images (plain)", "truncated-images", "train-labels.gz", {"truncated-images", "truncated"}},
+    {"image/label count mismatch", "train-images.gz", "test-labels.gz", {"1024", "256"}},
+    {"label out of range", "train-images.gz", "bad-labels.gz", {"bad-labels.gz", "1019"}},
+    {"corrupt gzip", "corrupt-images.gz", "train-labels.gz", {"corrupt-images.gz", "gzip"}},
+    {"missing data file", "no-such-images.gz", "train-labels.gz", {"no-such-images.gz", "cannot open"}},
+};
+
+START_TEST(cli_bad_data) {
+  const BadData *c = &bad_data[_i];
+  char file[32];
+  snprintf(file, sizeof file, "bad-%d.yaml", _i);
+  char *spec = write_spec(file, synth_layers, c->images, c->labels, false);
+  Cli r = CLI("train", spec, "--steps", "1", "--threads", "2");
+  cli_fails(&r, 1, c->what, c->needles);
+  cli_free(&r);
+  free(spec);
+}
+END_TEST
+
+/* A checkpoint of another model (16 hidden units instead of 32), a garbage file, a truncated
+ * checkpoint, a weights-only file for --resume: through --init, --resume and eval --weights. */
+START_TEST(cli_bad_checkpoints) {
+  char *spec = tmp_path("synth.yaml"), *garbage = tmp_path("garbage.safetensors");
+  char *other_spec = write_spec("other.yaml",
+                                "  - dense: {units: 16}\n  - batchnorm: {}\n  - relu: {}\n  - dense: {units: 4}\n"
+                                "  - softmax: {}\n", "train-images.gz", "train-labels.gz", false);
+  char *other = tmp_path("other.st"), *good = tmp_path("good.st"), *cut = tmp_path("cut.st"), *wonly = tmp_path("weights-only.st");
+  Cli r = CLI("train", other_spec, "--steps", "2", "--threads", "2", "-o", other);
+  cli_ok(&r);
+  cli_free(&r);
+  r = CLI("train", spec, "--steps", "2", "--threads", "2", "-o", good);
+  cli_ok(&r);
+  cli_free(&r);
+  /* a truncated copy */
+  size_t n;
+  char *bytes = slurp(good, &n);
+  write_bytes(cut, bytes, n / 2, false);
+  free(bytes);
+  /* weights only, as a PyTorch state_dict would be: --init takes it, --resume must not */
+  TsStFile f;
+  TsErr e;
+  ck_assert(ts_st_read(good, &f, &e) == 0);
+  TsStOut outs[16];
+  int k = 0;
+  for (int i = 0; i < f.ntensors && k < 16; i++) {
+    if (!strncmp(f.tensors[i].name, "__opt__", 7)) continue;
+    outs[k] = (TsStOut){f.tensors[i].name, f.tensors[i].dtype, f.tensors[i].ndims, {0}, f.tensors[i].data};
+    memcpy(outs[k].shape, f.tensors[i].shape, sizeof outs[k].shape);
+    k++;
+  }
+  ck_assert_int_eq(ts_st_write(wonly, outs, k, NULL, 0, &e), 0);
+  ts_st_free(&f);
+  r = CLI("train", spec, "--steps", "1", "--threads", "2", "--init", wonly, "-o", tmp_path("from-init.st"));
+  cli_ok(&r);
+  cli_free(&r);
+
+  const char *mismatch[] = {"other.st", "'0.weight'", "(16, 64)", "(32, 64)", NULL};
+  const char *junk[] = {"garbage.safetensors", NULL};
+  const char *trunc[] = {"cut.st", NULL};
+  const char *noopt[] = {"weights-only.st", "--init", NULL};
+  struct { const char *what; Cli r; const char *const *needles; } cases[] = {
+      {"--init other spec", CLI("train", spec, "--steps", "1", "--init", other), mismatch},
+      {"--resume other spec", CLI("train", spec, "--steps", "1", "--resume", other), mismatch},
+      {"eval --weights other spec", CLI("eval", spec, "--weights", other), mismatch},
+      {"--init garbage", CLI("train", spec, "--steps", "1", "--init", garbage), junk},
+      {"--resume garbage", CLI("train", spec, "--steps", "1", "--resume", garbage), junk},
+      {"eval --weights garbage", CLI("eval", spec, "--weights", garbage), junk},
+      {"--resume truncated", CLI("train", spec, "--steps", "1", "--resume", cut), trunc},
+      {"eval --weights truncated", CLI("eval", spec, "--weights", cut), trunc},
+      {"--resume weights only", CLI("train", spec, "--steps", "1", "--resume", wonly), noopt},
+      {"--init missing file", CLI("train", spec, "--steps", "1", "--init", tmp_path("nope.st")),
+       (const char *const[]){"nope.st", NULL}},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    cli_fails(&cases[i].r, 1, cases[i].what, cases[i].needles);
+    cli_free(&cases[i].r);
+  }
+  free(spec), free(garbage), free(other_spec), free(other), free(good), free(cut), free(wonly);
+}
+END_TEST
+
+START_TEST(cli_bad_flags) {
+  char *spec = tmp_path("synth.yaml");
+  struct { const char *what; Cli r; const char *needle; } cases[] = {
+      {"--steps 0", CLI("train", spec, "--steps", "0"), "--steps"},
+      {"--steps abc", CLI("train", spec, "--steps", "abc"), "--steps"},
+      {"--lr -1", CLI("train", spec, "--lr", "-1"), "--lr"},
+      {"--threads without value", CLI("train", spec, "--threads"), "--threads"},
+      {"unknown flag", CLI("train", spec, "--bogus"), "--bogus"},
+      {"two specs", CLI("train", spec, spec), "one spec"},
+      {"no spec", CLI("train"), "SPEC"},
+      {"--init and --resume", CLI("train", spec, "--init", "a", "--resume", "b"), "--init"},
+      {"eval without --weights", CLI("eval", spec), "--weights"},
+      {"eval --steps", CLI("eval", spec, "--weights", "x", "--steps", "3"), "--steps"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    const char *nd[] = {cases[i].needle, NULL};
+    cli_fails(&cases[i].r, 2, cases[i].what, nd);
+    cli_free(&cases[i].r);
+  }
+  free(spec);
+}
+END_TEST
+
+/* ---- the suite -------------------------------------------------------------------------------- */
+
+static Suite *jit_suite(void) {
+  Suite *s = suite_create("jit");
+  TCase *tc = tcase_create("gradients");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, fd_dense);
+  tcase_add_test(tc, fd_batchnorm);
+  tcase_add_test(tc, fd_relu);
+  tcase_add_test(tc, fd_leaky_relu);
+  tcase_add_test(tc, fd_dropout);
+  tcase_add_test(tc, fd_flatten);
+  tcase_add_test(tc, fd_mlp);
+  tcase_add_test(tc, fd_wide);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("loss");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, loss_values);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("optimizers");
+  tcase_set_timeout(tc, 60);
+  tcase_add_loop_test(tc, optimizer_steps, 0, (int)(sizeof opt_cases / sizeof *opt_cases));
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("batchnorm");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, batchnorm_running_stats);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("cli");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, cli_determinism);
+  tcase_add_test(tc, cli_resume);
+  tcase_add_test(tc, cli_learns_synthetic);
+  tcase_add_loop_test(tc, cli_bad_data, 0, (int)(sizeof bad_data / sizeof *bad_data));
+  tcase_add_test(tc, cli_bad_checkpoints);
+  tcase_add_test(tc, cli_bad_flags);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) { return remove(path); }
+
+int main(int argc, char **argv) {
+  teslac_bin = getenv("TESLAC");
+  if (!teslac_bin && argc > 1) teslac_bin = argv[1];
+  if (!teslac_bin) {
+    fprintf(stderr, "test_jit: set TESLAC to the built teslac binary\n");
+    return 1;
+  }
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/test_jit.XXXXXX");
+  if (!mkdtemp(tmpdir)) {
+    perror("mkdtemp");
+    return 1;
+  }
+  make_dataset();
+  SRunner *sr = srunner_create(jit_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  if (!getenv("TEST_JIT_KEEP")) nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  else fprintf(stderr, "test_jit: kept %s\n", tmpdir);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
