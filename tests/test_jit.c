@@ -641,6 +641,72 @@ START_TEST(batchnorm_running_stats) {
 }
 END_TEST
 
+/* ---- checkpoints: PyTorch's layout and names, a round trip ---------------------------------- */
+
+/* dense weights are kept (in, out) and written (out, in); optimizer state goes under
+ * __opt__.<slot>.<name> in the same layout; loading undoes it all */
+START_TEST(checkpoint_layout) {
+  char *src = spec_src("ckpt", "[3]", 2, "  - dense: {units: 2}\n  - batchnorm: {}\n  - softmax: {}\n", "adam", 4);
+  Net *n = net_new(src, 4);
+  Model *m = &n->m;
+  const PlanTensor *w = tensor(n, "0.weight");
+  ck_assert(w->p.stored_t && w->p.dims[0] == 2 && w->p.dims[1] == 3);
+  for (int64_t k = 0; k < m->pl.param_block; k++) m->P[k] = 0.5f + (float)k;
+  for (int64_t k = 0; k < m->pl.opt_block; k++) m->O[k] = -1 - (float)k;
+  m->t = 17;
+  char *path = tmp_path("layout.st");
+  TsErr e;
+  ck_assert_msg(model_save(&n->cx, m, path, 3, &e) == 0, "%s", e.msg);
+  TsStFile f;
+  ck_assert_msg(ts_st_read(path, &f, &e) == 0, "%s", e.msg);
+  const TsTensor *tw = ts_st_find(&f, "0.weight"), *tm = ts_st_find(&f, "__opt__.exp_avg.0.weight"),
+                 *tv = ts_st_find(&f, "__opt__.exp_avg_sq.0.weight");
+  ck_assert(tw && tm && tv);
+  ck_assert(tw->dtype == TS_F32 && tw->ndims == 2 && tw->shape[0] == 2 && tw->shape[1] == 3);
+  const float *fw = tw->data, *fm = tm->data, *fv = tv->data;
+  for (int o = 0; o < 2; o++)
+    for (int i = 0; i < 3; i++) {
+      ck_assert(fw[o * 3 + i] == m->P[w->offset + i * 2 + o]);   /* weight[o, i] = Wt[i, o] */
+      ck_assert(fm[o * 3 + i] == m->O[w->grad_offset + i * 2 + o]);
+      ck_assert(fv[o * 3 + i] == m->O[m->pl.grad_block + w->grad_offset + i * 2 + o]);
+    }
+  for (const char *const *nm = (const char *const[]){"0.bias", "1.weight", "1.bias", "1.running_mean",
+                                                     "1.running_var", NULL}; *nm; nm++)
+    ck_assert_msg(ts_st_find(&f, *nm), "no %s", *nm);
+  ck_assert(!ts_st_find(&f, "__opt__.exp_avg.1.running_mean"));
+  ck_assert_str_eq(ts_st_meta(&f, "step"), "17");
+  ck_assert_str_eq(ts_st_meta(&f, "epoch"), "3");
+  ts_st_free(&f);
+  /* round trip: weights only (--init), then everything (--resume) */
+  size_t pb = sizeof(float) * (size_t)m->pl.param_block, ob = sizeof(float) * (size_t)m->pl.opt_block;
+  float *p0 = malloc(pb), *o0 = malloc(ob);
+  memcpy(p0, m->P, pb), memcpy(o0, m->O, ob);
+  memset(m->P, 0, pb), memset(m->O, 0, ob), m->t = 0;
+  int64_t epoch = -1;
+  ck_assert_msg(model_load(&n->cx, m, path, false, NULL, &e) == 0, "%s", e.msg);
+  for (int t = 0; t < m->pl.ntensors; t++) {
+    const PlanTensor *pt = &m->pl.tensors[t];
+    ck_assert(!memcmp(m->P + pt->offset, p0 + pt->offset, sizeof(float) * (size_t)pt->elems));
+    if (pt->grad_offset >= 0) ck_assert(m->O[pt->grad_offset] == 0);
+  }
+  ck_assert_int_eq(m->t, 0);
+  ck_assert_msg(model_load(&n->cx, m, path, true, &epoch, &e) == 0, "%s", e.msg);
+  ck_assert_int_eq(m->t, 17);
+  ck_assert_int_eq(epoch, 3);
+  for (int t = 0; t < m->pl.ntensors; t++) {
+    const PlanTensor *pt = &m->pl.tensors[t];
+    if (pt->grad_offset < 0) continue;
+    for (int s = 0; s < 2; s++) {
+      int64_t at = s * m->pl.grad_block + pt->grad_offset;
+      ck_assert(!memcmp(m->O + at, o0 + at, sizeof(float) * (size_t)pt->elems));
+    }
+  }
+  free(p0), free(o0), free(path);
+  net_free(n);
+  free(src);
+}
+END_TEST
+
 /* ---- the command line: a synthetic IDX dataset and the built teslac ------------------------ */
 
 /* Run teslac with the given arguments (NULL-terminated); stdout and stderr captured. */
@@ -817,6 +883,11 @@ static void make_dataset(void) {
   for (size_t i = glen / 2; i < glen / 2 + 8; i++) gz[i] ^= 0x5a;
   p = tmp_path("corrupt-images.gz");
   write_bytes(p, gz, glen, false);
+  free(p);
+  /* a gzip stream cut in the middle */
+  for (size_t i = glen / 2; i < glen / 2 + 8; i++) gz[i] ^= 0x5a;
+  p = tmp_path("cut-images.gz");
+  write_bytes(p, gz, glen / 2, false);
   free(p), free(gz), free(good);
 
   synth(img, lab, NTEST, 2);
@@ -969,7 +1040,8 @@ static const BadData bad_data[] = {
     {"truncated images (plain)", "truncated-images", "train-labels.gz", {"truncated-images", "truncated"}},
     {"image/label count mismatch", "train-images.gz", "test-labels.gz", {"1024", "256"}},
     {"label out of range", "train-images.gz", "bad-labels.gz", {"bad-labels.gz", "1019"}},
-    {"corrupt gzip", "corrupt-images.gz", "train-labels.gz", {"corrupt-images.gz", "gzip"}},
+    {"corrupt gzip", "corrupt-images.gz", "train-labels.gz", {"corrupt-images.gz", "corrupt gzip"}},
+    {"gzip stream cut short", "cut-images.gz", "train-labels.gz", {"cut-images.gz", "truncated"}},
     {"missing data file", "no-such-images.gz", "train-labels.gz", {"no-such-images.gz", "cannot open"}},
 };
 
@@ -1099,6 +1171,11 @@ static Suite *jit_suite(void) {
   tc = tcase_create("batchnorm");
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, batchnorm_running_stats);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("checkpoints");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, checkpoint_layout);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("cli");
