@@ -207,3 +207,12 @@ LLVMValueRef cg_kernel(Cg *g, const char *name, LLVMValueRef *args, int nargs) {
   if (!f) f = LLVMAddFunction(g->mod, name, ft);
   return LLVMBuildCall2(g->b, ft, f, args, (unsigned)nargs, "");
 }
+
+void cg_prof(Cg *g, int32_t id) {
+  if (!g->profile) return;
+  LLVMTypeRef ft = LLVMFunctionType(g->t_void, &g->t_i32, 1, 0);
+  LLVMValueRef f = LLVMGetNamedFunction(g->mod, "ts_prof_mark");
+  if (!f) f = LLVMAddFunction(g->mod, "ts_prof_mark", ft);
+  LLVMValueRef v = cg_i32(g, id);
+  LLVMBuildCall2(g->b, ft, f, &v, 1, "");
+}

@@ -47,6 +47,7 @@ typedef struct Cg {
   LLVMValueRef   v_base[6];   /* P, G, O, A, X, Y loaded at entry */
   const char    *prefix;      /* the model name: symbol prefix */
   int            nfns;        /* for unique tile names */
+  bool           profile;     /* emit ts_prof_mark calls between phases */
 } Cg;
 
 void cg_init(Cg *g, const char *prefix);
@@ -100,6 +101,9 @@ void cg_if_end(Cg *g, CgIf *c);
  * builds (given the tile index), and a call to ts_parallel_for in the current function. */
 typedef void (*CgTileBody)(Cg *g, LLVMValueRef v_tile, void *arg);
 void cg_parallel(Cg *g, const char *name, int64_t ntiles, CgTileBody body, void *arg);
+
+/* With g->profile: the phase that just ended is `id` (ts_prof_mark); -1 restarts the clock. */
+void cg_prof(Cg *g, int32_t id);
 
 /* Call a kernel from the bitcode library (kernels/kernels.c) by name; args are i64 or ptr. */
 LLVMValueRef cg_kernel(Cg *g, const char *name, LLVMValueRef *args, int nargs);

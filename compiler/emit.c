@@ -204,13 +204,24 @@ static void emit_train_step(Cg *g, const Spec *sp, const Plan *pl, EmitLayer *el
   cg_fn_begin(g, name, false, true);
   int last = last_compute_layer(sp);
   layout(sp, pl, true, el);
-  for (int i = 0; i <= last; i++) op_emitters[sp->layers[i].op]->fwd(g, &el[i]);
+  /* profile slots: layer i forward 2i, backward 2i + 1, loss 2n, optimizer 2n + 1 */
+  int n = sp->nlayers;
+  cg_prof(g, -1);
+  for (int i = 0; i <= last; i++) {
+    op_emitters[sp->layers[i].op]->fwd(g, &el[i]);
+    cg_prof(g, 2 * i);
+  }
   int lb;
   int64_t lo;
   logits_at(sp, el, &lb, &lo);
   emit_loss(g, lb, lo, sp->classes, pl->batch, pl->grad_buf[0]);
-  for (int i = last; i >= 0; i--) op_emitters[sp->layers[i].op]->bwd(g, &el[i]);
+  cg_prof(g, 2 * n);
+  for (int i = last; i >= 0; i--) {
+    op_emitters[sp->layers[i].op]->bwd(g, &el[i]);
+    cg_prof(g, 2 * i + 1);
+  }
   if (with_opt) emit_optimizer(g, sp, pl);
+  cg_prof(g, 2 * n + 1);
   cg_fn_end(g);
 }
 

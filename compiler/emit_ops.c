@@ -282,8 +282,136 @@ static void bn_fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
   cg_for_end(g, &Lc);
 }
 
+/* Vectors (S = 1): channels are contiguous, so every pass runs over a tile of channels in
+ * the inner loop (vectorized) with the batch outside, keeping per-channel sums in aux:
+ * aux[0, C) mean, aux[C, 2C) 1/std, aux[2C, 3C) and aux[3C, 4C) the backward's two sums. */
+#define BN_VTILE 128
+
+typedef struct BnV { const EmitLayer *e; LLVMValueRef c0, c1; } BnV;
+
+/* for b in [0, B): for c in [c0, c1): body(b, c), c contiguous */
+typedef void (*BnVBody)(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c);
+static void bnv_loop(Cg *g, const BnV *v, const char *name, bool over_b, BnVBody body) {
+  CgLoop Lb, Lc;
+  LLVMValueRef b = over_b ? cg_for(g, &Lb, name, cg_i64(g, 0), cg_i64(g, v->e->B)) : NULL;
+  LLVMValueRef c = cg_for(g, &Lc, "c", v->c0, v->c1);
+  body(g, v, b, c);
+  cg_for_end(g, &Lc);
+  if (over_b) cg_for_end(g, &Lb);
+}
+
+static LLVMValueRef bnv_aux(Cg *g, const BnV *v, int k, LLVMValueRef c) {
+  return cg_at(g, TS_A, v->e->aux + k * v->e->l->in.d[0], c);
+}
+static LLVMValueRef bnv_x(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
+  return cg_load(g, cg_at(g, v->e->in_block, v->e->in, cg_mad(g, b, v->e->l->in.d[0], c)));
+}
+static LLVMValueRef bnv_dy(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
+  return cg_load(g, cg_at(g, TS_A, v->e->dout, cg_mad(g, b, v->e->l->in.d[0], c)));
+}
+static void bnv_add(Cg *g, LLVMValueRef p, LLVMValueRef x) { cg_store(g, cg_fadd(g, cg_load(g, p), x), p); }
+
+static void bnv_zero01(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
+  cg_store(g, cg_f32(g, 0), bnv_aux(g, v, 0, c));
+  cg_store(g, cg_f32(g, 0), bnv_aux(g, v, 1, c));
+}
+static void bnv_sum(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
+  bnv_add(g, bnv_aux(g, v, 0, c), bnv_x(g, v, b, c));
+}
+static void bnv_mean(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
+  LLVMValueRef p = bnv_aux(g, v, 0, c);
+  cg_store(g, cg_fmul(g, cg_load(g, p), cg_f32(g, 1.0 / (double)v->e->B)), p);
+}
+static void bnv_sqdev(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
+  LLVMValueRef d = cg_fsub(g, bnv_x(g, v, b, c), cg_load(g, bnv_aux(g, v, 0, c)));
+  bnv_add(g, bnv_aux(g, v, 1, c), cg_fmul(g, d, d));
+}
+/* var -> 1/std, running statistics (unbiased variance, as PyTorch) */
+static void bnv_stats(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
+  const EmitLayer *e = v->e;
+  double n = (double)e->B, mom = e->l->u.bn.momentum, unbias = n > 1 ? n / (n - 1) : 1.0;
+  LLVMValueRef var = cg_fmul(g, cg_load(g, bnv_aux(g, v, 1, c)), cg_f32(g, 1.0 / n));
+  cg_store(g, cg_fdiv(g, cg_f32(g, 1), cg_call1(g, "llvm.sqrt.f32", cg_fadd(g, var, cg_f32(g, e->l->u.bn.eps)))),
+           bnv_aux(g, v, 1, c));
+  LLVMValueRef p_rm = cg_at(g, TS_P, e->w[2], c), p_rv = cg_at(g, TS_P, e->w[3], c);
+  LLVMValueRef mean = cg_load(g, bnv_aux(g, v, 0, c));
+  cg_store(g, cg_fadd(g, cg_fmul(g, cg_load(g, p_rm), cg_f32(g, 1 - mom)), cg_fmul(g, mean, cg_f32(g, mom))), p_rm);
+  cg_store(g, cg_fadd(g, cg_fmul(g, cg_load(g, p_rv), cg_f32(g, 1 - mom)), cg_fmul(g, var, cg_f32(g, mom * unbias))), p_rv);
+}
+/* y = (x - mean) (1/std) gamma + beta; eval: the running statistics */
+static void bnv_apply(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
+  const EmitLayer *e = v->e;
+  LLVMValueRef mean, invstd;
+  if (e->train) {
+    mean = cg_load(g, bnv_aux(g, v, 0, c)), invstd = cg_load(g, bnv_aux(g, v, 1, c));
+  } else {
+    mean = cg_load(g, cg_at(g, TS_P, e->w[2], c));
+    LLVMValueRef var = cg_load(g, cg_at(g, TS_P, e->w[3], c));
+    invstd = cg_fdiv(g, cg_f32(g, 1), cg_call1(g, "llvm.sqrt.f32", cg_fadd(g, var, cg_f32(g, e->l->u.bn.eps))));
+  }
+  LLVMValueRef scale = cg_fmul(g, invstd, cg_load(g, cg_at(g, TS_P, e->w[0], c)));
+  LLVMValueRef y = cg_fadd(g, cg_fmul(g, cg_fsub(g, bnv_x(g, v, b, c), mean), scale),
+                           cg_load(g, cg_at(g, TS_P, e->w[1], c)));
+  cg_store(g, y, cg_at(g, TS_A, e->out, cg_mad(g, b, e->l->in.d[0], c)));
+}
+
+static void bnv_fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  BnV v = {e, NULL, NULL};
+  tile_range(g, t, BN_VTILE, e->l->in.d[0], &v.c0, &v.c1);
+  if (e->train) {
+    bnv_loop(g, &v, "bn_zero", false, bnv_zero01);
+    bnv_loop(g, &v, "bn_sum", true, bnv_sum);
+    bnv_loop(g, &v, "bn_mean", false, bnv_mean);
+    bnv_loop(g, &v, "bn_var", true, bnv_sqdev);
+    bnv_loop(g, &v, "bn_stats", false, bnv_stats);
+  }
+  bnv_loop(g, &v, "bn_y", true, bnv_apply);
+}
+
+static LLVMValueRef bnv_xhat(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
+  return cg_fmul(g, cg_fsub(g, bnv_x(g, v, b, c), cg_load(g, bnv_aux(g, v, 0, c))), cg_load(g, bnv_aux(g, v, 1, c)));
+}
+static void bnv_zero23(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
+  cg_store(g, cg_f32(g, 0), bnv_aux(g, v, 2, c));
+  cg_store(g, cg_f32(g, 0), bnv_aux(g, v, 3, c));
+}
+/* aux2 = sum dy (dbeta), aux3 = sum dy xhat (dgamma) */
+static void bnv_dsums(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
+  LLVMValueRef dy = bnv_dy(g, v, b, c);
+  bnv_add(g, bnv_aux(g, v, 2, c), dy);
+  bnv_add(g, bnv_aux(g, v, 3, c), cg_fmul(g, dy, bnv_xhat(g, v, b, c)));
+}
+static void bnv_dparams(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
+  bnv_add(g, cg_at(g, TS_G, v->e->dw[0], c), cg_load(g, bnv_aux(g, v, 3, c)));
+  bnv_add(g, cg_at(g, TS_G, v->e->dw[1], c), cg_load(g, bnv_aux(g, v, 2, c)));
+}
+/* dx = gamma (1/std) / n (n dy - dbeta - xhat dgamma) */
+static void bnv_dx(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
+  const EmitLayer *e = v->e;
+  double n = (double)e->B;
+  LLVMValueRef k = cg_fmul(g, cg_load(g, cg_at(g, TS_P, e->w[0], c)),
+                           cg_fmul(g, cg_load(g, bnv_aux(g, v, 1, c)), cg_f32(g, 1.0 / n)));
+  LLVMValueRef t = cg_fsub(g, cg_fsub(g, cg_fmul(g, bnv_dy(g, v, b, c), cg_f32(g, n)), cg_load(g, bnv_aux(g, v, 2, c))),
+                           cg_fmul(g, bnv_xhat(g, v, b, c), cg_load(g, bnv_aux(g, v, 3, c))));
+  cg_store(g, cg_fmul(g, k, t), cg_at(g, TS_A, e->din, cg_mad(g, b, e->l->in.d[0], c)));
+}
+
+static void bnv_bwd_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  BnV v = {e, NULL, NULL};
+  tile_range(g, t, BN_VTILE, e->l->in.d[0], &v.c0, &v.c1);
+  bnv_loop(g, &v, "bn_dzero", false, bnv_zero23);
+  bnv_loop(g, &v, "bn_dsum", true, bnv_dsums);
+  bnv_loop(g, &v, "bn_dparam", false, bnv_dparams);
+  if (e->din >= 0) bnv_loop(g, &v, "bn_dx", true, bnv_dx);
+}
+
 static void bn_fwd(Cg *g, const EmitLayer *e) {
-  cg_parallel(g, "bn_fwd", ceil_div(bn_dims(e).C, BN_TILE), bn_fwd_tile, (void *)e);
+  if (bn_dims(e).S == 1)
+    cg_parallel(g, "bn_fwd", ceil_div(bn_dims(e).C, BN_VTILE), bnv_fwd_tile, (void *)e);
+  else
+    cg_parallel(g, "bn_fwd", ceil_div(bn_dims(e).C, BN_TILE), bn_fwd_tile, (void *)e);
 }
 
 /* dbeta = sum dy, dgamma = sum dy xhat,
@@ -318,7 +446,10 @@ static void bn_bwd_tile(Cg *g, LLVMValueRef t, void *arg) {
 }
 
 static void bn_bwd(Cg *g, const EmitLayer *e) {
-  cg_parallel(g, "bn_bwd", ceil_div(bn_dims(e).C, BN_TILE), bn_bwd_tile, (void *)e);
+  if (bn_dims(e).S == 1)
+    cg_parallel(g, "bn_bwd", ceil_div(bn_dims(e).C, BN_VTILE), bnv_bwd_tile, (void *)e);
+  else
+    cg_parallel(g, "bn_bwd", ceil_div(bn_dims(e).C, BN_TILE), bn_bwd_tile, (void *)e);
 }
 
 const OpEmit op_batchnorm_emit = {bn_fwd, bn_bwd};

@@ -24,6 +24,7 @@ typedef struct Model {
 /* m->sp must be checked; plans for `batch`, emits, JITs, allocates, starts `threads` threads
  * (0: all cores). -1 after a diagnostic. */
 int  model_build(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbose);
+int  model_build_ex(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbose, bool profile);
 void model_free(Model *m);
 /* PyTorch's default initialization (or the layer's init:), from `seed` */
 void model_init(Model *m, uint64_t seed);

@@ -78,7 +78,7 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
     if (l->op != OP_flatten) pli->out_off = acts, acts += align_up(out);
     pli->aux_off = acts;
     if (l->op == OP_maxpool || l->op == OP_dropout) acts += align_up(out);
-    if (l->op == OP_batchnorm) acts += align_up(2 * l->in.d[0]);
+    if (l->op == OP_batchnorm) acts += align_up(4 * l->in.d[0]);   /* mean, 1/std, 2 sums */
     if (shape_elems(&l->out) > max_act) max_act = shape_elems(&l->out);
     if (op->weighted) need_dx = true;
   }

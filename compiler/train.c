@@ -19,6 +19,7 @@
 #include "tesla_rt.h"
 
 typedef struct TrainOpts {
+  bool profile;
   const char *spec, *out, *init, *resume, *log, *weights;
   int64_t epochs, steps, batch, threads;
   double lr;
@@ -38,12 +39,17 @@ static float *block(int64_t floats) { return ts_aligned_alloc((size_t)(floats > 
 
 /* plan -> emit -> JIT -> memory */
 int model_build(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbose) {
+  return model_build_ex(cx, m, batch, threads, verbose, false);
+}
+
+int model_build_ex(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbose, bool profile) {
   if (!emit_supported(cx, &m->sp)) return -1;
   plan_spec(cx, &m->sp, batch, &m->pl);
   if (cx->nerrors) return -1;
   double t0 = ts_now();
   Cg g;
   cg_init(&g, m->sp.name);
+  g.profile = profile;
   emit_module(&g, &m->sp, &m->pl);
   JitTimes jt = {0};
   jt.emit = ts_now() - t0;
@@ -285,7 +291,8 @@ static const char train_help[] =
     "  --threads T       threads (default: all cores)\n"
     "  --init W          start from the weights in W (safetensors, PyTorch state_dict names)\n"
     "  --resume CKPT     continue a run from a teslac checkpoint (weights, optimizer, position)\n"
-    "  --log FILE        also write one JSON line per epoch to FILE\n";
+    "  --log FILE        also write one JSON line per epoch to FILE\n"
+    "  --profile         time every layer's forward and backward, the loss and the optimizer\n";
 
 static const char eval_help[] =
     "usage: teslac eval SPEC --weights CKPT [--batch B] [--threads T]\n"
@@ -331,6 +338,10 @@ static int parse_train_opts(const char *cmd, int argc, char **argv, TrainOpts *o
     continue;                                                             \
   }
     bool train = !strcmp(cmd, "train");
+    if (train && !strcmp(a, "--profile")) {
+      o->profile = true;
+      continue;
+    }
     if (train) {
       STR_OPT("-o", out)
       STR_OPT("--init", init)
@@ -384,6 +395,21 @@ static double lr_at_epoch(const TrainCfg *t, double lr0, int64_t epoch) {
   }
 }
 
+/* --profile: where the train steps' time went, per layer and phase */
+static void print_profile(const Model *m) {
+  int n = m->sp.nlayers;
+  double total = 0;
+  for (int i = 0; i < 2 * n + 2; i++) total += ts_prof_seconds(i);
+  if (total <= 0 || m->t <= 0) return;
+  printf("\nprofile over %lld steps: %.3f ms per step\n%3s  %-10s %-11s %10s %10s\n", (long long)m->t,
+         1e3 * total / (double)m->t, "#", "name", "layer", "fwd ms", "bwd ms");
+  for (int i = 0; i < n; i++)
+    printf("%3d  %-10s %-11s %10.3f %10.3f\n", i, m->sp.layers[i].name, op_registry[m->sp.layers[i].op]->name,
+           1e3 * ts_prof_seconds(2 * i) / (double)m->t, 1e3 * ts_prof_seconds(2 * i + 1) / (double)m->t);
+  printf("     %-22s %10.3f\n     %-22s %10.3f\n", "loss", 1e3 * ts_prof_seconds(2 * n) / (double)m->t,
+         "optimizer", 1e3 * ts_prof_seconds(2 * n + 1) / (double)m->t);
+}
+
 int train_main(int argc, char **argv) {
   TrainOpts o;
   int rc = parse_train_opts("train", argc, argv, &o);
@@ -407,7 +433,7 @@ int train_main(int argc, char **argv) {
     fprintf(stderr, "teslac: the training set has %zu samples, fewer than one batch of %lld\n", tr.count, (long long)batch);
     goto out;
   }
-  if (model_build(&cx, &m, batch, o.threads, true) < 0) goto out;
+  if (model_build_ex(&cx, &m, batch, o.threads, true, o.profile) < 0) goto out;
   const char *out_path = o.out ? o.out : arena_printf(&cx, "%s.safetensors", m.sp.name);
   int64_t epoch0 = 0;
   TsErr e;
@@ -490,6 +516,7 @@ int train_main(int argc, char **argv) {
     }
   }
   ts_free(order);
+  if (o.profile) print_profile(&m);
   printf("done in %.1f s; weights in %s\n", ts_now() - t_start, out_path);
   rc = 0;
 out:

@@ -94,3 +94,20 @@ double ts_now(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
+/* ---- phase timing ------------------------------------------------------------------------ */
+
+static double prof_acc[TS_PROF_SLOTS], prof_last;
+
+void ts_prof_mark(int32_t id) {
+  double t = ts_now();
+  if (id >= 0 && id < TS_PROF_SLOTS) prof_acc[id] += t - prof_last;
+  prof_last = t;
+}
+
+void ts_prof_reset(void) {
+  memset(prof_acc, 0, sizeof prof_acc);
+  prof_last = ts_now();
+}
+
+double ts_prof_seconds(int32_t id) { return id >= 0 && id < TS_PROF_SLOTS ? prof_acc[id] : 0; }

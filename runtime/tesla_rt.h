@@ -168,6 +168,14 @@ typedef struct TsProgress {
 } TsProgress;
 
 double ts_now(void);   /* monotonic seconds */
+
+/* Phase timing for `teslac train --profile`: generated code compiled with profiling calls
+ * ts_prof_mark(id) at the end of each phase (id >= 0: the time since the previous mark goes to
+ * slot id; -1: restart the clock). Slots are summed until ts_prof_reset. */
+#define TS_PROF_SLOTS 512
+void   ts_prof_mark(int32_t id);
+void   ts_prof_reset(void);
+double ts_prof_seconds(int32_t id);
 void   ts_progress_begin(TsProgress *p, int epoch, int epochs, size_t total);
 void   ts_progress_update(TsProgress *p, size_t done, double loss);
 void   ts_progress_end(TsProgress *p);   /* clears the bar line */
