@@ -12,7 +12,7 @@
 
 /* ---- dense: y = x Wt + b, Wt (IN, OUT) ------------------------------------------------------ */
 
-#define DENSE_TILE 128   /* output columns per tile: 8 AVX-512 vectors */
+#define DENSE_TILE 96    /* output columns per tile: two 48-column kernel panels */
 #define DENSE_DX_TILE 64 /* input columns per tile of the data gradient */
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
