@@ -175,20 +175,20 @@ void cg_parallel(Cg *g, const char *name, int64_t ntiles, CgTileBody body, void 
     body(g, cg_i64(g, 0), arg);
     return;
   }
-  /* save the caller's position */
-  LLVMValueRef saved_fn = g->fn, saved_step = g->v_step, saved_base[6];
-  memcpy(saved_base, g->v_base, sizeof saved_base);
-  LLVMBasicBlockRef saved_bb = LLVMGetInsertBlock(g->b);
-
-  char buf[128];
-  snprintf(buf, sizeof buf, "%s.%s.tile%d", g->prefix, name, g->nfns++);
-  LLVMValueRef tile_fn = cg_fn_begin(g, buf, true, false);
-  body(g, LLVMGetParam(tile_fn, 1), arg);
-  cg_fn_end(g);
-
-  g->fn = saved_fn, g->v_step = saved_step;
-  memcpy(g->v_base, saved_base, sizeof saved_base);
-  LLVMPositionBuilderAtEnd(g->b, saved_bb);
+  char buf[160];
+  snprintf(buf, sizeof buf, "%s.%s", g->prefix, name);
+  LLVMValueRef tile_fn = LLVMGetNamedFunction(g->mod, buf);
+  if (!tile_fn) {   /* the first entry point that needs this tile builds it; the rest share it */
+    LLVMValueRef saved_fn = g->fn, saved_step = g->v_step, saved_base[6];
+    memcpy(saved_base, g->v_base, sizeof saved_base);
+    LLVMBasicBlockRef saved_bb = LLVMGetInsertBlock(g->b);
+    tile_fn = cg_fn_begin(g, buf, true, false);
+    body(g, LLVMGetParam(tile_fn, 1), arg);
+    cg_fn_end(g);
+    g->fn = saved_fn, g->v_step = saved_step;
+    memcpy(g->v_base, saved_base, sizeof saved_base);
+    LLVMPositionBuilderAtEnd(g->b, saved_bb);
+  }
 
   /* void ts_parallel_for(void (*fn)(void *, int64_t), void *ctx, int64_t ntiles) */
   LLVMTypeRef pargs[3] = {g->t_ptr, g->t_ptr, g->t_i64};

@@ -46,7 +46,6 @@ typedef struct Cg {
   LLVMValueRef   v_step;      /* its TeslaStep* argument */
   LLVMValueRef   v_base[6];   /* P, G, O, A, X, Y loaded at entry */
   const char    *prefix;      /* the model name: symbol prefix */
-  int            nfns;        /* for unique tile names */
   bool           profile;     /* emit ts_prof_mark calls between phases */
 } Cg;
 
@@ -98,7 +97,9 @@ void cg_if(Cg *g, CgIf *c, LLVMValueRef cond);
 void cg_if_end(Cg *g, CgIf *c);
 
 /* Split [0, ntiles) over the runtime's thread pool: emits a tile function whose body `body`
- * builds (given the tile index), and a call to ts_parallel_for in the current function. */
+ * builds (given the tile index), and a call to ts_parallel_for in the current function.
+ * `name` must say everything the body depends on (layer, phase, mode): entry points that ask
+ * for the same name share one tile function. */
 typedef void (*CgTileBody)(Cg *g, LLVMValueRef v_tile, void *arg);
 void cg_parallel(Cg *g, const char *name, int64_t ntiles, CgTileBody body, void *arg);
 

@@ -175,7 +175,9 @@ static void emit_optimizer(Cg *g, const Spec *sp, const Plan *pl) {
     const PlanTensor *pt = &pl->tensors[t];
     if (pt->grad_offset < 0) continue;
     OptArg a = {sp, pl, pt};
-    cg_parallel(g, "opt", (pt->elems + OPT_TILE - 1) / OPT_TILE, opt_tile, &a);
+    char name[64];
+    snprintf(name, sizeof name, "T%d.opt", t);
+    cg_parallel(g, name, (pt->elems + OPT_TILE - 1) / OPT_TILE, opt_tile, &a);
   }
 }
 

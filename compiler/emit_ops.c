@@ -46,6 +46,19 @@ static void tile_call(Cg *g, const EmitLayer *e, LLVMValueRef t, int64_t w, int6
   LLVMPositionBuilderAtEnd(g->b, c.b_done);
 }
 
+/* A tile width near `target` that divides n and is a multiple of `quantum`, so that one
+ * constant-width kernel instantiation serves every tile (half the code to optimize); else
+ * `target` and a tail tile. */
+static int64_t tile_width(int64_t n, int64_t target, int64_t quantum) {
+  if (n <= target) return n;
+  for (int64_t d = 0; d <= target / 2; d += quantum) {
+    int64_t up = target + d, down = target - d;
+    if (n % up == 0) return up;
+    if (down >= quantum && n % down == 0) return down;
+  }
+  return target;
+}
+
 /* [t * w, min((t + 1) * w, n)) for loops that do not care about constant widths */
 static void tile_range(Cg *g, LLVMValueRef t, int64_t w, int64_t n, LLVMValueRef *lo, LLVMValueRef *hi) {
   *lo = cg_mul(g, t, cg_i64(g, w));
@@ -64,13 +77,18 @@ static void dense_fwd_call(Cg *g, const EmitLayer *e, LLVMValueRef o0, LLVMValue
   cg_kernel(g, "tk_dense_fwd", args, 9);
 }
 
+static int64_t dense_out_tile(const EmitLayer *e) { return tile_width(e->l->u.dense.units, DENSE_TILE, 16); }
+static int64_t dense_in_tile(const EmitLayer *e) { return tile_width(shape_elems(&e->l->in), DENSE_DX_TILE, 4); }
+
 static void dense_fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
   const EmitLayer *e = arg;
-  tile_call(g, e, t, DENSE_TILE, e->l->u.dense.units, dense_fwd_call);
+  tile_call(g, e, t, dense_out_tile(e), e->l->u.dense.units, dense_fwd_call);
 }
 
 static void dense_fwd(Cg *g, const EmitLayer *e) {
-  cg_parallel(g, "dense_fwd", ceil_div(e->l->u.dense.units, DENSE_TILE), dense_fwd_tile, (void *)e);
+  char name[64];
+  snprintf(name, sizeof name, "L%d.dense_fwd", e->l->index);
+  cg_parallel(g, name, ceil_div(e->l->u.dense.units, dense_out_tile(e)), dense_fwd_tile, (void *)e);
 }
 
 static void dense_dx_call(Cg *g, const EmitLayer *e, LLVMValueRef i0, LLVMValueRef i1) {
@@ -82,7 +100,7 @@ static void dense_dx_call(Cg *g, const EmitLayer *e, LLVMValueRef i0, LLVMValueR
 
 static void dense_dx_tile(Cg *g, LLVMValueRef t, void *arg) {
   const EmitLayer *e = arg;
-  tile_call(g, e, t, DENSE_DX_TILE, shape_elems(&e->l->in), dense_dx_call);
+  tile_call(g, e, t, dense_in_tile(e), shape_elems(&e->l->in), dense_dx_call);
 }
 
 static void dense_dw_call(Cg *g, const EmitLayer *e, LLVMValueRef o0, LLVMValueRef o1) {
@@ -95,14 +113,17 @@ static void dense_dw_call(Cg *g, const EmitLayer *e, LLVMValueRef o0, LLVMValueR
 
 static void dense_dw_tile(Cg *g, LLVMValueRef t, void *arg) {
   const EmitLayer *e = arg;
-  tile_call(g, e, t, DENSE_TILE, e->l->u.dense.units, dense_dw_call);
+  tile_call(g, e, t, dense_out_tile(e), e->l->u.dense.units, dense_dw_call);
 }
 
 /* dX = dY Wt^T (when needed), dWt += X^T dY, db += sum_b dY */
 static void dense_bwd(Cg *g, const EmitLayer *e) {
+  char name[64];
+  snprintf(name, sizeof name, "L%d.dense_dx", e->l->index);
   if (e->din >= 0)
-    cg_parallel(g, "dense_dx", ceil_div(shape_elems(&e->l->in), DENSE_DX_TILE), dense_dx_tile, (void *)e);
-  cg_parallel(g, "dense_dw", ceil_div(e->l->u.dense.units, DENSE_TILE), dense_dw_tile, (void *)e);
+    cg_parallel(g, name, ceil_div(shape_elems(&e->l->in), dense_in_tile(e)), dense_dx_tile, (void *)e);
+  snprintf(name, sizeof name, "L%d.dense_dw", e->l->index);
+  cg_parallel(g, name, ceil_div(e->l->u.dense.units, dense_out_tile(e)), dense_dw_tile, (void *)e);
 }
 
 const OpEmit op_dense_emit = {dense_fwd, dense_bwd};
@@ -408,10 +429,12 @@ static void bnv_bwd_tile(Cg *g, LLVMValueRef t, void *arg) {
 }
 
 static void bn_fwd(Cg *g, const EmitLayer *e) {
+  char name[64];
+  snprintf(name, sizeof name, "L%d.bn_fwd.%s", e->l->index, e->train ? "train" : "eval");
   if (bn_dims(e).S == 1)
-    cg_parallel(g, "bn_fwd", ceil_div(bn_dims(e).C, BN_VTILE), bnv_fwd_tile, (void *)e);
+    cg_parallel(g, name, ceil_div(bn_dims(e).C, BN_VTILE), bnv_fwd_tile, (void *)e);
   else
-    cg_parallel(g, "bn_fwd", ceil_div(bn_dims(e).C, BN_TILE), bn_fwd_tile, (void *)e);
+    cg_parallel(g, name, ceil_div(bn_dims(e).C, BN_TILE), bn_fwd_tile, (void *)e);
 }
 
 /* dbeta = sum dy, dgamma = sum dy xhat,
@@ -446,10 +469,12 @@ static void bn_bwd_tile(Cg *g, LLVMValueRef t, void *arg) {
 }
 
 static void bn_bwd(Cg *g, const EmitLayer *e) {
+  char name[64];
+  snprintf(name, sizeof name, "L%d.bn_bwd", e->l->index);
   if (bn_dims(e).S == 1)
-    cg_parallel(g, "bn_bwd", ceil_div(bn_dims(e).C, BN_VTILE), bnv_bwd_tile, (void *)e);
+    cg_parallel(g, name, ceil_div(bn_dims(e).C, BN_VTILE), bnv_bwd_tile, (void *)e);
   else
-    cg_parallel(g, "bn_bwd", ceil_div(bn_dims(e).C, BN_TILE), bn_bwd_tile, (void *)e);
+    cg_parallel(g, name, ceil_div(bn_dims(e).C, BN_TILE), bn_bwd_tile, (void *)e);
 }
 
 const OpEmit op_batchnorm_emit = {bn_fwd, bn_bwd};
