@@ -560,7 +560,9 @@ def mode_forward(spec, args):
     tensors, _meta = load_safetensors(args.forward)
     want = spec_state(model)
     missing = [k for k in want if k not in tensors]
-    extra = [k for k in tensors if k not in want and not k.endswith(".num_batches_tracked")]
+    # a teslac checkpoint also holds its optimizer state under "__opt__.": not model tensors
+    extra = [k for k in tensors if k not in want and not k.endswith(".num_batches_tracked")
+             and not k.startswith("__opt__.")]
     if missing or extra:
         die("%s: missing tensors %s, unexpected tensors %s" % (args.forward, missing, extra))
     sd = {}

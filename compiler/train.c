@@ -181,13 +181,23 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
       memcpy(out[n].shape, pt->p.dims, sizeof(int64_t) * (size_t)pt->p.ndims);
       n++, w += pt->elems;
     }
+  /* PyTorch's BatchNorm state_dict also has num_batches_tracked (int64, 0-d): the batches
+   * seen in training, so that model.load_state_dict(..., strict=True) takes the file */
+  int64_t *tracked = calloc((size_t)m->sp.nlayers + 1, sizeof(int64_t));
+  TsStOut *all = realloc(out, sizeof *out * (size_t)(nt * (1 + slots) + m->sp.nlayers));
+  if (all) out = all;
+  for (int i = 0; all && tracked && i < m->sp.nlayers; i++)
+    if (m->sp.layers[i].op == OP_batchnorm) {
+      tracked[i] = m->t;
+      out[n++] = (TsStOut){arena_printf(cx, "%s.num_batches_tracked", m->sp.layers[i].name), TS_I64, 0, {0}, &tracked[i]};
+    }
   char hash[32], ep[32], st[32];
   snprintf(hash, sizeof hash, "%016llx", (unsigned long long)spec_hash(cx));
   snprintf(ep, sizeof ep, "%lld", (long long)epoch);
   snprintf(st, sizeof st, "%lld", (long long)m->t);
   const char *meta[] = {"format", "tesla", "model", m->sp.name, "spec_hash", hash, "epoch", ep, "step", st};
   int rc = ts_st_write(path, out, n, meta, 5, e);
-  free(out), free(names), ts_free(tmp);
+  free(out), free(names), free(tracked), ts_free(tmp);
   return rc;
 }
 
