@@ -216,3 +216,59 @@ void cg_prof(Cg *g, int32_t id) {
   LLVMValueRef v = cg_i32(g, id);
   LLVMBuildCall2(g->b, ft, f, &v, 1, "");
 }
+
+/* ---- tiles ---------------------------------------------------------------------------- */
+
+int64_t cg_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Tile t of [0, n) in tiles of w: [t w, t w + w), the last one [full w, n). Emitted so that
+ * every kernel call sees a constant width (the tail gets a call of its own), letting the
+ * kernel's row and column remainder dispatch fold away. */
+void cg_tile_call(Cg *g, const EmitLayer *e, LLVMValueRef t, int64_t w, int64_t n, CgTileCall f) {
+  int64_t full = n / w, tail = n % w;
+  if (full == 0) {
+    f(g, e, cg_i64(g, 0), cg_i64(g, n));
+    return;
+  }
+  LLVMValueRef lo = cg_mul(g, t, cg_i64(g, w));
+  if (!tail) {
+    f(g, e, lo, cg_add(g, lo, cg_i64(g, w)));
+    return;
+  }
+  CgIf c;
+  LLVMBasicBlockRef b_tail = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "tile.tail");
+  c.b_then = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "tile.full");
+  c.b_done = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "tile.done");
+  LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, t, cg_i64(g, full), ""), c.b_then, b_tail);
+  LLVMPositionBuilderAtEnd(g->b, c.b_then);
+  f(g, e, lo, cg_add(g, lo, cg_i64(g, w)));
+  LLVMBuildBr(g->b, c.b_done);
+  LLVMPositionBuilderAtEnd(g->b, b_tail);
+  f(g, e, cg_i64(g, full * w), cg_i64(g, n));
+  LLVMBuildBr(g->b, c.b_done);
+  LLVMPositionBuilderAtEnd(g->b, c.b_done);
+}
+
+/* A tile width near `target` that divides n and is a multiple of `quantum`, so that one
+ * constant-width kernel instantiation serves every tile (half the code to optimize); else
+ * `target` and a tail tile. */
+int64_t cg_tile_width(int64_t n, int64_t target, int64_t quantum) {
+  if (n <= target) return n;
+  for (int64_t d = 0; d <= target / 2; d += quantum) {
+    int64_t up = target + d, down = target - d;
+    if (n % up == 0) return up;
+    if (down >= quantum && n % down == 0) return down;
+  }
+  return target;
+}
+
+/* [t * w, min((t + 1) * w, n)) for loops that do not care about constant widths */
+void cg_tile_range(Cg *g, LLVMValueRef t, int64_t w, int64_t n, LLVMValueRef *lo, LLVMValueRef *hi) {
+  *lo = cg_mul(g, t, cg_i64(g, w));
+  LLVMValueRef end = cg_add(g, *lo, cg_i64(g, w));
+  LLVMValueRef over = LLVMBuildICmp(g->b, LLVMIntSGT, end, cg_i64(g, n), "");
+  *hi = LLVMBuildSelect(g->b, over, cg_i64(g, n), end, "");
+}
+
+LLVMValueRef cg_in_ptr(Cg *g, const EmitLayer *e) { return cg_at(g, e->in_block, e->in, NULL); }
+

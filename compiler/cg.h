@@ -151,6 +151,19 @@ int  cg_link_kernels(Ctx *cx, Cg *g);
 int  cg_optimize(Ctx *cx, Cg *g, LLVMTargetMachineRef tm);
 LLVMTargetMachineRef cg_host_machine(Ctx *cx);
 
+/* ---- tiles (cg.c): splitting a dimension for the pool ----------------------------------- */
+
+int64_t cg_ceil_div(int64_t a, int64_t b);
+/* a tile width near `target` dividing n, a multiple of `quantum` (else target, and a tail) */
+int64_t cg_tile_width(int64_t n, int64_t target, int64_t quantum);
+/* tile t of [0, n) in widths w, calling f with constant-width bounds (the tail separately) */
+typedef void (*CgTileCall)(Cg *g, const EmitLayer *e, LLVMValueRef lo, LLVMValueRef hi);
+void cg_tile_call(Cg *g, const EmitLayer *e, LLVMValueRef t, int64_t w, int64_t n, CgTileCall f);
+/* [t w, min(t w + w, n)) as values */
+void cg_tile_range(Cg *g, LLVMValueRef t, int64_t w, int64_t n, LLVMValueRef *lo, LLVMValueRef *hi);
+/* float* to the layer's input (the batch or an activation) */
+LLVMValueRef cg_in_ptr(Cg *g, const EmitLayer *e);
+
 #define OP(id, name, def) extern const OpEmit def##_emit;
 #include "ops.def"
 #undef OP

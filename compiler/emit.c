@@ -9,7 +9,7 @@
  *                                          dropout); probabilities of the last softmax; loss
  *                                          and correct count when s->y is given
  *
- * It walks the layers, tells each op's emitter (emit_ops.c) where its input, output and
+ * It walks the layers, tells each op's emitter (in its op_*.c) where its input, output and
  * gradients live, and adds the loss and the optimizer, whose formulas follow torch.optim.
  * The same module is JIT-compiled for training (jit.c) and written as an object file. */
 #include "cg.h"

@@ -2,7 +2,7 @@
  * Weight (K, C, kh, kw), bias (K). Padding is an int, a pair, `same` (stride 1 only, as in
  * PyTorch; an even kernel pads one more at the bottom/right) or `valid` (0).
  * Output: H' = (H + pt + pb - kh) / sh + 1, likewise W'. */
-#include "teslac.h"
+#include "cg.h"
 
 #include <string.h>
 
@@ -91,3 +91,7 @@ const OpDef op_conv = {
     .name = "conv", .keys = keys, .weighted = true, .spatial_only = true,
     .parse = parse, .infer = infer, .params = params, .flops = flops,
 };
+
+/* ==== code generation: not yet: the convolution work adds its emitters here ==== */
+
+const OpEmit op_conv_emit = {NULL, NULL};

@@ -1,8 +1,8 @@
 /* op_dense.c: the fully connected layer, y = x W^T + b (PyTorch's nn.Linear). Weight (out, in),
  * bias (out). A (C, H, W) input is flattened in (C, H, W) order first (the implicit flatten).
  * This file holds everything the compiler knows about the op: its keys, its shape rule, its
- * tensors and its cost; code generation adds its emitters here. */
-#include "teslac.h"
+ * tensors, its cost, and its forward and backward emitters (bottom of the file). */
+#include "cg.h"
 
 static const char *const keys[] = {"units", "bias", NULL};
 
@@ -51,3 +51,70 @@ const OpDef op_dense = {
     .name = "dense", .keys = keys, .weighted = true,
     .parse = parse, .infer = infer, .params = params, .flops = flops,
 };
+
+/* ==== code generation: forward and backward emitters ==== */
+
+/* ---- dense: y = x Wt + b, Wt (IN, OUT) ------------------------------------------------------ */
+
+#define DENSE_TILE 96    /* output columns per tile: two 48-column kernel panels */
+#define DENSE_DX_TILE 64 /* input columns per tile of the data gradient */
+
+static void dense_fwd_call(Cg *g, const EmitLayer *e, LLVMValueRef o0, LLVMValueRef o1) {
+  int64_t IN = shape_elems(&e->l->in), OUT = e->l->u.dense.units;
+  LLVMValueRef bias = e->w[1] >= 0 ? cg_at(g, TS_P, e->w[1], NULL) : LLVMConstNull(g->t_ptr);
+  LLVMValueRef args[] = {cg_i64(g, e->B), cg_i64(g, IN), cg_i64(g, OUT), cg_in_ptr(g, e),
+                         cg_at(g, TS_P, e->w[0], NULL), bias, cg_at(g, TS_A, e->out, NULL), o0, o1};
+  cg_kernel(g, "tk_dense_fwd", args, 9);
+}
+
+static int64_t dense_out_tile(const EmitLayer *e) { return cg_tile_width(e->l->u.dense.units, DENSE_TILE, 16); }
+static int64_t dense_in_tile(const EmitLayer *e) { return cg_tile_width(shape_elems(&e->l->in), DENSE_DX_TILE, 4); }
+
+static void dense_fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  cg_tile_call(g, e, t, dense_out_tile(e), e->l->u.dense.units, dense_fwd_call);
+}
+
+static void dense_fwd(Cg *g, const EmitLayer *e) {
+  char name[64];
+  snprintf(name, sizeof name, "L%d.dense_fwd", e->l->index);
+  cg_parallel(g, name, cg_ceil_div(e->l->u.dense.units, dense_out_tile(e)), dense_fwd_tile, (void *)e);
+}
+
+static void dense_dx_call(Cg *g, const EmitLayer *e, LLVMValueRef i0, LLVMValueRef i1) {
+  int64_t IN = shape_elems(&e->l->in), OUT = e->l->u.dense.units;
+  LLVMValueRef args[] = {cg_i64(g, e->B), cg_i64(g, IN), cg_i64(g, OUT), cg_at(g, TS_A, e->dout, NULL),
+                         cg_at(g, TS_P, e->w[0], NULL), cg_at(g, TS_A, e->din, NULL), i0, i1};
+  cg_kernel(g, "tk_dense_bwd_data", args, 8);
+}
+
+static void dense_dx_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  cg_tile_call(g, e, t, dense_in_tile(e), shape_elems(&e->l->in), dense_dx_call);
+}
+
+static void dense_dw_call(Cg *g, const EmitLayer *e, LLVMValueRef o0, LLVMValueRef o1) {
+  int64_t IN = shape_elems(&e->l->in), OUT = e->l->u.dense.units;
+  LLVMValueRef dbias = e->dw[1] >= 0 ? cg_at(g, TS_G, e->dw[1], NULL) : LLVMConstNull(g->t_ptr);
+  LLVMValueRef args[] = {cg_i64(g, e->B), cg_i64(g, IN), cg_i64(g, OUT), cg_in_ptr(g, e),
+                         cg_at(g, TS_A, e->dout, NULL), cg_at(g, TS_G, e->dw[0], NULL), dbias, o0, o1};
+  cg_kernel(g, "tk_dense_bwd_weight", args, 9);
+}
+
+static void dense_dw_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  cg_tile_call(g, e, t, dense_out_tile(e), e->l->u.dense.units, dense_dw_call);
+}
+
+/* dX = dY Wt^T (when needed), dWt += X^T dY, db += sum_b dY */
+static void dense_bwd(Cg *g, const EmitLayer *e) {
+  char name[64];
+  snprintf(name, sizeof name, "L%d.dense_dx", e->l->index);
+  if (e->din >= 0)
+    cg_parallel(g, name, cg_ceil_div(shape_elems(&e->l->in), dense_in_tile(e)), dense_dx_tile, (void *)e);
+  snprintf(name, sizeof name, "L%d.dense_dw", e->l->index);
+  cg_parallel(g, name, cg_ceil_div(e->l->u.dense.units, dense_out_tile(e)), dense_dw_tile, (void *)e);
+}
+
+const OpEmit op_dense_emit = {dense_fwd, dense_bwd};
+

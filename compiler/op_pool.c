@@ -2,7 +2,7 @@
  * avgpool counts padding in its divisor, PyTorch's count_include_pad=True). Window `size`,
  * `stride` (default: size), `padding` (at most half the window, as PyTorch requires).
  * Output: H' = (H + 2 ph - kh) / sh + 1. No weights. */
-#include "teslac.h"
+#include "cg.h"
 
 static const char *const keys[] = {"size", "stride", "padding", NULL};
 
@@ -60,3 +60,8 @@ const OpDef op_avgpool = {
     .name = "avgpool", .keys = keys, .spatial_only = true,
     .parse = parse, .infer = infer, .params = params, .flops = avg_flops,
 };
+
+/* ==== code generation: not yet: the convolution work adds its emitters here ==== */
+
+const OpEmit op_maxpool_emit = {NULL, NULL};
+const OpEmit op_avgpool_emit = {NULL, NULL};
