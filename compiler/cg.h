@@ -140,10 +140,12 @@ int64_t emit_output_offset(const Spec *sp, const Plan *pl);   /* last layer's ou
 typedef struct Jit Jit;
 typedef struct JitTimes { double emit, opt, codegen; } JitTimes;
 
-/* Links the kernel bitcode into g's module, runs O3 for this CPU, hands the module to an ORC
- * LLJIT (g->mod and g->ctx are owned by it afterwards) and looks up <name>_train_step and
- * <name>_infer. -1 with a diagnostic on any LLVM error. */
-int  jit_compile(Ctx *cx, Cg *g, Jit **out, JitTimes *times);
+/* Emits the model in `nparts` parts (one per core), each optimized at O3 for this CPU (with the
+ * kernel bitcode linked in) and compiled to an object file in its own thread; an ORC LLJIT
+ * links them with this process (the runtime's ts_parallel_for, libm) and the entry points
+ * <name>_train_step, _grad and _infer are looked up. -1 with a diagnostic on any LLVM error. */
+int  jit_compile(Ctx *cx, const Spec *sp, const Plan *pl, bool profile, int nparts, Jit **out,
+                 JitTimes *times);
 void (*jit_fn(Jit *j, const char *suffix))(TeslaStep *);
 void jit_free(Jit *j);
 /* Link the kernels and optimize in place for a target machine (jit and object files). */

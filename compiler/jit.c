@@ -14,6 +14,8 @@
 #include <llvm-c/Orc.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/Transforms/PassBuilder.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -94,13 +96,27 @@ static void stamp_functions(Cg *g, LLVMTargetMachineRef tm) {
                                                       (unsigned)strlen(features)));
     size_t n;
     const char *name = LLVMGetValueName2(f, &n);
-    bool entry = n > plen && !strncmp(name, g->prefix, plen) && name[plen] == '_' && !strchr(name + plen, '.');
-    if (!entry) LLVMSetLinkage(f, LLVMInternalLinkage);
+    /* the kernels are inlined and then dropped; the model's own functions keep the linkage
+     * emission gave them (entry points and, when compiled in parts, shared tiles external) */
+    bool model = n > plen && !strncmp(name, g->prefix, plen) && (name[plen] == '_' || name[plen] == '.');
+    if (!model) LLVMSetLinkage(f, LLVMInternalLinkage);
   }
   LLVMDisposeMessage(cpu), LLVMDisposeMessage(features);
 }
 
-int cg_optimize(Ctx *cx, Cg *g, LLVMTargetMachineRef tm) {
+static int run_passes(Ctx *cx, Cg *g, LLVMTargetMachineRef tm, const char *passes) {
+  LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
+  LLVMPassBuilderOptionsSetLoopVectorization(opts, 1);
+  LLVMPassBuilderOptionsSetSLPVectorization(opts, 1);
+  LLVMPassBuilderOptionsSetLoopUnrolling(opts, 1);
+  LLVMErrorRef err = LLVMRunPasses(g->mod, passes, tm, opts);
+  LLVMDisposePassBuilderOptions(opts);
+  return err ? llvm_fail(cx, err, "LLVM optimization failed") : 0;
+}
+
+/* target, data layout, kernels linked in, CPU stamped, verified; then the kernels inlined
+ * (cheap, and it makes each function's size what O3 will work on) */
+static int cg_prepare(Ctx *cx, Cg *g, LLVMTargetMachineRef tm) {
   char *triple = LLVMGetTargetMachineTriple(tm);
   LLVMSetTarget(g->mod, triple);
   LLVMDisposeMessage(triple);
@@ -116,56 +132,180 @@ int cg_optimize(Ctx *cx, Cg *g, LLVMTargetMachineRef tm) {
     return -1;
   }
   LLVMDisposeMessage(msg);
-  LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
-  LLVMPassBuilderOptionsSetLoopVectorization(opts, 1);
-  LLVMPassBuilderOptionsSetSLPVectorization(opts, 1);
-  LLVMPassBuilderOptionsSetLoopUnrolling(opts, 1);
-  LLVMErrorRef err = LLVMRunPasses(g->mod, "default<O3>", tm, opts);
-  LLVMDisposePassBuilderOptions(opts);
-  if (err) return llvm_fail(cx, err, "LLVM optimization failed");
-  return 0;
+  return run_passes(cx, g, tm, "always-inline,globaldce");
 }
 
-int jit_compile(Ctx *cx, Cg *g, Jit **out, JitTimes *times) {
-  double t0 = ts_now();
-  LLVMTargetMachineRef tm = cg_host_machine(cx);
-  if (!tm) return -1;
-  int rc = cg_optimize(cx, g, tm);
-  LLVMDisposeTargetMachine(tm);
-  if (rc < 0) return -1;
-  double t1 = ts_now();
+int cg_optimize(Ctx *cx, Cg *g, LLVMTargetMachineRef tm) {
+  if (cg_prepare(cx, g, tm) < 0) return -1;
+  return run_passes(cx, g, tm, "default<O3>");
+}
 
-  LLVMOrcJITTargetMachineBuilderRef jtmb;
-  LLVMErrorRef err = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
-  if (err) return llvm_fail(cx, err, "LLVM could not describe this CPU");
-  LLVMOrcLLJITBuilderRef jb = LLVMOrcCreateLLJITBuilder();
-  LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(jb, jtmb);   /* jtmb now owned by jb */
-  LLVMOrcLLJITRef jit;
-  if ((err = LLVMOrcCreateLLJIT(&jit, jb))) return llvm_fail(cx, err, "LLVM JIT could not start");  /* jb consumed */
+/* ---- parallel compilation -------------------------------------------------------------- */
 
-  LLVMOrcDefinitionGeneratorRef gen;
-  err = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(jit), NULL, NULL);
-  if (err) {
-    LLVMOrcDisposeLLJIT(jit);
-    return llvm_fail(cx, err, "LLVM JIT could not search this process");
+/* The module is emitted once per part, each in its own context; every part keeps the bodies of
+ * its share of the model's functions (balanced by their instruction counts once the kernels
+ * are inlined) and declares the rest. Each part is linked with
+ * the kernels, optimized at O3 and compiled to an object file in a thread of its own; the JIT
+ * links the objects. Emission is deterministic, so every part sees the same functions. */
+
+#define JIT_PARTS_MAX 8
+
+typedef struct Part {
+  Cg  g;
+  int index, nparts;
+  LLVMMemoryBufferRef obj;
+  char err[512];
+} Part;
+
+/* instructions after the kernels were inlined: what O3 and instruction selection chew on */
+static int64_t fn_cost(Cg *g, LLVMValueRef f) {
+  int64_t n = 0;
+  for (LLVMBasicBlockRef b = LLVMGetFirstBasicBlock(f); b; b = LLVMGetNextBasicBlock(b))
+    for (LLVMValueRef i = LLVMGetFirstInstruction(b); i; i = LLVMGetNextInstruction(i)) n++;
+  return n;
+}
+
+static bool is_model_fn(Cg *g, LLVMValueRef f) {
+  size_t n, plen = strlen(g->prefix);
+  const char *name = LLVMGetValueName2(f, &n);
+  return !LLVMIsDeclaration(f) && n > plen && !strncmp(name, g->prefix, plen) &&
+         (name[plen] == '_' || name[plen] == '.');
+}
+
+/* keep this part's share of the model's functions; the others become declarations */
+static void keep_share(Part *p) {
+  Cg *g = &p->g;
+  LLVMValueRef fns[1024];
+  int64_t cost[1024];
+  int n = 0;
+  for (LLVMValueRef f = LLVMGetFirstFunction(g->mod); f && n < 1024; f = LLVMGetNextFunction(f))
+    if (is_model_fn(g, f)) fns[n] = f, cost[n] = fn_cost(g, f), n++;
+  /* greedy: heaviest first into the lightest part (ties: the lower index), all deterministic */
+  int owner[1024];
+  int64_t load[JIT_PARTS_MAX] = {0};
+  bool done[1024] = {0};
+  for (int k = 0; k < n; k++) {
+    int best = -1;
+    for (int i = 0; i < n; i++)
+      if (!done[i] && (best < 0 || cost[i] > cost[best])) best = i;
+    int bin = 0;
+    for (int b = 1; b < p->nparts; b++)
+      if (load[b] < load[bin]) bin = b;
+    done[best] = true, owner[best] = bin, load[bin] += cost[best];
   }
-  LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(jit), gen);   /* owned by the dylib */
+  for (int i = 0; i < n; i++) {
+    if (owner[i] == p->index) {
+      LLVMSetLinkage(fns[i], LLVMExternalLinkage);   /* other parts call or pass it */
+      continue;
+    }
+    /* another part defines it: a declaration of the same name takes its uses, and the
+     * definition goes (LLVMDeleteFunction drops the body's internal references first) */
+    size_t len;
+    char name[256];
+    snprintf(name, sizeof name, "%s", LLVMGetValueName2(fns[i], &len));
+    LLVMSetValueName2(fns[i], "", 0);
+    LLVMValueRef decl = LLVMAddFunction(g->mod, name, LLVMGlobalGetValueType(fns[i]));
+    LLVMReplaceAllUsesWith(fns[i], decl);
+    LLVMDeleteFunction(fns[i]);
+  }
+}
 
-  /* the module and its context now belong to the JIT */
-  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(g->mod, g->tsc);
-  LLVMOrcDisposeThreadSafeContext(g->tsc);   /* the module keeps its own reference */
-  LLVMDisposeBuilder(g->b);
-  g->mod = NULL, g->tsc = NULL, g->ctx = NULL, g->b = NULL;
-  if ((err = LLVMOrcLLJITAddLLVMIRModule(jit, LLVMOrcLLJITGetMainJITDylib(jit), tsm))) {
-    LLVMOrcDisposeLLJIT(jit);
-    return llvm_fail(cx, err, "LLVM JIT refused the module");
+static void *compile_part(void *arg) {
+  Part *p = arg;
+  Ctx cx;   /* a private diagnostics sink: contexts are not shared across threads */
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *err = open_memstream(&buf, &len);
+  ctx_init(&cx, "llvm", err);
+  LLVMTargetMachineRef tm = cg_host_machine(&cx);
+  bool ok = tm && cg_prepare(&cx, &p->g, tm) == 0;
+  if (ok && p->nparts > 1) keep_share(p);
+  if (ok && run_passes(&cx, &p->g, tm, "default<O3>") == 0) {
+    char *msg = NULL;
+    if (LLVMTargetMachineEmitToMemoryBuffer(tm, p->g.mod, LLVMObjectFile, &msg, &p->obj)) {
+      diag_at(&cx, (SrcLoc){0}, "LLVM code generation failed: %s", msg);
+      LLVMDisposeMessage(msg);
+      p->obj = NULL;
+    }
+  }
+  if (tm) LLVMDisposeTargetMachine(tm);
+  ctx_free(&cx);
+  fclose(err);
+  if (!p->obj) snprintf(p->err, sizeof p->err, "%s", buf && *buf ? buf : "LLVM failed\n");
+  free(buf);
+  return NULL;
+}
+
+int jit_compile(Ctx *cx, const Spec *sp, const Plan *pl, bool profile, int nparts, Jit **out,
+                JitTimes *times) {
+  double t0 = ts_now();
+  init_llvm();
+  if (nparts < 1) nparts = 1;
+  if (nparts > JIT_PARTS_MAX) nparts = JIT_PARTS_MAX;
+  Part parts[JIT_PARTS_MAX];
+  for (int i = 0; i < nparts; i++) {
+    memset(&parts[i], 0, sizeof parts[i]);
+    parts[i].index = i, parts[i].nparts = nparts;
+    cg_init(&parts[i].g, sp->name);
+    parts[i].g.profile = profile;
+    emit_module(&parts[i].g, sp, pl);
+  }
+  double t1 = ts_now();
+  pthread_t th[JIT_PARTS_MAX];
+  bool started[JIT_PARTS_MAX] = {0};
+  for (int i = 1; i < nparts; i++) started[i] = pthread_create(&th[i], NULL, compile_part, &parts[i]) == 0;
+  compile_part(&parts[0]);
+  for (int i = 1; i < nparts; i++) {
+    if (started[i]) pthread_join(th[i], NULL);
+    else compile_part(&parts[i]);
+  }
+  int rc = 0;
+  for (int i = 0; i < nparts; i++)
+    if (!parts[i].obj && rc == 0) {
+      fprintf(cx->err, "%s", parts[i].err);
+      cx->nerrors++;
+      rc = -1;
+    }
+  if (times) times->emit = t1 - t0, times->opt = ts_now() - t1;
+  double t2 = ts_now();
+
+  LLVMOrcLLJITRef jit = NULL;
+  if (rc == 0) {
+    LLVMOrcJITTargetMachineBuilderRef jtmb;
+    LLVMErrorRef err = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
+    if (err) rc = llvm_fail(cx, err, "LLVM could not describe this CPU");
+    else {
+      LLVMOrcLLJITBuilderRef jb = LLVMOrcCreateLLJITBuilder();
+      LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(jb, jtmb);   /* jtmb now owned by jb */
+      if ((err = LLVMOrcCreateLLJIT(&jit, jb))) rc = llvm_fail(cx, err, "LLVM JIT could not start");
+    }
+  }
+  if (rc == 0) {
+    LLVMOrcDefinitionGeneratorRef gen;
+    LLVMErrorRef err =
+        LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(jit), NULL, NULL);
+    if (err) rc = llvm_fail(cx, err, "LLVM JIT could not search this process");
+    else LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(jit), gen);   /* owned by the dylib */
+  }
+  for (int i = 0; i < nparts; i++) {
+    if (rc == 0 && parts[i].obj) {
+      /* the object buffer now belongs to the JIT */
+      LLVMErrorRef err = LLVMOrcLLJITAddObjectFile(jit, LLVMOrcLLJITGetMainJITDylib(jit), parts[i].obj);
+      parts[i].obj = NULL;
+      if (err) rc = llvm_fail(cx, err, "LLVM JIT refused an object");
+    }
+    if (parts[i].obj) LLVMDisposeMemoryBuffer(parts[i].obj);
+    cg_dispose(&parts[i].g);
+  }
+  if (rc < 0) {
+    if (jit) LLVMOrcDisposeLLJIT(jit);
+    return -1;
   }
   Jit *j = calloc(1, sizeof *j);
   j->jit = jit;
-  snprintf(j->prefix, sizeof j->prefix, "%s", g->prefix);
-  /* the first lookup compiles the module to machine code */
-  bool ok = jit_fn(j, "train_step") && jit_fn(j, "infer");
-  if (times) times->opt = t1 - t0, times->codegen = ts_now() - t1;
+  snprintf(j->prefix, sizeof j->prefix, "%s", sp->name);
+  bool ok = jit_fn(j, "train_step") && jit_fn(j, "infer") && jit_fn(j, "grad");
+  if (times) times->codegen = ts_now() - t2;
   if (!ok) {
     jit_free(j);
     diag_at(cx, (SrcLoc){0}, "internal error: the JIT did not produce the model's entry points");

@@ -50,7 +50,7 @@ static void dropout_fwd(Cg *g, const EmitLayer *e) {
   int64_t n = e->B * shape_elems(&e->l->in);
   double rate = e->l->u.drop.rate;
   LLVMValueRef seed = e->train ? LLVMBuildXor(g->b, cg_field(g, TS_SEED),
-                                              cg_i64(g, (int64_t)e->l->index * 0x632BE59BD9B4E019ll), "")
+                                              LLVMConstInt(g->t_i64, (unsigned long long)e->l->index * 0x632BE59BD9B4E019ull, 0), "")
                                : NULL;
   CgLoop L;
   LLVMValueRef i = cg_for(g, &L, "dropout", cg_i64(g, 0), cg_i64(g, n));

@@ -47,20 +47,14 @@ int model_build_ex(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbo
   plan_spec(cx, &m->sp, batch, &m->pl);
   if (cx->nerrors) return -1;
   double t0 = ts_now();
-  Cg g;
-  cg_init(&g, m->sp.name);
-  g.profile = profile;
-  emit_module(&g, &m->sp, &m->pl);
   JitTimes jt = {0};
-  jt.emit = ts_now() - t0;
-  int rc = jit_compile(cx, &g, &m->jit, &jt);
-  cg_dispose(&g);
-  if (rc < 0) return -1;
+  int parts = threads > 0 ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (jit_compile(cx, &m->sp, &m->pl, profile, parts > 0 ? parts : 1, &m->jit, &jt) < 0) return -1;
   m->train_step = jit_fn(m->jit, "train_step");
   m->infer = jit_fn(m->jit, "infer");
   m->grad = jit_fn(m->jit, "grad");
   if (verbose)
-    printf("compiled %s for batch %lld in %.3f s (emit %.3f, O3 %.3f, machine code %.3f)\n", m->sp.name,
+    printf("compiled %s for batch %lld in %.3f s (emit %.3f, O3 + machine code %.3f, link %.3f)\n", m->sp.name,
            (long long)batch, ts_now() - t0, jt.emit, jt.opt, jt.codegen);
   m->in_elems = shape_elems(&m->sp.input);
   m->P = block(m->pl.param_block), m->G = block(m->pl.grad_block), m->O = block(m->pl.opt_block);
