@@ -207,6 +207,14 @@ int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, Ts
     ts_st_free(&f);
     return rc;
   }
+  if (opt) {   /* the tensors may fit while the spec changed (another lr, schedule, data) */
+    char hash[32];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)spec_hash(cx));
+    const char *h = ts_st_meta(&f, "spec_hash");
+    if (h && strcmp(h, hash))
+      fprintf(stderr, "teslac: warning: %s was written from another version of %s (spec hash %s, now %s); "
+                      "resuming with the spec as it is now\n", path, cx->path, h, hash);
+  }
   float *tmp = ts_malloc(sizeof(float) * (size_t)(m->pl.param_block + 1));
   for (int s = 0; s <= (opt ? 2 : 0) && rc == 0; s++) {
     if (s > 0 && (m->pl.opt_block == 0 || (s == 2 && m->pl.opt_block == m->pl.grad_block))) continue;
