@@ -38,6 +38,7 @@ static void parse(Ctx *cx, Layer *l) {
     if (c->pad == PAD_SAME && (c->sh != 1 || c->sw != 1))
       diag_at(cx, v->loc, "padding 'same' needs stride 1 (as in PyTorch); give the padding as a number");
   }
+  if ((v = spec_get(l->node, "bias"))) spec_bool(cx, v, "bias", &c->bias);
 }
 
 static bool infer(Ctx *cx, Layer *l) {
@@ -52,11 +53,6 @@ static bool infer(Ctx *cx, Layer *l) {
     diag_at(cx, l->loc, "conv kernel %lldx%lld is larger than its padded input %lldx%lld (input %s, "
                         "padding %lld)", (long long)c->kh, (long long)c->kw, (long long)H, (long long)W,
             shape_str(cx, &l->in, true), (long long)c->pt);
-    return false;
-  }
-  if (c->pt >= c->kh || c->pl >= c->kw) {
-    diag_at(cx, l->loc, "conv padding %lld is not smaller than its kernel %lldx%lld",
-            (long long)(c->pt > c->pl ? c->pt : c->pl), (long long)c->kh, (long long)c->kw);
     return false;
   }
   int64_t w, ck, out;
@@ -92,6 +88,208 @@ const OpDef op_conv = {
     .parse = parse, .infer = infer, .params = params, .flops = flops,
 };
 
-/* ==== code generation: not yet: the convolution work adds its emitters here ==== */
+/* ==== code generation: forward and backward emitters ==== */
 
-const OpEmit op_conv_emit = {NULL, NULL};
+/* ---- conv as a GEMM over im2col -------------------------------------------------------------
+ *
+ * Legend: Q = C kh kw (the weight as a matrix is (K, Q), PyTorch's layout as it stands),
+ * P = H' W' (output positions). Per sample b:
+ *
+ *   forward    col_b (Q, P) = im2col(x_b) with zero padding;  y_b (K, P) = W col_b + bias
+ *              (the bias is the GEMM accumulators' initial value: no pass of its own)
+ *   keeps      col (B, Q, P) in the layer's aux area for the backward
+ *   backward   dW (K, Q) += sum_b dy_b col_b^T, db += sum over (b, p) of dy  (tiles over K or
+ *              Q, each summing every b in order: deterministic, no races); then, only when the
+ *              input gradient is needed, per sample: dcol_b = W^T dy_b written over col_b
+ *              (dW is done with it) and scattered back by col2im into dx_b.
+ *
+ * im2col and col2im are emitted with (i, j) of the kernel unrolled at emit time, so the valid
+ * range of every output row and column is a constant: the copies run over contiguous output
+ * width (vectorized at stride 1) and the padding is a few constant-size memsets. */
+
+typedef struct ConvDims { int64_t C, H, W, K, kh, kw, sh, sw, pt, pl, Ho, Wo, P, Q; } ConvDims;
+
+static ConvDims conv_dims(const EmitLayer *e) {
+  const Layer *l = e->l;
+  const typeof(l->u.conv) *c = &l->u.conv;
+  ConvDims d = {l->in.d[0], l->in.d[1], l->in.d[2], c->filters, c->kh, c->kw, c->sh, c->sw,
+                c->pt, c->pl, l->out.d[1], l->out.d[2], 0, 0};
+  d.P = d.Ho * d.Wo, d.Q = d.C * d.kh * d.kw;
+  return d;
+}
+
+/* [lo, hi): the outputs o in [0, out) whose input o s - pad + k lies in [0, n) */
+static void valid_range(int64_t n, int64_t out, int64_t s, int64_t pad, int64_t k, int64_t *lo, int64_t *hi) {
+  int64_t off = k - pad;
+  int64_t l = off >= 0 ? 0 : (-off + s - 1) / s;
+  int64_t h = n - 1 - off < 0 ? 0 : (n - 1 - off) / s + 1;
+  if (h > out) h = out;
+  if (l > h) l = h;
+  *lo = l, *hi = h;
+}
+
+/* p[lo, hi) = 0, constant bounds */
+static void conv_zero(Cg *g, LLVMValueRef p, int64_t lo, int64_t hi) {
+  if (hi <= lo) return;
+  LLVMBuildMemSet(g->b, cg_gep(g, p, cg_i64(g, lo)), LLVMConstInt(LLVMInt8TypeInContext(g->ctx), 0, 0),
+                  cg_i64(g, 4 * (hi - lo)), 4);
+}
+
+/* For every channel c and kernel tap (i, j): over the valid output rows ho and columns wo,
+ * f(col row (c, i, j) + ho W' + wo, x_c + h W + w). Returns nothing; the invalid part of each
+ * col row is zeroed when `zero` (im2col) and skipped otherwise (col2im). */
+typedef void (*ConvPair)(Cg *g, LLVMValueRef p_col, LLVMValueRef p_x);
+static void conv_taps(Cg *g, const ConvDims *d, LLVMValueRef x, LLVMValueRef col, bool zero, ConvPair f) {
+  CgLoop Lc;
+  LLVMValueRef c = cg_for(g, &Lc, "conv_c", cg_i64(g, 0), cg_i64(g, d->C));
+  LLVMValueRef xc = cg_gep(g, x, cg_mad(g, c, d->H * d->W, NULL));
+  LLVMValueRef colc = cg_gep(g, col, cg_mad(g, c, d->kh * d->kw * d->P, NULL));
+  for (int64_t i = 0; i < d->kh; i++)
+    for (int64_t j = 0; j < d->kw; j++) {
+      LLVMValueRef colr = cg_gep(g, colc, cg_i64(g, (i * d->kw + j) * d->P));
+      int64_t hlo, hhi, wlo, whi;
+      valid_range(d->H, d->Ho, d->sh, d->pt, i, &hlo, &hhi);
+      valid_range(d->W, d->Wo, d->sw, d->pl, j, &wlo, &whi);
+      if (hhi <= hlo || whi <= wlo) {
+        if (zero) conv_zero(g, colr, 0, d->P);
+        continue;
+      }
+      if (zero) conv_zero(g, colr, 0, hlo * d->Wo);
+      CgLoop Lh, Lw;
+      LLVMValueRef ho = cg_for(g, &Lh, "conv_ho", cg_i64(g, hlo), cg_i64(g, hhi));
+      LLVMValueRef row = cg_gep(g, colr, cg_mad(g, ho, d->Wo, NULL));
+      /* x row h = ho sh - pt + i, column w = wo sw - pl + j */
+      LLVMValueRef xr = cg_gep(g, xc, cg_mad(g, ho, d->sh * d->W, cg_i64(g, (i - d->pt) * d->W + j - d->pl)));
+      if (zero) conv_zero(g, row, 0, wlo);
+      LLVMValueRef wo = cg_for(g, &Lw, "conv_wo", cg_i64(g, wlo), cg_i64(g, whi));
+      f(g, cg_gep(g, row, wo), cg_gep(g, xr, cg_mad(g, wo, d->sw, NULL)));
+      cg_for_end(g, &Lw);
+      if (zero) conv_zero(g, row, whi, d->Wo);
+      cg_for_end(g, &Lh);
+      if (zero) conv_zero(g, colr, hhi * d->Wo, d->P);
+    }
+  cg_for_end(g, &Lc);
+}
+
+static void im2col_pair(Cg *g, LLVMValueRef p_col, LLVMValueRef p_x) { cg_store(g, cg_load(g, p_x), p_col); }
+static void col2im_pair(Cg *g, LLVMValueRef p_col, LLVMValueRef p_x) {
+  cg_store(g, cg_fadd(g, cg_load(g, p_x), cg_load(g, p_col)), p_x);
+}
+
+static LLVMValueRef conv_col(Cg *g, const EmitLayer *e, const ConvDims *d, LLVMValueRef b) {
+  return cg_at(g, TS_A, e->aux, cg_mad(g, b, d->Q * d->P, NULL));
+}
+
+/* one sample b: col_b = im2col(x_b); y_b = W col_b + bias */
+static void conv_fwd_tile(Cg *g, LLVMValueRef b, void *arg) {
+  const EmitLayer *e = arg;
+  ConvDims d = conv_dims(e);
+  LLVMValueRef x = cg_gep(g, cg_in_ptr(g, e), cg_mad(g, b, d.C * d.H * d.W, NULL));
+  LLVMValueRef col = conv_col(g, e, &d, b);
+  conv_taps(g, &d, x, col, true, im2col_pair);
+  LLVMValueRef bias = e->w[1] >= 0 ? cg_at(g, TS_P, e->w[1], NULL) : LLVMConstNull(g->t_ptr);
+  LLVMValueRef args[] = {cg_i64(g, d.K), cg_i64(g, d.P), cg_i64(g, d.Q), cg_at(g, TS_P, e->w[0], NULL), col, bias,
+                         cg_at(g, TS_A, e->out, cg_mad(g, b, d.K * d.P, NULL)),
+                         cg_i64(g, 0), cg_i64(g, d.K), cg_i64(g, 0), cg_i64(g, d.P)};
+  cg_kernel(g, "tk_conv_fwd", args, 11);
+}
+
+static void conv_fwd(Cg *g, const EmitLayer *e) {
+  char name[64];
+  snprintf(name, sizeof name, "L%d.conv_fwd", e->l->index);
+  cg_parallel(g, name, e->B, conv_fwd_tile, (void *)e);
+}
+
+/* ---- weight gradient: dW (K, Q) += sum_b dy_b col_b^T, tiles over Q (or K when Q is short) */
+
+#define CONV_DW_TILES 4   /* a multiple of the usual thread counts (1, 2, 4) */
+
+static bool conv_dw_by_q(const ConvDims *d) { return d->Q >= d->K; }
+static int64_t conv_dw_width(const ConvDims *d) {
+  int64_t n = conv_dw_by_q(d) ? d->Q : d->K;
+  int64_t w = (cg_ceil_div(n, CONV_DW_TILES) + 3) / 4 * 4;
+  return cg_tile_width(n, w, 4);
+}
+
+/* rows [k0, k1) x columns [q0, q1) of dW, summed over every b in order */
+static void conv_dw_block(Cg *g, const EmitLayer *e, LLVMValueRef k0, LLVMValueRef k1, LLVMValueRef q0, LLVMValueRef q1) {
+  ConvDims d = conv_dims(e);
+  CgLoop Lb;
+  LLVMValueRef b = cg_for(g, &Lb, "dw_b", cg_i64(g, 0), cg_i64(g, e->B));
+  LLVMValueRef args[] = {cg_i64(g, d.K), cg_i64(g, d.Q), cg_i64(g, d.P),
+                         cg_at(g, TS_A, e->dout, cg_mad(g, b, d.K * d.P, NULL)), cg_i64(g, d.P),
+                         conv_col(g, e, &d, b), cg_i64(g, d.P),
+                         cg_at(g, TS_G, e->dw[0], NULL), cg_i64(g, d.Q), cg_i32(g, 1), k0, k1, q0, q1};
+  cg_kernel(g, "tk_gemm_nt", args, 14);
+  cg_for_end(g, &Lb);
+}
+
+static void conv_dw_cols(Cg *g, const EmitLayer *e, LLVMValueRef q0, LLVMValueRef q1) {
+  conv_dw_block(g, e, cg_i64(g, 0), cg_i64(g, conv_dims(e).K), q0, q1);
+}
+static void conv_dw_rows(Cg *g, const EmitLayer *e, LLVMValueRef k0, LLVMValueRef k1) {
+  conv_dw_block(g, e, k0, k1, cg_i64(g, 0), cg_i64(g, conv_dims(e).Q));
+}
+
+/* db[k0, k1) += sum over b of the row sums of dy_b */
+static void conv_db(Cg *g, const EmitLayer *e, LLVMValueRef k0, LLVMValueRef k1) {
+  ConvDims d = conv_dims(e);
+  CgLoop Lb;
+  LLVMValueRef b = cg_for(g, &Lb, "db_b", cg_i64(g, 0), cg_i64(g, e->B));
+  LLVMValueRef args[] = {cg_i64(g, d.P), cg_at(g, TS_A, e->dout, cg_mad(g, b, d.K * d.P, NULL)), cg_i64(g, d.P),
+                         cg_at(g, TS_G, e->dw[1], NULL), k0, k1};
+  cg_kernel(g, "tk_rowsum", args, 6);
+  cg_for_end(g, &Lb);
+}
+
+static void conv_dw_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  ConvDims d = conv_dims(e);
+  int64_t w = conv_dw_width(&d);
+  if (conv_dw_by_q(&d)) {
+    cg_tile_call(g, e, t, w, d.Q, conv_dw_cols);
+    if (e->dw[1] >= 0) {   /* the bias by the first tile */
+      CgIf first;
+      cg_if(g, &first, LLVMBuildICmp(g->b, LLVMIntEQ, t, cg_i64(g, 0), ""));
+      conv_db(g, e, cg_i64(g, 0), cg_i64(g, d.K));
+      cg_if_end(g, &first);
+    }
+  } else {
+    cg_tile_call(g, e, t, w, d.K, conv_dw_rows);
+    if (e->dw[1] >= 0) {
+      LLVMValueRef k0, k1;
+      cg_tile_range(g, t, w, d.K, &k0, &k1);
+      conv_db(g, e, k0, k1);
+    }
+  }
+}
+
+/* ---- data gradient, per sample: dcol_b = W^T dy_b over col_b, then col2im into dx_b ------ */
+
+static void conv_dx_tile(Cg *g, LLVMValueRef b, void *arg) {
+  const EmitLayer *e = arg;
+  ConvDims d = conv_dims(e);
+  LLVMValueRef col = conv_col(g, e, &d, b);
+  /* dcol (Q, P) = W^T (Q, K) @ dy_b (K, P): tn with A = W (K, Q) */
+  LLVMValueRef args[] = {cg_i64(g, d.Q), cg_i64(g, d.P), cg_i64(g, d.K),
+                         cg_at(g, TS_P, e->w[0], NULL), cg_i64(g, d.Q),
+                         cg_at(g, TS_A, e->dout, cg_mad(g, b, d.K * d.P, NULL)), cg_i64(g, d.P),
+                         col, cg_i64(g, d.P), cg_i32(g, 0),
+                         cg_i64(g, 0), cg_i64(g, d.Q), cg_i64(g, 0), cg_i64(g, d.P)};
+  cg_kernel(g, "tk_gemm_tn", args, 14);
+  LLVMValueRef dx = cg_at(g, TS_A, e->din, cg_mad(g, b, d.C * d.H * d.W, NULL));
+  conv_zero(g, dx, 0, d.C * d.H * d.W);
+  conv_taps(g, &d, dx, col, false, col2im_pair);
+}
+
+static void conv_bwd(Cg *g, const EmitLayer *e) {
+  ConvDims d = conv_dims(e);
+  char name[64];
+  snprintf(name, sizeof name, "L%d.conv_dw", e->l->index);
+  cg_parallel(g, name, cg_ceil_div(conv_dw_by_q(&d) ? d.Q : d.K, conv_dw_width(&d)), conv_dw_tile, (void *)e);
+  if (e->din < 0) return;
+  snprintf(name, sizeof name, "L%d.conv_dx", e->l->index);
+  cg_parallel(g, name, e->B, conv_dx_tile, (void *)e);
+}
+
+const OpEmit op_conv_emit = {conv_fwd, conv_bwd};

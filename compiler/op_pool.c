@@ -4,6 +4,8 @@
  * Output: H' = (H + 2 ph - kh) / sh + 1. No weights. */
 #include "cg.h"
 
+#include <math.h>
+
 static const char *const keys[] = {"size", "stride", "padding", NULL};
 
 /* maxpool | avgpool: {size: k | [kh, kw], stride: size, padding: 0 | [ph, pw]} */
@@ -61,7 +63,143 @@ const OpDef op_avgpool = {
     .parse = parse, .infer = infer, .params = params, .flops = avg_flops,
 };
 
-/* ==== code generation: not yet: the convolution work adds its emitters here ==== */
+/* ==== code generation: forward and backward emitters ==== */
 
-const OpEmit op_maxpool_emit = {NULL, NULL};
-const OpEmit op_avgpool_emit = {NULL, NULL};
+/* ---- pooling, one sample per tile -----------------------------------------------------------
+ *
+ * Forward: for every (c, h', w') the window's taps (i, j) are unrolled at emit time; a tap in
+ * the padding reads a safe index and is masked by a select, so the loop over w' has no branch.
+ * maxpool takes the first maximum in window order (PyTorch's `val > max || isnan(val)`, its
+ * argmax starting at the window's first in-bounds tap) and keeps it for the backward as the
+ * index h W + w within the (H, W) plane, an i32 in the float slot of aux. avgpool divides by
+ * kh kw (count_include_pad=True).
+ * Backward: dx_b zeroed, then each output's gradient scattered to its argmax (maxpool) or, over
+ * 1/(kh kw), to its window's in-bounds taps (avgpool); windows overlap when stride < size. */
+
+typedef struct PoolDims { int64_t C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo; } PoolDims;
+
+static PoolDims pool_dims(const EmitLayer *e) {
+  const Layer *l = e->l;
+  const typeof(l->u.pool) *p = &l->u.pool;
+  return (PoolDims){l->in.d[0], l->in.d[1], l->in.d[2], p->kh, p->kw, p->sh, p->sw, p->ph, p->pw,
+                    l->out.d[1], l->out.d[2]};
+}
+
+/* window origin hs = h' sh - ph (likewise ws) and tap (i, j): its plane index h W + w (0 when it
+ * is in the padding) and whether it is in bounds (NULL: always, decided at emit time) */
+static LLVMValueRef pool_tap(Cg *g, const PoolDims *d, LLVMValueRef ho, LLVMValueRef wo, int64_t i, int64_t j,
+                             LLVMValueRef *valid) {
+  LLVMValueRef h = cg_mad(g, ho, d->sh, cg_i64(g, i - d->ph)), w = cg_mad(g, wo, d->sw, cg_i64(g, j - d->pw));
+  LLVMValueRef ok = NULL;
+  /* can this tap fall outside? only near the borders, known from the constants */
+  bool h_lo = i < d->ph, h_hi = (d->Ho - 1) * d->sh - d->ph + i >= d->H;
+  bool w_lo = j < d->pw, w_hi = (d->Wo - 1) * d->sw - d->pw + j >= d->W;
+#define AND(c) ok = ok ? LLVMBuildAnd(g->b, ok, (c), "") : (c)
+  if (h_lo) AND(LLVMBuildICmp(g->b, LLVMIntSGE, h, cg_i64(g, 0), ""));
+  if (h_hi) AND(LLVMBuildICmp(g->b, LLVMIntSLT, h, cg_i64(g, d->H), ""));
+  if (w_lo) AND(LLVMBuildICmp(g->b, LLVMIntSGE, w, cg_i64(g, 0), ""));
+  if (w_hi) AND(LLVMBuildICmp(g->b, LLVMIntSLT, w, cg_i64(g, d->W), ""));
+#undef AND
+  LLVMValueRef idx = cg_mad(g, h, d->W, w);
+  if (ok) idx = LLVMBuildSelect(g->b, ok, idx, cg_i64(g, 0), "");
+  *valid = ok;
+  return idx;
+}
+
+static LLVMValueRef smax(Cg *g, LLVMValueRef a, int64_t k) {
+  LLVMValueRef c = LLVMBuildICmp(g->b, LLVMIntSGT, a, cg_i64(g, k), "");
+  return LLVMBuildSelect(g->b, c, a, cg_i64(g, k), "");
+}
+
+static void pool_fwd_tile(Cg *g, LLVMValueRef b, void *arg) {
+  const EmitLayer *e = arg;
+  PoolDims d = pool_dims(e);
+  bool max = e->l->op == OP_maxpool;
+  LLVMValueRef x = cg_gep(g, cg_in_ptr(g, e), cg_mad(g, b, d.C * d.H * d.W, NULL));
+  LLVMValueRef y = cg_at(g, TS_A, e->out, cg_mad(g, b, d.C * d.Ho * d.Wo, NULL));
+  LLVMValueRef am = cg_at(g, TS_A, e->aux, cg_mad(g, b, d.C * d.Ho * d.Wo, NULL));
+  CgLoop Lc, Lh, Lw;
+  LLVMValueRef c = cg_for(g, &Lc, "pool_c", cg_i64(g, 0), cg_i64(g, d.C));
+  LLVMValueRef xc = cg_gep(g, x, cg_mad(g, c, d.H * d.W, NULL));
+  LLVMValueRef ho = cg_for(g, &Lh, "pool_ho", cg_i64(g, 0), cg_i64(g, d.Ho));
+  LLVMValueRef wo = cg_for(g, &Lw, "pool_wo", cg_i64(g, 0), cg_i64(g, d.Wo));
+  LLVMValueRef o = cg_mad(g, cg_mad(g, c, d.Ho, ho), d.Wo, wo);
+  LLVMValueRef acc = cg_f32(g, max ? -INFINITY : 0.0), arg_i = NULL;
+  if (max) {   /* the window's first in-bounds tap */
+    LLVMValueRef h0 = smax(g, cg_mad(g, ho, d.sh, cg_i64(g, -d.ph)), 0);
+    LLVMValueRef w0 = smax(g, cg_mad(g, wo, d.sw, cg_i64(g, -d.pw)), 0);
+    arg_i = cg_mad(g, h0, d.W, w0);
+  }
+  for (int64_t i = 0; i < d.kh; i++)
+    for (int64_t j = 0; j < d.kw; j++) {
+      LLVMValueRef ok;
+      LLVMValueRef idx = pool_tap(g, &d, ho, wo, i, j, &ok);
+      LLVMValueRef v = cg_load(g, cg_gep(g, xc, idx));
+      if (max) {
+        LLVMValueRef take = LLVMBuildOr(g->b, cg_fgt(g, v, acc), LLVMBuildFCmp(g->b, LLVMRealUNO, v, v, ""), "");
+        if (ok) take = LLVMBuildAnd(g->b, take, ok, "");
+        acc = cg_select(g, take, v, acc);
+        arg_i = cg_select(g, take, idx, arg_i);
+      } else {
+        acc = cg_fadd(g, acc, ok ? cg_select(g, ok, v, cg_f32(g, 0)) : v);
+      }
+    }
+  if (max) {
+    cg_store(g, acc, cg_gep(g, y, o));
+    LLVMBuildStore(g->b, LLVMBuildTrunc(g->b, arg_i, g->t_i32, ""), cg_gep(g, am, o));
+  } else {
+    cg_store(g, cg_fmul(g, acc, cg_f32(g, 1.0 / (double)(d.kh * d.kw))), cg_gep(g, y, o));
+  }
+  cg_for_end(g, &Lw);
+  cg_for_end(g, &Lh);
+  cg_for_end(g, &Lc);
+}
+
+static void pool_bwd_tile(Cg *g, LLVMValueRef b, void *arg) {
+  const EmitLayer *e = arg;
+  PoolDims d = pool_dims(e);
+  bool max = e->l->op == OP_maxpool;
+  LLVMValueRef dx = cg_at(g, TS_A, e->din, cg_mad(g, b, d.C * d.H * d.W, NULL));
+  LLVMValueRef dy = cg_at(g, TS_A, e->dout, cg_mad(g, b, d.C * d.Ho * d.Wo, NULL));
+  LLVMValueRef am = cg_at(g, TS_A, e->aux, cg_mad(g, b, d.C * d.Ho * d.Wo, NULL));
+  LLVMBuildMemSet(g->b, dx, LLVMConstInt(LLVMInt8TypeInContext(g->ctx), 0, 0), cg_i64(g, 4 * d.C * d.H * d.W), 4);
+  CgLoop Lc, Lh, Lw;
+  LLVMValueRef c = cg_for(g, &Lc, "poolb_c", cg_i64(g, 0), cg_i64(g, d.C));
+  LLVMValueRef dxc = cg_gep(g, dx, cg_mad(g, c, d.H * d.W, NULL));
+  LLVMValueRef ho = cg_for(g, &Lh, "poolb_ho", cg_i64(g, 0), cg_i64(g, d.Ho));
+  LLVMValueRef wo = cg_for(g, &Lw, "poolb_wo", cg_i64(g, 0), cg_i64(g, d.Wo));
+  LLVMValueRef o = cg_mad(g, cg_mad(g, c, d.Ho, ho), d.Wo, wo);
+  LLVMValueRef gy = cg_load(g, cg_gep(g, dy, o));
+  if (max) {
+    LLVMValueRef idx = LLVMBuildSExt(g->b, LLVMBuildLoad2(g->b, g->t_i32, cg_gep(g, am, o), ""), g->t_i64, "");
+    LLVMValueRef p = cg_gep(g, dxc, idx);
+    cg_store(g, cg_fadd(g, cg_load(g, p), gy), p);
+  } else {
+    gy = cg_fmul(g, gy, cg_f32(g, 1.0 / (double)(d.kh * d.kw)));
+    for (int64_t i = 0; i < d.kh; i++)
+      for (int64_t j = 0; j < d.kw; j++) {
+        LLVMValueRef ok;
+        LLVMValueRef p = cg_gep(g, dxc, pool_tap(g, &d, ho, wo, i, j, &ok));
+        cg_store(g, cg_fadd(g, cg_load(g, p), ok ? cg_select(g, ok, gy, cg_f32(g, 0)) : gy), p);
+      }
+  }
+  cg_for_end(g, &Lw);
+  cg_for_end(g, &Lh);
+  cg_for_end(g, &Lc);
+}
+
+static void pool_fwd(Cg *g, const EmitLayer *e) {
+  char name[64];
+  snprintf(name, sizeof name, "L%d.%s_fwd", e->l->index, op_registry[e->l->op]->name);
+  cg_parallel(g, name, e->B, pool_fwd_tile, (void *)e);
+}
+
+static void pool_bwd(Cg *g, const EmitLayer *e) {
+  if (e->din < 0) return;
+  char name[64];
+  snprintf(name, sizeof name, "L%d.%s_bwd", e->l->index, op_registry[e->l->op]->name);
+  cg_parallel(g, name, e->B, pool_bwd_tile, (void *)e);
+}
+
+const OpEmit op_maxpool_emit = {pool_fwd, pool_bwd};
+const OpEmit op_avgpool_emit = {pool_fwd, pool_bwd};

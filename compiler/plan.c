@@ -73,12 +73,21 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
     pl->params += pli->params, pl->buffers += pli->buffers, pl->bytes += pli->bytes;
     pl->dense_params += pli->dense_params;
     /* outputs are kept for the backward (flatten is a view); maxpool keeps an argmax index per
-     * output, batchnorm its per-channel mean and 1/std, dropout its mask */
+     * output, batchnorm its per-channel mean and 1/std, dropout its mask, conv its im2col */
     pli->out_off = i ? pl->layers[i - 1].out_off : -1;   /* -1: the input batch */
     if (l->op != OP_flatten) pli->out_off = acts, acts += align_up(out);
     pli->aux_off = acts;
     if (l->op == OP_maxpool || l->op == OP_dropout) acts += align_up(out);
     if (l->op == OP_batchnorm) acts += align_up(4 * l->in.d[0]);   /* mean, 1/std, 2 sums */
+    if (l->op == OP_conv) {   /* its im2col (B, C kh kw, H' W'); the backward's dcol reuses it */
+      int64_t col;
+      if (!size_mul(l->in.d[0] * l->u.conv.kh * l->u.conv.kw, shape_elems(&l->out) / l->out.d[0], &col) ||
+          !size_mul(col, batch, &col)) {
+        diag_at(cx, l->loc, "this conv's im2col at batch %lld is too large", (long long)batch);
+        return;
+      }
+      acts += align_up(col);
+    }
     if (shape_elems(&l->out) > max_act) max_act = shape_elems(&l->out);
     if (op->weighted) need_dx = true;
   }

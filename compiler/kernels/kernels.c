@@ -74,3 +74,32 @@ TK_ENTRY tk_gemm_nt(long M, long N, long K,
   tk__gemm_nt(m0, m1, n0, n1, K, A, lda, Bt, ldbt, C, ldc,
               accumulate ? TK_INIT_ACC : TK_INIT_ZERO);
 }
+
+// Convolution forward, one sample: Y[k, p] = bias[k] + sum_q W[k, q] * col[q, p] for k in
+// [k0, k1), p in [p0, p1): W (K, Q) is the weight as PyTorch stores it (Q = C kh kw), col the
+// sample's im2col (Q, P), P = Ho Wo. The bias rides in the accumulators' init. bias may be NULL.
+TK_ENTRY tk_conv_fwd(long K, long P, long Q,
+                     const float *W,     // (K, Q)
+                     const float *col,   // (Q, P)
+                     const float *bias,  // (K) or NULL
+                     float *Y,           // (K, P)
+                     long k0, long k1, long p0, long p1) {
+  (void)K;
+  tk__gemm(k0, k1, p0, p1, Q, W, Q, 1, col, P, Y, P, bias ? TK_INIT_RBIAS : TK_INIT_ZERO, bias);
+}
+
+// s[m] += sum_n A[m * lda + n] for m in [m0, m1): row sums (the conv bias gradient).
+TK_ENTRY tk_rowsum(long N, const float *A, long lda, float *s, long m0, long m1) {
+  for (long m = m0; m < m1; m++) {
+    const float *a = A + m * lda;
+    tk_v16f v0 = {0}, v1 = {0};
+    long n = 0;
+    for (; n + 32 <= N; n += 32) v0 += tk__load(a + n), v1 += tk__load(a + n + 16);
+    if (n + 16 <= N) v0 += tk__load(a + n), n += 16;
+    if (n < N) v1 += tk__loadp(a + n, N - n);
+    v0 += v1;
+    float t = 0;
+    for (int j = 0; j < 16; j++) t += v0[j];
+    s[m] += t;
+  }
+}

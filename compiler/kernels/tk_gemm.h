@@ -122,11 +122,12 @@ TK_AI void tk__stv(float *p, int j, int nv, long tail, tk_v16f v) {
   else tk__storep(p + 16 * j, v, tail);
 }
 
-enum { TK_INIT_ZERO, TK_INIT_ACC, TK_INIT_BIAS };
+// BIAS: bias[c] per column (dense); RBIAS: bias[r] per row (conv: one per output channel)
+enum { TK_INIT_ZERO, TK_INIT_ACC, TK_INIT_BIAS, TK_INIT_RBIAS };
 
 // Micro-kernel: C[0:mr, 0:16*nv+tail] (init) + sum_k A[r*sam + k*sak] * B[k*ldb + c].
 // mr in 1..8, nv full vectors + a padded one when tail > 0, nv + (tail > 0) in 1..3.
-// init: ZERO, ACC (read C) or BIAS (bias[c] on every row).
+// init: ZERO, ACC (read C), BIAS (bias[c] on every row) or RBIAS (bias[r] on row r).
 TK_AI void tk__kern(int mr, int nv, long tail, long K,
                     const float *restrict A, long sam, long sak,   // (mr, K) via strides
                     const float *restrict Bm, long ldb,            // (K, cols)
@@ -138,6 +139,7 @@ TK_AI void tk__kern(int mr, int nv, long tail, long K,
     for (int j = 0; j < nt; j++) {
       if (init == TK_INIT_ACC) acc[r][j] = tk__ldv(C + r * ldc, j, nv, tail);
       else if (init == TK_INIT_BIAS) acc[r][j] = tk__ldv(bias, j, nv, tail);
+      else if (init == TK_INIT_RBIAS) acc[r][j] = (tk_v16f){0} + bias[r];
       else acc[r][j] = (tk_v16f){0};
     }
   for (long k = 0; k < K; k++) {
@@ -159,17 +161,17 @@ TK_AI void tk__rows(long m0, long m1, int nv, long tail, long K,
                     float *C, long ldc, int init, const float *bias) {
   long m = m0;
   for (; m + 8 <= m1; m += 8)
-    tk__kern(8, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, bias);
+    tk__kern(8, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, init == TK_INIT_RBIAS ? bias + m : bias);
   if (m + 4 <= m1) {
-    tk__kern(4, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, bias);
+    tk__kern(4, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, init == TK_INIT_RBIAS ? bias + m : bias);
     m += 4;
   }
   if (m + 2 <= m1) {
-    tk__kern(2, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, bias);
+    tk__kern(2, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, init == TK_INIT_RBIAS ? bias + m : bias);
     m += 2;
   }
   if (m < m1)
-    tk__kern(1, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, bias);
+    tk__kern(1, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, init == TK_INIT_RBIAS ? bias + m : bias);
 }
 
 // Columns [n0, n1): panels of 48, then one group of the remaining < 48 columns.
@@ -179,10 +181,10 @@ TK_AI void tk__panels(long m0, long m1, long n0, long n1, long K,
                       float *C, long ldc, int init, const float *bias) {
   long n = n0;
   for (; n + TK_NP <= n1; n += TK_NP)
-    tk__rows(m0, m1, 3, 0, K, A, sam, sak, Bm + n, ldb, C + n, ldc, init, bias ? bias + n : 0);
+    tk__rows(m0, m1, 3, 0, K, A, sam, sak, Bm + n, ldb, C + n, ldc, init, bias && init == TK_INIT_BIAS ? bias + n : bias);
   long r = n1 - n;
   if (r <= 0) return;
-  const float *bn = Bm + n, *biasn = bias ? bias + n : 0;
+  const float *bn = Bm + n, *biasn = bias && init == TK_INIT_BIAS ? bias + n : bias;
   float *cn = C + n;
   long t = r % 16;
   if (r >= 32) tk__rows(m0, m1, 2, t, K, A, sam, sak, bn, ldb, cn, ldc, init, biasn);
@@ -199,7 +201,8 @@ TK_AI void tk__gemm(long m0, long m1, long n0, long n1, long K,
   if (K <= 0) {  // nothing to sum: only the init
     if (init == TK_INIT_ACC) return;
     for (long m = m0; m < m1; m++)
-      for (long n = n0; n < n1; n++) C[m * ldc + n] = init == TK_INIT_BIAS ? bias[n] : 0.0f;
+      for (long n = n0; n < n1; n++)
+        C[m * ldc + n] = init == TK_INIT_BIAS ? bias[n] : init == TK_INIT_RBIAS ? bias[m] : 0.0f;
     return;
   }
   long nkb = (K + TK_KC - 1) / TK_KC, kb = (K + nkb - 1) / nkb;  // even K blocks <= TK_KC

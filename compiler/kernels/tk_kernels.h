@@ -42,4 +42,16 @@ void tk_gemm_tn(long M, long N, long K, const float *A, long lda, const float *B
 void tk_gemm_nt(long M, long N, long K, const float *A, long lda, const float *Bt, long ldbt,
                 float *C, long ldc, int accumulate, long m0, long m1, long n0, long n1);
 
+// Convolution forward of one sample as a GEMM over its im2col: Y[k, p] = bias[k] +
+// sum_q W[k, q] col[q, p] for k in [k0, k1), p in [p0, p1) (overwrites); bias may be NULL.
+void tk_conv_fwd(long K, long P, long Q,
+                 const float *W,     // (K, Q), Q = C kh kw
+                 const float *col,   // (Q, P), P = Ho Wo
+                 const float *bias,  // (K) or NULL
+                 float *Y,           // (K, P)
+                 long k0, long k1, long p0, long p1);
+
+// s[m] += sum_n A[m * lda + n] for m in [m0, m1) (row sums; accumulates).
+void tk_rowsum(long N, const float *A, long lda, float *s, long m0, long m1);
+
 #endif
