@@ -207,14 +207,6 @@ int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, Ts
     ts_st_free(&f);
     return rc;
   }
-  if (opt) {   /* the tensors may fit while the spec changed (another lr, schedule, data) */
-    char hash[32];
-    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)spec_hash(cx));
-    const char *h = ts_st_meta(&f, "spec_hash");
-    if (h && strcmp(h, hash))
-      fprintf(stderr, "teslac: warning: %s was written from another version of %s (spec hash %s, now %s); "
-                      "resuming with the spec as it is now\n", path, cx->path, h, hash);
-  }
   float *tmp = ts_malloc(sizeof(float) * (size_t)(m->pl.param_block + 1));
   for (int s = 0; s <= (opt ? 2 : 0) && rc == 0; s++) {
     if (s > 0 && (m->pl.opt_block == 0 || (s == 2 && m->pl.opt_block == m->pl.grad_block))) continue;
@@ -243,6 +235,14 @@ int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, Ts
     }
   }
   if (rc == 0 && opt) m->t = atoll(ts_st_meta(&f, "step")), *epoch = atoll(ts_st_meta(&f, "epoch"));
+  if (rc == 0 && opt) {   /* the tensors fit, but the spec may have changed (another lr, schedule, data) */
+    char hash[32];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)spec_hash(cx));
+    const char *h = ts_st_meta(&f, "spec_hash");
+    if (h && strcmp(h, hash))
+      fprintf(stderr, "teslac: warning: %s was written from another version of %s (spec hash %s, now %s); "
+                      "resuming with the spec as it is now\n", path, cx->path, h, hash);
+  }
   ts_free(tmp);
   ts_st_free(&f);
   return rc;
