@@ -48,6 +48,10 @@ def main():
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--teslac', default=os.path.join(ROOT, 'build', 'compiler', 'teslac'))
     a = ap.parse_args()
+    # the peer runs on Debian's OpenBLAS (the system's libblas.so.3 is netlib's reference BLAS,
+    # a straw man): unpack it once, without installing it (bench/README.md, "BLAS")
+    if not os.path.isdir(os.path.join(HERE, '.openblas')):
+        subprocess.run(['sh', os.path.join(HERE, 'fetch_openblas.sh')], check=True)
 
     plan = json.loads(subprocess.run([a.teslac, 'plan', a.spec, '--json'], capture_output=True, text=True,
                                      check=True).stdout)
@@ -60,6 +64,8 @@ def main():
     peer = {t: peer_run(a.spec, a.steps, t, a.repeats) for t in (1, 2)}
     best_t = max(peer, key=lambda t: peer[t][0])
     best = peer[best_t][0]
+    if peer[best_t][1] != 'openblas':
+        sys.exit('compare.py: the peer did not run on OpenBLAS (%s); see bench/README.md' % peer[best_t][1])
     result = {
         'spec': plan['model'], 'batch': batch, 'steps': a.steps, 'repeats': a.repeats,
         'teslac_threads': a.threads, 'teslac_samples_per_s': round(t_sps, 1),
