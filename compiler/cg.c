@@ -272,3 +272,7 @@ void cg_tile_range(Cg *g, LLVMValueRef t, int64_t w, int64_t n, LLVMValueRef *lo
 
 LLVMValueRef cg_in_ptr(Cg *g, const EmitLayer *e) { return cg_at(g, e->in_block, e->in, NULL); }
 
+
+LLVMValueRef cg_act(Cg *g, LLVMValueRef y, double slope) {
+  return cg_select(g, cg_fgt(g, y, cg_f32(g, 0)), y, slope == 0 ? cg_f32(g, 0) : cg_fmul(g, y, cg_f32(g, slope)));
+}

@@ -117,7 +117,11 @@ typedef struct EmitLayer {
   const PlanLayer *pl;
   int64_t B;                        /* batch, a constant */
   int     in_block;  int64_t in;    /* its input: TS_X (the batch) or TS_A */
-  int64_t out;                      /* its output in TS_A */
+  int     out_block; int64_t out;   /* its output: TS_A, or its input's place for views */
+  bool    act;                      /* a following relu/leaky_relu is fused into this op's
+                                       output loop: y = y > 0 ? y : act_slope y */
+  double  act_slope;
+  bool    fused;                    /* this activation was fused into its producer: a view */
   int64_t aux;                      /* saved for the backward in TS_A (argmax, stats, mask) */
   int64_t din, dout;                /* gradients in TS_A; din < 0: not needed */
   int64_t w[4], dw[4];              /* its tensors in TS_P, their gradients in TS_G (-1: none) */
@@ -127,7 +131,11 @@ typedef struct EmitLayer {
 typedef struct OpEmit {
   void (*fwd)(Cg *g, const EmitLayer *e);
   void (*bwd)(Cg *g, const EmitLayer *e);
+  bool fuses_act;   /* fwd applies e->act to its output, and bwd never reads its output */
 } OpEmit;
+
+/* y > 0 ? y : slope y  (relu: slope 0) */
+LLVMValueRef cg_act(Cg *g, LLVMValueRef y, double slope);
 
 /* ---- emit.c: the module ----------------------------------------------------------------- */
 

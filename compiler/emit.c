@@ -39,17 +39,26 @@ static void layout(const Spec *sp, const Plan *pl, bool train, EmitLayer *el) {
   int gb = 0;   /* which gradient buffer holds the gradient of the current output */
   for (int i = 0; i < sp->nlayers; i++) {
     EmitLayer *e = &el[i];
+    const Layer *l = &sp->layers[i];
     const PlanLayer *p = &pl->layers[i];
     memset(e, 0, sizeof *e);
-    e->l = &sp->layers[i], e->pl = p, e->B = pl->batch, e->train = train;
-    int64_t prev = i ? pl->layers[i - 1].out_off : -1;
-    e->in_block = prev < 0 ? TS_X : TS_A;
-    e->in = prev < 0 ? 0 : prev;
-    e->out = p->out_off < 0 ? 0 : p->out_off;
+    e->l = l, e->pl = p, e->B = pl->batch, e->train = train;
+    e->in_block = i ? el[i - 1].out_block : TS_X;
+    e->in = i ? el[i - 1].out : 0;
+    e->out_block = TS_A, e->out = p->out_off;
     e->aux = p->aux_off;
     for (int k = 0; k < 4; k++) e->w[k] = e->dw[k] = -1;
     for (int t = 0, k = 0; t < pl->ntensors; t++)
       if (pl->tensors[t].layer == i) e->w[k] = pl->tensors[t].offset, e->dw[k++] = pl->tensors[t].grad_offset;
+    /* an activation right after an op that can apply it in its own output loop rides there,
+     * in place; its backward reads the activated values, whose sign is the input's (slope > 0) */
+    bool is_act = l->op == OP_relu || (l->op == OP_leaky_relu && l->u.act.slope > 0);
+    if (is_act && i > 0 && op_emitters[sp->layers[i - 1].op]->fuses_act && !el[i - 1].act) {
+      el[i - 1].act = true;
+      el[i - 1].act_slope = l->op == OP_leaky_relu ? l->u.act.slope : 0;
+      e->fused = true;
+    }
+    if (e->fused || l->op == OP_flatten) e->out_block = e->in_block, e->out = e->in;   /* views */
   }
   /* gradients, going backward: the loss writes buffer 0; each layer reads its output's
    * gradient from one buffer and writes its input's into the other (flatten passes through) */
@@ -191,11 +200,7 @@ static int last_compute_layer(const Spec *sp) {
 static void logits_at(const Spec *sp, const EmitLayer *el, int *block, int64_t *off) {
   int last = last_compute_layer(sp);
   if (last < 0) *block = TS_X, *off = 0;
-  else *block = TS_A, *off = el[last].out;
-  /* a flatten at the end is a view of its input */
-  for (int i = last; i >= 0 && sp->layers[i].op == OP_flatten; i--) {
-    *block = el[i].in_block, *off = el[i].in;
-  }
+  else *block = el[last].out_block, *off = el[last].out;
 }
 
 /* train_step: forward, loss, backward, optimizer. grad (with_opt false): the same without the
@@ -251,6 +256,7 @@ void emit_module(Cg *g, const Spec *sp, const Plan *pl) {
 }
 
 int64_t emit_output_offset(const Spec *sp, const Plan *pl) {
-  const PlanLayer *p = &pl->layers[sp->nlayers - 1];
-  return p->out_off;
+  EmitLayer el[sp->nlayers > 0 ? sp->nlayers : 1];
+  layout(sp, pl, false, el);
+  return el[sp->nlayers - 1].out;
 }

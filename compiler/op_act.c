@@ -45,6 +45,7 @@ static LLVMValueRef act_slope(Cg *g, const EmitLayer *e) {
 
 /* y = x > 0 ? x : slope x     over (B, ...) */
 static void act_fwd(Cg *g, const EmitLayer *e) {
+  if (e->fused) return;   /* its producer applied it (emit.c's layout) */
   int64_t n = e->B * shape_elems(&e->l->in);
   CgLoop L;
   LLVMValueRef i = cg_for(g, &L, "act", cg_i64(g, 0), cg_i64(g, n));

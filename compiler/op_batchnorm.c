@@ -102,7 +102,8 @@ static void bn_apply(Cg *g, const EmitLayer *e, LLVMValueRef c, LLVMValueRef sca
   LLVMValueRef s = cg_for(g, &Ls, "bn_ys", cg_i64(g, 0), cg_i64(g, d.S));
   LLVMValueRef i = bn_idx(g, d, b, c, s);
   LLVMValueRef x = cg_load(g, cg_at(g, e->in_block, e->in, i));
-  cg_store(g, cg_fadd(g, cg_fmul(g, x, scale), shift), cg_at(g, TS_A, e->out, i));
+  LLVMValueRef y = cg_fadd(g, cg_fmul(g, x, scale), shift);
+  cg_store(g, e->act ? cg_act(g, y, e->act_slope) : y, cg_at(g, TS_A, e->out, i));
   cg_for_end(g, &Ls);
   cg_for_end(g, &Lb);
 }
@@ -207,6 +208,7 @@ static void bnv_apply(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
   LLVMValueRef scale = cg_fmul(g, invstd, cg_load(g, cg_at(g, TS_P, e->w[0], c)));
   LLVMValueRef y = cg_fadd(g, cg_fmul(g, cg_fsub(g, bnv_x(g, v, b, c), mean), scale),
                            cg_load(g, cg_at(g, TS_P, e->w[1], c)));
+  if (e->act) y = cg_act(g, y, e->act_slope);   /* a fused relu / leaky_relu */
   cg_store(g, y, cg_at(g, TS_A, e->out, cg_mad(g, b, e->l->in.d[0], c)));
 }
 
@@ -311,5 +313,5 @@ static void bn_bwd(Cg *g, const EmitLayer *e) {
     cg_parallel(g, name, cg_ceil_div(bn_dims(e).C, BN_TILE), bn_bwd_tile, (void *)e);
 }
 
-const OpEmit op_batchnorm_emit = {bn_fwd, bn_bwd};
+const OpEmit op_batchnorm_emit = {bn_fwd, bn_bwd, .fuses_act = true};
 
