@@ -1301,7 +1301,8 @@ START_TEST(cli_bad_checkpoints) {
   }
   ck_assert_int_eq(ts_st_write(wonly, outs, k, NULL, 0, &e), 0);
   ts_st_free(&f);
-  r = CLI("train", spec, "--steps", "1", "--threads", "2", "--init", wonly, "-o", tmp_path("from-init.st"));
+  char *from_init = tmp_path("from-init.st"), *nope = tmp_path("nope.st");
+  r = CLI("train", spec, "--steps", "1", "--threads", "2", "--init", wonly, "-o", from_init);
   cli_ok(&r);
   cli_free(&r);
 
@@ -1319,7 +1320,7 @@ START_TEST(cli_bad_checkpoints) {
       {"--resume truncated", CLI("train", spec, "--steps", "1", "--resume", cut), trunc},
       {"eval --weights truncated", CLI("eval", spec, "--weights", cut), trunc},
       {"--resume weights only", CLI("train", spec, "--steps", "1", "--resume", wonly), noopt},
-      {"--init missing file", CLI("train", spec, "--steps", "1", "--init", tmp_path("nope.st")),
+      {"--init missing file", CLI("train", spec, "--steps", "1", "--init", nope),
        (const char *const[]){"nope.st", NULL}},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -1327,6 +1328,7 @@ START_TEST(cli_bad_checkpoints) {
     cli_free(&cases[i].r);
   }
   free(spec), free(garbage), free(other_spec), free(other), free(good), free(cut), free(wonly);
+  free(from_init), free(nope);
 }
 END_TEST
 
