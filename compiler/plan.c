@@ -193,8 +193,11 @@ void plan_print_json(Ctx *cx, const Spec *sp, const Plan *pl, FILE *o) {
     json_str(o, l->name);
     fprintf(o, ", \"kind\": \"%s\", \"output\": ", op_registry[l->op]->name);
     json_dims(o, l->out.d, l->out.rank);
-    fprintf(o, ", \"storage\": \"%s\", \"requested\": \"%s\", \"tt\": null, \"sparsity\": %s",
-            storage_name(p->storage), storage_name(p->requested),
+    /* layers without tensors have no storage: null, as the table's "-" */
+    bool w = p->params + p->buffers > 0;
+    fprintf(o, ", \"storage\": %s, \"requested\": %s, \"tt\": null, \"sparsity\": %s",
+            w ? arena_printf(cx, "\"%s\"", storage_name(p->storage)) : "null",
+            w ? arena_printf(cx, "\"%s\"", storage_name(p->requested)) : "null",
             p->storage == ST_SPARSE ? arena_printf(cx, "%g", l->sparse.target) : "null");
     fprintf(o, ", \"params\": %lld, \"buffers\": %lld, \"bytes\": %lld, \"dense_params\": %lld",
             (long long)p->params, (long long)p->buffers, (long long)p->bytes, (long long)p->dense_params);
