@@ -53,59 +53,12 @@ static BnDims bn_dims(const EmitLayer *e) {
   return (BnDims){C, S, e->B * S};
 }
 
-/* element (b, c, s) of an (B, C, S) tensor: (b C + c) S + s */
-static LLVMValueRef bn_idx(Cg *g, BnDims d, LLVMValueRef b, LLVMValueRef c, LLVMValueRef s) {
-  return cg_add(g, cg_mad(g, cg_mad(g, b, d.C, c), d.S, NULL), s);
-}
-
-/* sum over (b, s) of f(b, c, s) for one channel c, into a fresh accumulator */
-typedef LLVMValueRef (*BnTerm)(Cg *g, const EmitLayer *e, LLVMValueRef idx, LLVMValueRef c, void *arg);
-static LLVMValueRef bn_sum(Cg *g, const EmitLayer *e, LLVMValueRef c, BnTerm f, void *arg) {
-  BnDims d = bn_dims(e);
-  LLVMValueRef acc = cg_var(g, "acc", cg_f32(g, 0));
-  CgLoop Lb, Ls;
-  LLVMValueRef b = cg_for(g, &Lb, "bn_b", cg_i64(g, 0), cg_i64(g, e->B));
-  LLVMValueRef s = cg_for(g, &Ls, "bn_s", cg_i64(g, 0), cg_i64(g, d.S));
-  LLVMValueRef v = f(g, e, bn_idx(g, d, b, c, s), c, arg);
-  cg_store(g, cg_fadd(g, cg_load(g, acc), v), acc);
-  cg_for_end(g, &Ls);
-  cg_for_end(g, &Lb);
-  return cg_load(g, acc);
-}
-
-static LLVMValueRef term_x(Cg *g, const EmitLayer *e, LLVMValueRef i, LLVMValueRef c, void *arg) {
-  return cg_load(g, cg_at(g, e->in_block, e->in, i));
-}
-static LLVMValueRef term_var(Cg *g, const EmitLayer *e, LLVMValueRef i, LLVMValueRef c, void *mean) {
-  LLVMValueRef dx = cg_fsub(g, cg_load(g, cg_at(g, e->in_block, e->in, i)), (LLVMValueRef)mean);
-  return cg_fmul(g, dx, dx);
-}
-static LLVMValueRef term_dy(Cg *g, const EmitLayer *e, LLVMValueRef i, LLVMValueRef c, void *arg) {
-  return cg_load(g, cg_at(g, TS_A, e->dout, i));
-}
-/* dy * xhat, xhat = (x - mean) invstd */
-static LLVMValueRef xhat(Cg *g, const EmitLayer *e, LLVMValueRef i, LLVMValueRef c) {
-  BnDims d = bn_dims(e);
-  LLVMValueRef mean = cg_load(g, cg_at(g, TS_A, e->aux, c));
-  LLVMValueRef invstd = cg_load(g, cg_at(g, TS_A, e->aux + d.C, c));
-  return cg_fmul(g, cg_fsub(g, cg_load(g, cg_at(g, e->in_block, e->in, i)), mean), invstd);
-}
-static LLVMValueRef term_dy_xhat(Cg *g, const EmitLayer *e, LLVMValueRef i, LLVMValueRef c, void *arg) {
-  return cg_fmul(g, cg_load(g, cg_at(g, TS_A, e->dout, i)), xhat(g, e, i, c));
-}
-
-/* y = x scale[c] + shift[c] over one channel */
-static void bn_apply(Cg *g, const EmitLayer *e, LLVMValueRef c, LLVMValueRef scale, LLVMValueRef shift) {
-  BnDims d = bn_dims(e);
-  CgLoop Lb, Ls;
-  LLVMValueRef b = cg_for(g, &Lb, "bn_yb", cg_i64(g, 0), cg_i64(g, e->B));
-  LLVMValueRef s = cg_for(g, &Ls, "bn_ys", cg_i64(g, 0), cg_i64(g, d.S));
-  LLVMValueRef i = bn_idx(g, d, b, c, s);
-  LLVMValueRef x = cg_load(g, cg_at(g, e->in_block, e->in, i));
-  LLVMValueRef y = cg_fadd(g, cg_fmul(g, x, scale), shift);
-  cg_store(g, e->act ? cg_act(g, y, e->act_slope) : y, cg_at(g, TS_A, e->out, i));
-  cg_for_end(g, &Ls);
-  cg_for_end(g, &Lb);
+/* Images (S > 1): each pass is a kernel over a tile of channels (kernels.c, tk_bn2d_*), with
+ * the S contiguous elements of each (b, c) in vector registers; the per-channel scalars in
+ * between are emitted here. aux: [0, C) mean, [C, 2C) 1/std, [2C, 3C) and [3C, 4C) the
+ * forward's scale and shift, then the backward's sum dy and sum dy (x - mean). */
+static LLVMValueRef bn_auxp(Cg *g, const EmitLayer *e, int k) {
+  return cg_at(g, TS_A, e->aux + k * e->l->in.d[0], NULL);
 }
 
 static void bn_fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
@@ -114,16 +67,20 @@ static void bn_fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
   double mom = e->l->u.bn.momentum, eps = e->l->u.bn.eps;
   LLVMValueRef c0, c1;
   cg_tile_range(g, t, BN_TILE, d.C, &c0, &c1);
+  LLVMValueRef dims[3] = {cg_i64(g, e->B), cg_i64(g, d.C), cg_i64(g, d.S)};
+  if (e->train) {   /* mean -> aux0, biased variance -> aux1 */
+    LLVMValueRef args[] = {dims[0], dims[1], dims[2], cg_in_ptr(g, e), bn_auxp(g, e, 0), bn_auxp(g, e, 1), c0, c1};
+    cg_kernel(g, "tk_bn2d_stats", args, 8);
+  }
   CgLoop Lc;
   LLVMValueRef c = cg_for(g, &Lc, "bn_c", c0, c1);
   LLVMValueRef gamma = cg_load(g, cg_at(g, TS_P, e->w[0], c)), beta = cg_load(g, cg_at(g, TS_P, e->w[1], c));
   LLVMValueRef p_rm = cg_at(g, TS_P, e->w[2], c), p_rv = cg_at(g, TS_P, e->w[3], c);
   LLVMValueRef mean, invstd;
   if (e->train) {
-    mean = cg_fdiv(g, bn_sum(g, e, c, term_x, NULL), cg_f32(g, (double)d.n));
-    LLVMValueRef var = cg_fdiv(g, bn_sum(g, e, c, term_var, mean), cg_f32(g, (double)d.n));
+    mean = cg_load(g, cg_at(g, TS_A, e->aux, c));
+    LLVMValueRef var = cg_load(g, cg_at(g, TS_A, e->aux + d.C, c));
     invstd = cg_fdiv(g, cg_f32(g, 1), cg_call1(g, "llvm.sqrt.f32", cg_fadd(g, var, cg_f32(g, eps))));
-    cg_store(g, mean, cg_at(g, TS_A, e->aux, c));
     cg_store(g, invstd, cg_at(g, TS_A, e->aux + d.C, c));
     /* running statistics: the unbiased variance, as PyTorch */
     double unbias = d.n > 1 ? (double)d.n / (double)(d.n - 1) : 1.0;
@@ -134,8 +91,13 @@ static void bn_fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
     invstd = cg_fdiv(g, cg_f32(g, 1), cg_call1(g, "llvm.sqrt.f32", cg_fadd(g, cg_load(g, p_rv), cg_f32(g, eps))));
   }
   LLVMValueRef scale = cg_fmul(g, gamma, invstd);
-  bn_apply(g, e, c, scale, cg_fsub(g, beta, cg_fmul(g, mean, scale)));
+  cg_store(g, scale, cg_at(g, TS_A, e->aux + 2 * d.C, c));
+  cg_store(g, cg_fsub(g, beta, cg_fmul(g, mean, scale)), cg_at(g, TS_A, e->aux + 3 * d.C, c));
   cg_for_end(g, &Lc);
+  /* y = x scale + shift, and a fused relu / leaky_relu */
+  LLVMValueRef args[] = {dims[0], dims[1], dims[2], cg_in_ptr(g, e), bn_auxp(g, e, 2), bn_auxp(g, e, 3),
+                         cg_at(g, TS_A, e->out, NULL), cg_i32(g, e->act), cg_f32(g, e->act ? e->act_slope : 0), c0, c1};
+  cg_kernel(g, "tk_bn2d_apply", args, 11);
 }
 
 /* Vectors (S = 1): channels are contiguous, so every pass runs over a tile of channels in
@@ -280,28 +242,24 @@ static void bn_bwd_tile(Cg *g, LLVMValueRef t, void *arg) {
   BnDims d = bn_dims(e);
   LLVMValueRef c0, c1;
   cg_tile_range(g, t, BN_TILE, d.C, &c0, &c1);
+  LLVMValueRef dims[3] = {cg_i64(g, e->B), cg_i64(g, d.C), cg_i64(g, d.S)};
+  LLVMValueRef dy = cg_at(g, TS_A, e->dout, NULL);
+  LLVMValueRef args[] = {dims[0], dims[1], dims[2], cg_in_ptr(g, e), dy, bn_auxp(g, e, 0), bn_auxp(g, e, 2),
+                         bn_auxp(g, e, 3), c0, c1};
+  cg_kernel(g, "tk_bn2d_dsums", args, 10);
   CgLoop Lc;
   LLVMValueRef c = cg_for(g, &Lc, "bn_c", c0, c1);
-  LLVMValueRef dbeta = bn_sum(g, e, c, term_dy, NULL), dgamma = bn_sum(g, e, c, term_dy_xhat, NULL);
+  LLVMValueRef invstd = cg_load(g, cg_at(g, TS_A, e->aux + d.C, c));
   LLVMValueRef p_dg = cg_at(g, TS_G, e->dw[0], c), p_db = cg_at(g, TS_G, e->dw[1], c);
-  cg_store(g, cg_fadd(g, cg_load(g, p_dg), dgamma), p_dg);
-  cg_store(g, cg_fadd(g, cg_load(g, p_db), dbeta), p_db);
-  if (e->din >= 0) {
-    LLVMValueRef gamma = cg_load(g, cg_at(g, TS_P, e->w[0], c));
-    LLVMValueRef invstd = cg_load(g, cg_at(g, TS_A, e->aux + d.C, c));
-    LLVMValueRef k = cg_fdiv(g, cg_fmul(g, gamma, invstd), cg_f32(g, (double)d.n));
-    CgLoop Lb, Ls;
-    LLVMValueRef b = cg_for(g, &Lb, "bn_db", cg_i64(g, 0), cg_i64(g, e->B));
-    LLVMValueRef s = cg_for(g, &Ls, "bn_ds", cg_i64(g, 0), cg_i64(g, d.S));
-    LLVMValueRef i = bn_idx(g, d, b, c, s);
-    LLVMValueRef dy = cg_load(g, cg_at(g, TS_A, e->dout, i));
-    LLVMValueRef v = cg_fsub(g, cg_fsub(g, cg_fmul(g, dy, cg_f32(g, (double)d.n)), dbeta),
-                             cg_fmul(g, xhat(g, e, i, c), dgamma));
-    cg_store(g, cg_fmul(g, k, v), cg_at(g, TS_A, e->din, i));
-    cg_for_end(g, &Ls);
-    cg_for_end(g, &Lb);
-  }
+  cg_store(g, cg_fadd(g, cg_load(g, p_dg), cg_fmul(g, cg_load(g, cg_at(g, TS_A, e->aux + 3 * d.C, c)), invstd)), p_dg);
+  cg_store(g, cg_fadd(g, cg_load(g, p_db), cg_load(g, cg_at(g, TS_A, e->aux + 2 * d.C, c))), p_db);
   cg_for_end(g, &Lc);
+  if (e->din >= 0) {
+    LLVMValueRef a[] = {dims[0], dims[1], dims[2], cg_in_ptr(g, e), dy, bn_auxp(g, e, 0), bn_auxp(g, e, 1),
+                        cg_at(g, TS_P, e->w[0], NULL), bn_auxp(g, e, 2), bn_auxp(g, e, 3),
+                        cg_at(g, TS_A, e->din, NULL), c0, c1};
+    cg_kernel(g, "tk_bn2d_dx", a, 13);
+  }
 }
 
 static void bn_bwd(Cg *g, const EmitLayer *e) {

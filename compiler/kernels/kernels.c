@@ -8,6 +8,9 @@
 
 #define TK_ENTRY __attribute__((always_inline)) void
 
+// v16f values between the always-inlined helpers below never cross a real call (tk_gemm.h)
+#pragma clang diagnostic ignored "-Wpsabi"
+
 // Y[b, o] = bias[o] + sum_i X[b, i] * Wt[i, o] for o in [o0, o1), all b. bias may be NULL.
 TK_ENTRY tk_dense_fwd(long B, long IN, long OUT,
                       const float *X,     // (B, IN)
@@ -102,4 +105,119 @@ TK_ENTRY tk_rowsum(long N, const float *A, long lda, float *s, long m0, long m1)
     for (int j = 0; j < 16; j++) t += v0[j];
     s[m] += t;
   }
+}
+
+// ---- batchnorm over (B, C, S), S = H W: per-channel passes over contiguous S -------------
+// Two vector accumulators per sum; each channel's sum runs over b in order (deterministic).
+
+TK_AI float tk__hadd(tk_v16f v) {
+  float t = 0;
+  for (int j = 0; j < 16; j++) t += v[j];
+  return t;
+}
+
+// sum_s a[s]
+TK_AI float tk__sum(const float *a, long n) {
+  tk_v16f v0 = {0}, v1 = {0};
+  long s = 0;
+  for (; s + 32 <= n; s += 32) v0 += tk__load(a + s), v1 += tk__load(a + s + 16);
+  if (s + 16 <= n) v0 += tk__load(a + s), s += 16;
+  if (s < n) v1 += tk__loadp(a + s, n - s);
+  return tk__hadd(v0 + v1);
+}
+
+// sum_s (a[s] - m)^2
+TK_AI float tk__sqdev(const float *a, long n, float m) {
+  tk_v16f v0 = {0}, v1 = {0};
+  long s = 0;
+  for (; s + 32 <= n; s += 32) {
+    tk_v16f d0 = tk__load(a + s) - m, d1 = tk__load(a + s + 16) - m;
+    v0 += d0 * d0, v1 += d1 * d1;
+  }
+  if (s + 16 <= n) {
+    tk_v16f d = tk__load(a + s) - m;
+    v0 += d * d, s += 16;
+  }
+  if (s < n) {
+    tk_v16f d = tk__loadp(a + s, n - s) - m;   // padded lanes: (0 - m)^2, masked below
+    tk_v16f z = tk__loadp((const float[16]){1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, n - s);
+    v1 += d * d * z;
+  }
+  return tk__hadd(v0 + v1);
+}
+
+// mean[c] = sum_{b,s} x / n; var[c] = sum_{b,s} (x - mean)^2 / n (biased), n = B S
+TK_ENTRY tk_bn2d_stats(long B, long C, long S, const float *x, float *mean, float *var, long c0, long c1) {
+  float inv_n = 1.0f / (float)(B * S);
+  for (long c = c0; c < c1; c++) {
+    float s = 0;
+    for (long b = 0; b < B; b++) s += tk__sum(x + (b * C + c) * S, S);
+    float m = s * inv_n, v = 0;
+    for (long b = 0; b < B; b++) v += tk__sqdev(x + (b * C + c) * S, S, m);
+    mean[c] = m, var[c] = v * inv_n;
+  }
+}
+
+// y > 0 ? y : slope y, lane by lane (act: a fused relu / leaky_relu; else y)
+TK_AI tk_v16f tk__act(tk_v16f y, int act, float slope) {
+  if (!act) return y;
+  typedef int v16i __attribute__((vector_size(64)));
+  v16i m = y > 0, a = (v16i)y, b = (v16i)(y * slope);   // a select through the lane mask
+  return (tk_v16f)((a & m) | (b & ~m));
+}
+
+// y[b, c, s] = act(x[b, c, s] scale[c] + shift[c])
+TK_ENTRY tk_bn2d_apply(long B, long C, long S, const float *x, const float *scale, const float *shift,
+                       float *y, int act, float slope, long c0, long c1) {
+  for (long b = 0; b < B; b++)
+    for (long c = c0; c < c1; c++) {
+      const float *xr = x + (b * C + c) * S;
+      float *yr = y + (b * C + c) * S;
+      float k = scale[c], t = shift[c];
+      long s = 0;
+      for (; s + 16 <= S; s += 16) tk__store(yr + s, tk__act(tk__load(xr + s) * k + t, act, slope));
+      if (s < S) tk__storep(yr + s, tk__act(tk__loadp(xr + s, S - s) * k + t, act, slope), S - s);
+    }
+}
+
+// sdy[c] = sum dy; sdyx[c] = sum dy (x - mean[c])   over (b, s)
+TK_ENTRY tk_bn2d_dsums(long B, long C, long S, const float *x, const float *dy, const float *mean,
+                       float *sdy, float *sdyx, long c0, long c1) {
+  for (long c = c0; c < c1; c++) {
+    float m = mean[c];
+    tk_v16f a = {0}, d = {0};
+    for (long b = 0; b < B; b++) {
+      const float *xr = x + (b * C + c) * S, *gr = dy + (b * C + c) * S;
+      tk_v16f a1 = {0}, d1 = {0};
+      long s = 0;
+      for (; s + 16 <= S; s += 16) {
+        tk_v16f g = tk__load(gr + s);
+        a1 += g, d1 += g * (tk__load(xr + s) - m);
+      }
+      if (s < S) {
+        tk_v16f g = tk__loadp(gr + s, S - s);   // padded lanes of g are 0: both sums stay exact
+        a1 += g, d1 += g * (tk__loadp(xr + s, S - s) - m);
+      }
+      a += a1, d += d1;
+    }
+    sdy[c] = tk__hadd(a), sdyx[c] = tk__hadd(d);
+  }
+}
+
+// dx = k[c] (n dy - sdy[c] - (x - mean[c]) invstd[c] dgamma[c]) with k = gamma invstd / n,
+// dgamma = sdyx invstd: as dx = a dy + b x + c0 per channel
+TK_ENTRY tk_bn2d_dx(long B, long C, long S, const float *x, const float *dy, const float *mean,
+                    const float *invstd, const float *gamma, const float *sdy, const float *sdyx,
+                    float *dx, long c0, long c1) {
+  float n = (float)(B * S);
+  for (long b = 0; b < B; b++)
+    for (long c = c0; c < c1; c++) {
+      float is = invstd[c], k = gamma[c] * is / n, dg = sdyx[c] * is;
+      float ca = k * n, cb = -k * is * dg, cc = -k * sdy[c] + k * is * dg * mean[c];
+      const float *xr = x + (b * C + c) * S, *gr = dy + (b * C + c) * S;
+      float *o = dx + (b * C + c) * S;
+      long s = 0;
+      for (; s + 16 <= S; s += 16) tk__store(o + s, tk__load(gr + s) * ca + tk__load(xr + s) * cb + cc);
+      if (s < S) tk__storep(o + s, tk__loadp(gr + s, S - s) * ca + tk__loadp(xr + s, S - s) * cb + cc, S - s);
+    }
 }
