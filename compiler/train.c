@@ -185,12 +185,13 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
       tracked[i] = m->t;
       out[n++] = (TsStOut){arena_printf(cx, "%s.num_batches_tracked", m->sp.layers[i].name), TS_I64, 0, {0}, &tracked[i]};
     }
-  char hash[32], ep[32], st[32];
+  char hash[32], ep[32], st[32], bt[32];
   snprintf(hash, sizeof hash, "%016llx", (unsigned long long)spec_hash(cx));
   snprintf(ep, sizeof ep, "%lld", (long long)epoch);
   snprintf(st, sizeof st, "%lld", (long long)m->t);
-  const char *meta[] = {"format", "tesla", "model", m->sp.name, "spec_hash", hash, "epoch", ep, "step", st};
-  int rc = ts_st_write(path, out, n, meta, 5, e);
+  snprintf(bt, sizeof bt, "%lld", (long long)m->pl.batch);
+  const char *meta[] = {"format", "tesla", "model", m->sp.name, "spec_hash", hash, "epoch", ep, "step", st, "batch", bt};
+  int rc = ts_st_write(path, out, n, meta, 6, e);
   free(out), free(names), free(tracked), ts_free(tmp);
   return rc;
 }
@@ -234,7 +235,14 @@ int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, Ts
       tensor_import(m, pt, tmp, dst);
     }
   }
-  if (rc == 0 && opt) m->t = atoll(ts_st_meta(&f, "step")), *epoch = atoll(ts_st_meta(&f, "epoch"));
+  if (rc == 0 && opt) {
+    m->t = atoll(ts_st_meta(&f, "step")), *epoch = atoll(ts_st_meta(&f, "epoch"));
+    /* the position in the epoch is counted in batches: another batch size would misplace it */
+    const char *bt = ts_st_meta(&f, "batch");
+    if (bt && atoll(bt) != m->pl.batch)
+      rc = ts_fail(e, "%s was trained at batch %s; resume it at that batch (--batch %s), not %lld", path, bt, bt,
+                   (long long)m->pl.batch);
+  }
   if (rc == 0 && opt) {   /* the tensors fit, but the spec may have changed (another lr, schedule, data) */
     char hash[32];
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)spec_hash(cx));
@@ -399,10 +407,8 @@ static int load_split(Ctx *cx, const Spec *sp, const char *images, const char *l
 static double lr_at_epoch(const TrainCfg *t, double lr0, int64_t epoch) {
   switch (t->sched) {
   case SCHED_STEP: return lr0 * pow(t->gamma, (double)(epoch / t->step_size));
-  case SCHED_COSINE: {
-    int64_t e = epoch < t->t_max ? epoch : t->t_max;
-    return t->eta_min + (lr0 - t->eta_min) * (1 + cos(M_PI * (double)e / (double)t->t_max)) / 2;
-  }
+  case SCHED_COSINE:   /* CosineAnnealingLR's closed form: past t_max it rises again, as there */
+    return t->eta_min + (lr0 - t->eta_min) * (1 + cos(M_PI * (double)epoch / (double)t->t_max)) / 2;
   default: return lr0;
   }
 }
@@ -511,14 +517,20 @@ int train_main(int argc, char **argv) {
     double dt = ts_now() - t0, tl = NAN, ta = NAN;
     if (te.count) model_eval(&m, &te, &tl, &ta);
     double trl = seen ? loss_sum / (double)seen : NAN;
-    printf("epoch %lld/%lld  train loss %.4f  train acc %.4f  test loss %.4f  test acc %.4f  %.1f s  %.0f samples/s\n",
-           (long long)ep + 1, (long long)tc->epochs, trl, seen ? (double)correct / (double)seen : NAN, tl, ta, dt,
-           (double)seen / dt);
+    printf("epoch %lld/%lld  train loss %.4f", (long long)ep + 1, (long long)tc->epochs, trl);
+    if (tc->metric_accuracy) printf("  train acc %.4f", seen ? (double)correct / (double)seen : NAN);
+    if (te.count) {
+      printf("  test loss %.4f", tl);
+      if (tc->metric_accuracy) printf("  test acc %.4f", ta);
+    }
+    printf("  %.1f s  %.0f samples/s\n", dt, (double)seen / dt);
     fflush(stdout);
-    if (log) {
-      fprintf(log, "{\"epoch\": %lld, \"step\": %lld, \"train_loss\": %.6f, \"test_loss\": %.6f, "
-                   "\"test_accuracy\": %.6f, \"seconds\": %.3f, \"samples_per_second\": %.1f, \"lr\": %g}\n",
-              (long long)ep + 1, (long long)m.t, trl, tl, ta, dt, (double)seen / dt, lr);
+    if (log) {   /* JSON has no NaN: what was not measured (no test data) is null */
+      char tls[32] = "null", tas[32] = "null";
+      if (te.count) snprintf(tls, sizeof tls, "%.6f", tl), snprintf(tas, sizeof tas, "%.6f", ta);
+      fprintf(log, "{\"epoch\": %lld, \"step\": %lld, \"train_loss\": %.6f, \"test_loss\": %s, "
+                   "\"test_accuracy\": %s, \"seconds\": %.3f, \"samples_per_second\": %.1f, \"lr\": %g}\n",
+              (long long)ep + 1, (long long)m.t, trl, tls, tas, dt, (double)seen / dt, lr);
       fflush(log);
     }
     if (model_save(&cx, &m, out_path, stop ? ep : ep + 1, &e) < 0) {
@@ -552,7 +564,8 @@ int predict_main(int argc, char **argv) {
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
       fputs("usage: teslac predict SPEC --weights CKPT [--input IDX] [--json] [--batch B] [--threads T]\n\n"
             "Classify every sample of IDX (default: the spec's test images) with the weights in CKPT.\n"
-            "Prints one line per sample: its index, its class and that class's probability; with\n"
+            "Prints one line per sample: its index, its class and that class's probability (its raw\n"
+            "score when the spec does not end in softmax); with\n"
             "--json one JSON object per line: {\"index\": i, \"class\": c, \"scores\": [p0, p1, ...]}.\n",
             stdout);
       return 0;
@@ -640,7 +653,7 @@ int emit_llvm_main(int argc, char **argv) {
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
       fputs("usage: teslac emit-llvm SPEC [--optimized] [--batch B]\n\n"
             "Print the LLVM IR teslac generates for SPEC: <name>_train_step (forward, loss,\n"
-            "backward, optimizer) and <name>_infer. Kernels are calls until --optimized links them\n"
+            "backward, optimizer), <name>_grad (the same without the optimizer) and <name>_infer. Kernels are calls until --optimized links them\n"
             "and runs O3 for this CPU.\n", stdout);
       return 0;
     }
