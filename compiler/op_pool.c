@@ -111,10 +111,111 @@ static LLVMValueRef smax(Cg *g, LLVMValueRef a, int64_t k) {
   return LLVMBuildSelect(g->b, c, a, cg_i64(g, k), "");
 }
 
+/* ---- forward by output-row chunks: no horizontal padding -----------------------------------
+ * With pw = 0 every tap column of a window is in bounds, so a chunk of n <= POOL_CHUNK outputs
+ * of one output row reads, per tap row i, one contiguous input segment of (n - 1) sw + kw
+ * floats as an LLVM vector; tap j is the shuffle of lanes j, j + sw, ...; the window's max (and
+ * its argmax, as a vector of i32) or sum stays in registers. A tap row in the vertical
+ * padding is masked with one scalar condition. */
+#define POOL_CHUNK 16
+
+static LLVMValueRef splat(Cg *g, LLVMValueRef v, unsigned n) {
+  LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(v), n);
+  LLVMValueRef x = LLVMBuildInsertElement(g->b, LLVMGetUndef(vt), v, cg_i32(g, 0), "");
+  LLVMValueRef zeros[POOL_CHUNK * 8];
+  for (unsigned k = 0; k < n; k++) zeros[k] = cg_i32(g, 0);
+  return LLVMBuildShuffleVector(g->b, x, LLVMGetUndef(vt), LLVMConstVector(zeros, n), "");
+}
+
+static LLVMValueRef vload(Cg *g, LLVMTypeRef vt, LLVMValueRef p) {
+  LLVMValueRef v = LLVMBuildLoad2(g->b, vt, p, "");
+  LLVMSetAlignment(v, 4);
+  return v;
+}
+static void vstore(Cg *g, LLVMValueRef v, LLVMValueRef p) { LLVMSetAlignment(LLVMBuildStore(g->b, v, p), 4); }
+
+/* outputs [wo0, wo0 + n) of row ho of channel plane xc -> y row, argmax row */
+static void pool_chunk(Cg *g, const EmitLayer *e, const PoolDims *d, LLVMValueRef xc, LLVMValueRef yr,
+                       LLVMValueRef ar, LLVMValueRef ho, LLVMValueRef wo0, unsigned n) {
+  bool max = e->l->op == OP_maxpool;
+  unsigned span = (unsigned)((n - 1) * d->sw + d->kw);
+  LLVMTypeRef vf = LLVMVectorType(g->t_f32, n), vseg = LLVMVectorType(g->t_f32, span);
+  LLVMTypeRef vi = LLVMVectorType(g->t_i32, n);
+  LLVMValueRef acc = splat(g, cg_f32(g, max ? -INFINITY : 0.0), n), arg = NULL;
+  LLVMValueRef w0 = cg_mad(g, wo0, d->sw, NULL);   /* first input column of the chunk */
+  LLVMValueRef lanes[POOL_CHUNK];
+  for (unsigned k = 0; k < n; k++) lanes[k] = cg_i32(g, (int32_t)(k * d->sw));
+  LLVMValueRef lane_off = LLVMConstVector(lanes, n);
+  for (int64_t i = 0; i < d->kh; i++) {
+    LLVMValueRef h = cg_mad(g, ho, d->sh, cg_i64(g, i - d->ph)), ok = NULL;
+    if (i < d->ph) ok = LLVMBuildICmp(g->b, LLVMIntSGE, h, cg_i64(g, 0), "");
+    if ((d->Ho - 1) * d->sh - d->ph + i >= d->H) {
+      LLVMValueRef c = LLVMBuildICmp(g->b, LLVMIntSLT, h, cg_i64(g, d->H), "");
+      ok = ok ? LLVMBuildAnd(g->b, ok, c, "") : c;
+    }
+    LLVMValueRef hs = ok ? LLVMBuildSelect(g->b, ok, h, cg_i64(g, 0), "") : h;   /* a safe row */
+    LLVMValueRef base = cg_mad(g, hs, d->W, w0);
+    LLVMValueRef seg = vload(g, vseg, cg_gep(g, xc, base));
+    if (max && !arg) {   /* the window's first in-bounds tap: its top row is the first valid i */
+      LLVMValueRef h0 = cg_mad(g, ho, d->sh, cg_i64(g, -d->ph));
+      h0 = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntSGT, h0, cg_i64(g, 0), ""), h0, cg_i64(g, 0), "");
+      LLVMValueRef b0 = LLVMBuildTrunc(g->b, cg_mad(g, h0, d->W, w0), g->t_i32, "");
+      arg = LLVMBuildAdd(g->b, splat(g, b0, n), lane_off, "");
+    }
+    LLVMValueRef vbase = splat(g, LLVMBuildTrunc(g->b, base, g->t_i32, ""), n);
+    for (int64_t j = 0; j < d->kw; j++) {
+      LLVMValueRef sel[POOL_CHUNK];
+      for (unsigned k = 0; k < n; k++) sel[k] = cg_i32(g, (int32_t)(j + k * d->sw));
+      LLVMValueRef v = LLVMBuildShuffleVector(g->b, seg, LLVMGetUndef(vseg), LLVMConstVector(sel, n), "");
+      if (max) {
+        LLVMValueRef take = LLVMBuildOr(g->b, LLVMBuildFCmp(g->b, LLVMRealOGT, v, acc, ""),
+                                        LLVMBuildFCmp(g->b, LLVMRealUNO, v, v, ""), "");
+        if (ok) take = LLVMBuildAnd(g->b, take, splat(g, ok, n), "");
+        acc = LLVMBuildSelect(g->b, take, v, acc, "");
+        LLVMValueRef idx = LLVMBuildAdd(g->b, vbase, LLVMBuildAdd(g->b, lane_off, splat(g, cg_i32(g, (int32_t)j), n), ""), "");
+        arg = LLVMBuildSelect(g->b, take, idx, arg, "");
+      } else {
+        if (ok) v = LLVMBuildSelect(g->b, splat(g, ok, n), v, splat(g, cg_f32(g, 0), n), "");
+        acc = LLVMBuildFAdd(g->b, acc, v, "");
+      }
+    }
+  }
+  if (!max) acc = LLVMBuildFMul(g->b, acc, splat(g, cg_f32(g, 1.0 / (double)(d->kh * d->kw)), n), "");
+  vstore(g, acc, cg_gep(g, yr, wo0));
+  if (max) vstore(g, arg, LLVMBuildInBoundsGEP2(g->b, g->t_i32, ar, &wo0, 1, ""));
+  (void)vf, (void)vi;
+}
+
+static void pool_fwd_rows(Cg *g, const EmitLayer *e, LLVMValueRef b) {
+  PoolDims d = pool_dims(e);
+  LLVMValueRef x = cg_gep(g, cg_in_ptr(g, e), cg_mad(g, b, d.C * d.H * d.W, NULL));
+  LLVMValueRef y = cg_at(g, TS_A, e->out, cg_mad(g, b, d.C * d.Ho * d.Wo, NULL));
+  LLVMValueRef am = cg_at(g, TS_A, e->aux, cg_mad(g, b, d.C * d.Ho * d.Wo, NULL));
+  CgLoop Lc, Lh, Lw;
+  LLVMValueRef c = cg_for(g, &Lc, "pool_c", cg_i64(g, 0), cg_i64(g, d.C));
+  LLVMValueRef xc = cg_gep(g, x, cg_mad(g, c, d.H * d.W, NULL));
+  LLVMValueRef ho = cg_for(g, &Lh, "pool_ho", cg_i64(g, 0), cg_i64(g, d.Ho));
+  LLVMValueRef o = cg_mad(g, cg_mad(g, c, d.Ho, ho), d.Wo, NULL);
+  LLVMValueRef yr = cg_gep(g, y, o), ar = cg_gep(g, am, o);
+  int64_t full = d.Wo / POOL_CHUNK, tail = d.Wo % POOL_CHUNK;
+  if (full) {
+    LLVMValueRef k = cg_for(g, &Lw, "pool_wc", cg_i64(g, 0), cg_i64(g, full));
+    pool_chunk(g, e, &d, xc, yr, ar, ho, cg_mad(g, k, POOL_CHUNK, NULL), POOL_CHUNK);
+    cg_for_end(g, &Lw);
+  }
+  if (tail) pool_chunk(g, e, &d, xc, yr, ar, ho, cg_i64(g, full * POOL_CHUNK), (unsigned)tail);
+  cg_for_end(g, &Lh);
+  cg_for_end(g, &Lc);
+}
+
 static void pool_fwd_tile(Cg *g, LLVMValueRef b, void *arg) {
   const EmitLayer *e = arg;
   PoolDims d = pool_dims(e);
   bool max = e->l->op == OP_maxpool;
+  if (d.pw == 0 && d.H * d.W < INT32_MAX && (POOL_CHUNK - 1) * d.sw + d.kw <= 8 * POOL_CHUNK) {
+    pool_fwd_rows(g, e, b);
+    return;
+  }
   LLVMValueRef x = cg_gep(g, cg_in_ptr(g, e), cg_mad(g, b, d.C * d.H * d.W, NULL));
   LLVMValueRef y = cg_at(g, TS_A, e->out, cg_mad(g, b, d.C * d.Ho * d.Wo, NULL));
   LLVMValueRef am = cg_at(g, TS_A, e->aux, cg_mad(g, b, d.C * d.Ho * d.Wo, NULL));

@@ -170,6 +170,7 @@ static uint64_t kink_pattern(const Net *n) {
 #define FD_EPS 3e-3
 #define FD_TOL 1e-2
 
+
 /* Every trainable tensor's gradient against central differences; big tensors are sampled
  * (every 7th entry and the last 16, which hold the last kernel tile's remainder columns). */
 static void fd_check(Net *n, const char *label, uint64_t data_seed) {
@@ -411,13 +412,36 @@ START_TEST(fd_maxpool) {
 }
 END_TEST
 
+/* The row-chunk path (no horizontal padding): vertical padding, overlapping windows, chained.
+ * A 1x1 conv on one channel scales and shifts every pixel alike, so no perturbation of its
+ * weights changes any window's argmax: these pools have no kinks in reach, and every entry
+ * checks the argmax scatter exactly (fd_maxpool, on two convs' outputs, skips the few entries
+ * that swap a window's two largest values). */
+START_TEST(fd_maxpool_rows) {
+  fd_model("maxpool_rows", "[1, 9, 13]", 3,
+           "  - conv: {filters: 3, kernel: 1}\n"
+           "  - maxpool: {size: 3, stride: 2, padding: [1, 0]}\n"
+           "  - maxpool: {size: [2, 3], stride: 1, padding: [1, 0]}\n"
+           "  - maxpool: {size: 2, stride: 1}\n"
+           "  - dense: {units: 3}\n"
+           "  - softmax: {}\n", 3);
+  /* the same through the per-output path (horizontal padding) */
+  fd_model("maxpool_pad", "[1, 9, 13]", 3,
+           "  - conv: {filters: 3, kernel: 1}\n"
+           "  - maxpool: {size: 3, stride: 1, padding: 1}\n"
+           "  - maxpool: {size: [3, 2], stride: 2, padding: 1}\n"
+           "  - dense: {units: 3}\n"
+           "  - softmax: {}\n", 3);
+}
+END_TEST
+
 START_TEST(fd_avgpool) {
   fd_model("avgpool", "[3, 9, 7]", 3,
            "  - conv: {filters: 5, kernel: 3, padding: 1}\n"
            "  - avgpool: {size: 2}\n"
            "  - conv: {filters: 5, kernel: [3, 2], padding: 1}\n"
            "  - avgpool: {size: 3, stride: 1, padding: 1}\n"
-           "  - avgpool: {size: [3, 2], stride: 2, padding: 1}\n"
+           "  - avgpool: {size: [3, 2], stride: 2, padding: [1, 0]}\n"
            "  - dense: {units: 3}\n"
            "  - softmax: {}\n", 3);
 }
@@ -472,7 +496,8 @@ END_TEST
 
 /* The forward values against direct loops in double, PyTorch's definitions: conv as
  * cross-correlation with zero padding (asymmetric `same` for an even kernel), maxpool over the
- * in-bounds taps, avgpool over kh kw (count_include_pad). */
+ * in-bounds taps, avgpool over kh kw (count_include_pad). Pools with horizontal padding take
+ * the per-output path, without it the row-chunk path (op_pool.c): both are here. */
 static void ref_conv(const float *x, const float *w, const float *bias, float *y, int64_t C, int64_t H, int64_t W,
                      const Layer *l) {
   const typeof(l->u.conv) *c = &l->u.conv;
@@ -517,6 +542,9 @@ START_TEST(conv_pool_forward) {
                        "  - conv: {filters: 6, kernel: [2, 3], padding: same, bias: false}\n"
                        "  - avgpool: {size: 2, stride: 1, padding: 1}\n"
                        "  - conv: {filters: 2, kernel: 1, padding: 2}\n"
+                       "  - maxpool: {size: [3, 2], stride: 1, padding: [1, 0]}\n"
+                       "  - avgpool: {size: 3, stride: [2, 1], padding: [1, 0]}\n"
+                       "  - maxpool: {size: 2}\n"
                        "  - dense: {units: 3}\n"
                        "  - softmax: {}\n", "adam", 3);
   Net *n = net_new(src, 3);
@@ -528,7 +556,7 @@ START_TEST(conv_pool_forward) {
     if (train) m->grad(&s);
     else m->infer(&s);
     double worst = 0;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 8; i++) {
       const Layer *l = &m->sp.layers[i];
       int64_t C = l->in.d[0], H = l->in.d[1], W = l->in.d[2], in = shape_elems(&l->in), out = shape_elems(&l->out);
       const float *x = i ? m->A + m->pl.layers[i - 1].out_off : m->X;
@@ -554,7 +582,7 @@ START_TEST(conv_pool_forward) {
       }
       free(r);
     }
-    printf("  conv/pool forward (%s): 5 layers, max rel err %.3e\n", train ? "train" : "infer", worst);
+    printf("  conv/pool forward (%s): 8 layers, max rel err %.3e\n", train ? "train" : "infer", worst);
   }
   net_free(n);
   free(src);
@@ -1372,6 +1400,7 @@ static Suite *jit_suite(void) {
   tcase_add_test(tc, fd_conv);
   tcase_add_test(tc, fd_conv_nobias);
   tcase_add_test(tc, fd_maxpool);
+  tcase_add_test(tc, fd_maxpool_rows);
   tcase_add_test(tc, fd_avgpool);
   tcase_add_test(tc, fd_batchnorm2d);
   tcase_add_test(tc, fd_seed);
