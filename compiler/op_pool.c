@@ -256,10 +256,86 @@ static void pool_fwd_tile(Cg *g, LLVMValueRef b, void *arg) {
   cg_for_end(g, &Lc);
 }
 
+/* ---- backward by input rows, windows that do not overlap ----------------------------------
+ * With sh >= kh, sw >= kw and pw = 0 every input element lies in at most one window, so dx is
+ * gathered instead of scattered: input row h = h' sh - ph + i of a window row takes, for a
+ * chunk of n outputs, the n sw columns from w' sw: lane l is output w' = l / sw, tap
+ * j = l % sw, and gets dy[h', w'] where j < kw and (maxpool) the argmax is that element, else
+ * 0. Written once, no zeroing pass unless some input rows or columns are in no window. */
+static void pool_bwd_chunk(Cg *g, const EmitLayer *e, const PoolDims *d, LLVMValueRef dxr, LLVMValueRef dyr,
+                           LLVMValueRef ar, LLVMValueRef h, LLVMValueRef wo0, unsigned n) {
+  bool max = e->l->op == OP_maxpool;
+  unsigned m = (unsigned)(n * d->sw);
+  LLVMTypeRef vf = LLVMVectorType(g->t_f32, n), vi = LLVMVectorType(g->t_i32, n);
+  LLVMValueRef gy = vload(g, vf, cg_gep(g, dyr, wo0));
+  if (!max) gy = LLVMBuildFMul(g->b, gy, splat(g, cg_f32(g, 1.0 / (double)(d->kh * d->kw)), n), "");
+  LLVMValueRef spread[POOL_CHUNK * 8], lane[POOL_CHUNK * 8], tapok[POOL_CHUNK * 8];
+  for (unsigned l = 0; l < m; l++) {
+    spread[l] = cg_i32(g, (int32_t)(l / d->sw));
+    lane[l] = cg_i32(g, (int32_t)l);
+    tapok[l] = LLVMConstInt(g->t_i1, (int64_t)(l % d->sw) < d->kw, 0);
+  }
+  LLVMValueRef v = LLVMBuildShuffleVector(g->b, gy, LLVMGetUndef(vf), LLVMConstVector(spread, m), "");
+  LLVMValueRef keep = LLVMConstVector(tapok, m);
+  LLVMValueRef w0 = cg_mad(g, wo0, d->sw, NULL);
+  if (max) {   /* the argmax is this element: h W + w0 + l */
+    LLVMValueRef a = vload(g, vi, LLVMBuildInBoundsGEP2(g->b, g->t_i32, ar, &wo0, 1, ""));
+    a = LLVMBuildShuffleVector(g->b, a, LLVMGetUndef(vi), LLVMConstVector(spread, m), "");
+    LLVMValueRef here = LLVMBuildTrunc(g->b, cg_mad(g, h, d->W, w0), g->t_i32, "");
+    here = LLVMBuildAdd(g->b, splat(g, here, m), LLVMConstVector(lane, m), "");
+    keep = LLVMBuildAnd(g->b, keep, LLVMBuildICmp(g->b, LLVMIntEQ, a, here, ""), "");
+  }
+  v = LLVMBuildSelect(g->b, keep, v, splat(g, cg_f32(g, 0), m), "");
+  vstore(g, v, cg_gep(g, dxr, w0));
+}
+
+static void pool_bwd_rows(Cg *g, const EmitLayer *e, LLVMValueRef b) {
+  PoolDims d = pool_dims(e);
+  LLVMValueRef dx = cg_at(g, TS_A, e->din, cg_mad(g, b, d.C * d.H * d.W, NULL));
+  LLVMValueRef dy = cg_at(g, TS_A, e->dout, cg_mad(g, b, d.C * d.Ho * d.Wo, NULL));
+  LLVMValueRef am = cg_at(g, TS_A, e->aux, cg_mad(g, b, d.C * d.Ho * d.Wo, NULL));
+  bool covered = d.sh == d.kh && d.sw == d.kw && d.Ho * d.sh - d.ph >= d.H && d.Wo * d.sw >= d.W;
+  if (!covered)
+    LLVMBuildMemSet(g->b, dx, LLVMConstInt(LLVMInt8TypeInContext(g->ctx), 0, 0), cg_i64(g, 4 * d.C * d.H * d.W), 4);
+  CgLoop Lc, Lh, Lw;
+  LLVMValueRef c = cg_for(g, &Lc, "poolb_c", cg_i64(g, 0), cg_i64(g, d.C));
+  LLVMValueRef dxc = cg_gep(g, dx, cg_mad(g, c, d.H * d.W, NULL));
+  LLVMValueRef ho = cg_for(g, &Lh, "poolb_ho", cg_i64(g, 0), cg_i64(g, d.Ho));
+  LLVMValueRef o = cg_mad(g, cg_mad(g, c, d.Ho, ho), d.Wo, NULL);
+  LLVMValueRef dyr = cg_gep(g, dy, o), ar = cg_gep(g, am, o);
+  int64_t full = d.Wo / POOL_CHUNK, tail = d.Wo % POOL_CHUNK;
+  for (int64_t i = 0; i < d.kh; i++) {
+    LLVMValueRef h = cg_mad(g, ho, d.sh, cg_i64(g, i - d.ph));
+    CgIf in;
+    bool check = i < d.ph || (d.Ho - 1) * d.sh - d.ph + i >= d.H;
+    if (check) {
+      LLVMValueRef ok = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntSGE, h, cg_i64(g, 0), ""),
+                                     LLVMBuildICmp(g->b, LLVMIntSLT, h, cg_i64(g, d.H), ""), "");
+      cg_if(g, &in, ok);
+    }
+    LLVMValueRef dxr = cg_gep(g, dxc, cg_mad(g, h, d.W, NULL));
+    if (full) {
+      LLVMValueRef k = cg_for(g, &Lw, "poolb_wc", cg_i64(g, 0), cg_i64(g, full));
+      pool_bwd_chunk(g, e, &d, dxr, dyr, ar, h, cg_mad(g, k, POOL_CHUNK, NULL), POOL_CHUNK);
+      cg_for_end(g, &Lw);
+    }
+    if (tail) pool_bwd_chunk(g, e, &d, dxr, dyr, ar, h, cg_i64(g, full * POOL_CHUNK), (unsigned)tail);
+    if (check) cg_if_end(g, &in);
+  }
+  cg_for_end(g, &Lh);
+  cg_for_end(g, &Lc);
+}
+
 static void pool_bwd_tile(Cg *g, LLVMValueRef b, void *arg) {
   const EmitLayer *e = arg;
   PoolDims d = pool_dims(e);
   bool max = e->l->op == OP_maxpool;
+  /* (W' sw <= W: the last chunk's n sw columns stay in the row) */
+  if (d.pw == 0 && d.sh >= d.kh && d.sw >= d.kw && d.Wo * d.sw <= d.W && d.H * d.W < INT32_MAX &&
+      POOL_CHUNK * d.sw <= 8 * POOL_CHUNK) {
+    pool_bwd_rows(g, e, b);
+    return;
+  }
   LLVMValueRef dx = cg_at(g, TS_A, e->din, cg_mad(g, b, d.C * d.H * d.W, NULL));
   LLVMValueRef dy = cg_at(g, TS_A, e->dout, cg_mad(g, b, d.C * d.Ho * d.Wo, NULL));
   LLVMValueRef am = cg_at(g, TS_A, e->aux, cg_mad(g, b, d.C * d.Ho * d.Wo, NULL));

@@ -425,6 +425,13 @@ START_TEST(fd_maxpool_rows) {
            "  - maxpool: {size: 2, stride: 1}\n"
            "  - dense: {units: 3}\n"
            "  - softmax: {}\n", 3);
+  /* backward by gathering (windows apart: stride > size), rows in no window, and avgpool */
+  fd_model("pool_gather", "[1, 9, 13]", 3,
+           "  - conv: {filters: 3, kernel: 1}\n"
+           "  - maxpool: {size: 2, stride: [3, 2], padding: [1, 0]}\n"
+           "  - avgpool: {size: 2, stride: [2, 3]}\n"
+           "  - dense: {units: 3}\n"
+           "  - softmax: {}\n", 3);
   /* the same through the per-output path (horizontal padding) */
   fd_model("maxpool_pad", "[1, 9, 13]", 3,
            "  - conv: {filters: 3, kernel: 1}\n"
