@@ -104,8 +104,8 @@ const OpDef op_conv = {
  *              (dW is done with it) and scattered back by col2im into dx_b.
  *
  * im2col and col2im are emitted with (i, j) of the kernel unrolled at emit time, so the valid
- * range of every output row and column is a constant: the copies run over contiguous output
- * width (vectorized at stride 1) and the padding is a few constant-size memsets. */
+ * range of every output row and column is a constant: each row's valid segment is one LLVM
+ * vector load and store (a shuffle at stride > 1), and the padding a few constant memsets. */
 
 typedef struct ConvDims { int64_t C, H, W, K, kh, kw, sh, sw, pt, pl, Ho, Wo, P, Q; } ConvDims;
 
@@ -135,11 +135,46 @@ static void conv_zero(Cg *g, LLVMValueRef p, int64_t lo, int64_t hi) {
                   cg_i64(g, 4 * (hi - lo)), 4);
 }
 
-/* For every channel c and kernel tap (i, j): over the valid output rows ho and columns wo,
- * f(col row (c, i, j) + ho W' + wo, x_c + h W + w). Returns nothing; the invalid part of each
- * col row is zeroed when `zero` (im2col) and skipped otherwise (col2im). */
-typedef void (*ConvPair)(Cg *g, LLVMValueRef p_col, LLVMValueRef p_x);
-static void conv_taps(Cg *g, const ConvDims *d, LLVMValueRef x, LLVMValueRef col, bool zero, ConvPair f) {
+/* Vectors of n floats: the valid part of one col row segment, as one LLVM vector op (the
+ * backend splits it into 16/8/4-lane pieces; no scalar remainder loop). */
+#define CONV_SEG 64   /* lanes per segment op */
+
+static LLVMValueRef vload(Cg *g, unsigned n, LLVMValueRef p) {
+  LLVMValueRef v = LLVMBuildLoad2(g->b, LLVMVectorType(g->t_f32, n), p, "");
+  LLVMSetAlignment(v, 4);
+  return v;
+}
+static void vstore(Cg *g, LLVMValueRef v, LLVMValueRef p) { LLVMSetAlignment(LLVMBuildStore(g->b, v, p), 4); }
+
+/* im2col: col[0, n) = x[0], x[s], ..., x[(n - 1) s]
+ * col2im: x[0], x[s], ... += col[0, n) */
+static void conv_seg(Cg *g, bool gather, LLVMValueRef p_col, LLVMValueRef p_x, unsigned n, int64_t s) {
+  unsigned span = (unsigned)((n - 1) * s + 1);
+  if (s == 1) {
+    if (gather) vstore(g, vload(g, n, p_x), p_col);
+    else vstore(g, LLVMBuildFAdd(g->b, vload(g, n, p_x), vload(g, n, p_col), ""), p_x);
+    return;
+  }
+  LLVMValueRef idx[CONV_SEG * 8];
+  if (gather) {   /* lanes 0, s, 2s, ... of the input span */
+    for (unsigned k = 0; k < n; k++) idx[k] = LLVMConstInt(g->t_i32, k * (unsigned)s, 0);
+    LLVMValueRef v = vload(g, span, p_x);
+    vstore(g, LLVMBuildShuffleVector(g->b, v, LLVMGetUndef(LLVMTypeOf(v)), LLVMConstVector(idx, n), ""), p_col);
+    return;
+  }
+  /* spread col over the span, zeros between, and add */
+  LLVMValueRef c = vload(g, n, p_col);
+  LLVMValueRef z = LLVMConstNull(LLVMTypeOf(c));
+  for (unsigned l = 0; l < span; l++) idx[l] = LLVMConstInt(g->t_i32, l % s ? n : l / s, 0);
+  LLVMValueRef v = LLVMBuildShuffleVector(g->b, c, z, LLVMConstVector(idx, span), "");
+  vstore(g, LLVMBuildFAdd(g->b, vload(g, span, p_x), v, ""), p_x);
+}
+
+/* For every channel c and kernel tap (i, j), over the valid output rows ho and columns wo:
+ * im2col (gather) copies x_c[h, w] into col row (c, i, j) at ho W' + wo and zeroes the rest of
+ * the row; col2im adds it back into x_c (the rest of the row is padding: skipped). */
+static void conv_taps(Cg *g, const ConvDims *d, LLVMValueRef x, LLVMValueRef col, bool gather) {
+  bool zero = gather;
   CgLoop Lc;
   LLVMValueRef c = cg_for(g, &Lc, "conv_c", cg_i64(g, 0), cg_i64(g, d->C));
   LLVMValueRef xc = cg_gep(g, x, cg_mad(g, c, d->H * d->W, NULL));
@@ -155,25 +190,21 @@ static void conv_taps(Cg *g, const ConvDims *d, LLVMValueRef x, LLVMValueRef col
         continue;
       }
       if (zero) conv_zero(g, colr, 0, hlo * d->Wo);
-      CgLoop Lh, Lw;
+      CgLoop Lh;
       LLVMValueRef ho = cg_for(g, &Lh, "conv_ho", cg_i64(g, hlo), cg_i64(g, hhi));
       LLVMValueRef row = cg_gep(g, colr, cg_mad(g, ho, d->Wo, NULL));
       /* x row h = ho sh - pt + i, column w = wo sw - pl + j */
       LLVMValueRef xr = cg_gep(g, xc, cg_mad(g, ho, d->sh * d->W, cg_i64(g, (i - d->pt) * d->W + j - d->pl)));
       if (zero) conv_zero(g, row, 0, wlo);
-      LLVMValueRef wo = cg_for(g, &Lw, "conv_wo", cg_i64(g, wlo), cg_i64(g, whi));
-      f(g, cg_gep(g, row, wo), cg_gep(g, xr, cg_mad(g, wo, d->sw, NULL)));
-      cg_for_end(g, &Lw);
+      for (int64_t w = wlo; w < whi; w += CONV_SEG) {
+        unsigned n = (unsigned)(whi - w < CONV_SEG ? whi - w : CONV_SEG);
+        conv_seg(g, gather, cg_gep(g, row, cg_i64(g, w)), cg_gep(g, xr, cg_i64(g, w * d->sw)), n, d->sw);
+      }
       if (zero) conv_zero(g, row, whi, d->Wo);
       cg_for_end(g, &Lh);
       if (zero) conv_zero(g, colr, hhi * d->Wo, d->P);
     }
   cg_for_end(g, &Lc);
-}
-
-static void im2col_pair(Cg *g, LLVMValueRef p_col, LLVMValueRef p_x) { cg_store(g, cg_load(g, p_x), p_col); }
-static void col2im_pair(Cg *g, LLVMValueRef p_col, LLVMValueRef p_x) {
-  cg_store(g, cg_fadd(g, cg_load(g, p_x), cg_load(g, p_col)), p_x);
 }
 
 static LLVMValueRef conv_col(Cg *g, const EmitLayer *e, const ConvDims *d, LLVMValueRef b) {
@@ -186,7 +217,7 @@ static void conv_fwd_tile(Cg *g, LLVMValueRef b, void *arg) {
   ConvDims d = conv_dims(e);
   LLVMValueRef x = cg_gep(g, cg_in_ptr(g, e), cg_mad(g, b, d.C * d.H * d.W, NULL));
   LLVMValueRef col = conv_col(g, e, &d, b);
-  conv_taps(g, &d, x, col, true, im2col_pair);
+  conv_taps(g, &d, x, col, true);
   LLVMValueRef bias = e->w[1] >= 0 ? cg_at(g, TS_P, e->w[1], NULL) : LLVMConstNull(g->t_ptr);
   LLVMValueRef args[] = {cg_i64(g, d.K), cg_i64(g, d.P), cg_i64(g, d.Q), cg_at(g, TS_P, e->w[0], NULL), col, bias,
                          cg_at(g, TS_A, e->out, cg_mad(g, b, d.K * d.P, NULL)),
@@ -279,7 +310,7 @@ static void conv_dx_tile(Cg *g, LLVMValueRef b, void *arg) {
   cg_kernel(g, "tk_gemm_tn", args, 14);
   LLVMValueRef dx = cg_at(g, TS_A, e->din, cg_mad(g, b, d.C * d.H * d.W, NULL));
   conv_zero(g, dx, 0, d.C * d.H * d.W);
-  conv_taps(g, &d, dx, col, false, col2im_pair);
+  conv_taps(g, &d, dx, col, false);
 }
 
 static void conv_bwd(Cg *g, const EmitLayer *e) {
