@@ -65,7 +65,7 @@ const OpDef op_avgpool = {
 
 /* ==== code generation: forward and backward emitters ==== */
 
-/* ---- pooling, one sample per tile -----------------------------------------------------------
+/* ---- pooling, per sample ------------------------------------------------------------------
  *
  * Forward: for every (c, h', w') the window's taps (i, j) are unrolled at emit time; a tap in
  * the padding reads a safe index and is masked by a select, so the loop over w' has no branch.
@@ -365,17 +365,38 @@ static void pool_bwd_tile(Cg *g, LLVMValueRef b, void *arg) {
   cg_for_end(g, &Lc);
 }
 
+/* Tiles: the same sample groups as op_conv.c's (CONV_GROUPS), so that a sample's conv output,
+ * its pooling and their gradients stay with one thread under the pool's static tile map. */
+#define POOL_GROUPS 4
+
+static int64_t group_w(int64_t B) { return cg_ceil_div(B, B < POOL_GROUPS ? B : POOL_GROUPS); }
+
+typedef void (*PoolSample)(Cg *g, LLVMValueRef b, void *arg);
+typedef struct PoolGroup { const EmitLayer *e; PoolSample f; } PoolGroup;
+
+static void pool_group_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const PoolGroup *pg = arg;
+  LLVMValueRef b0, b1;
+  cg_tile_range(g, t, group_w(pg->e->B), pg->e->B, &b0, &b1);
+  CgLoop Lb;
+  LLVMValueRef b = cg_for(g, &Lb, "pool_b", b0, b1);
+  pg->f(g, b, (void *)pg->e);
+  cg_for_end(g, &Lb);
+}
+
 static void pool_fwd(Cg *g, const EmitLayer *e) {
   char name[64];
   snprintf(name, sizeof name, "L%d.%s_fwd", e->l->index, op_registry[e->l->op]->name);
-  cg_parallel(g, name, e->B, pool_fwd_tile, (void *)e);
+  PoolGroup pg = {e, pool_fwd_tile};
+  cg_parallel(g, name, cg_ceil_div(e->B, group_w(e->B)), pool_group_tile, &pg);
 }
 
 static void pool_bwd(Cg *g, const EmitLayer *e) {
   if (e->din < 0) return;
   char name[64];
   snprintf(name, sizeof name, "L%d.%s_bwd", e->l->index, op_registry[e->l->op]->name);
-  cg_parallel(g, name, e->B, pool_bwd_tile, (void *)e);
+  PoolGroup pg = {e, pool_bwd_tile};
+  cg_parallel(g, name, cg_ceil_div(e->B, group_w(e->B)), pool_group_tile, &pg);
 }
 
 const OpEmit op_maxpool_emit = {pool_fwd, pool_bwd};

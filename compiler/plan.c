@@ -79,14 +79,15 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
     pli->aux_off = acts;
     if (l->op == OP_maxpool || l->op == OP_dropout) acts += align_up(out);
     if (l->op == OP_batchnorm) acts += align_up(4 * l->in.d[0]);   /* mean, 1/std, 2 sums */
-    if (l->op == OP_conv) {   /* its im2col (B, C kh kw, H' W'); the backward's dcol reuses it */
-      int64_t col;
-      if (!size_mul(l->in.d[0] * l->u.conv.kh * l->u.conv.kw, shape_elems(&l->out) / l->out.d[0], &col) ||
-          !size_mul(col, batch, &col)) {
+    if (l->op == OP_conv) {   /* its im2col (B, C kh kw, H' W'), which the backward's dcol
+                                 reuses, then one partial weight and bias gradient (K, C kh kw)
+                                 + (K) per sample group (op_conv.c: CONV_GROUPS of them) */
+      int64_t q = l->in.d[0] * l->u.conv.kh * l->u.conv.kw, col;
+      if (!size_mul(q, shape_elems(&l->out) / l->out.d[0], &col) || !size_mul(col, batch, &col)) {
         diag_at(cx, l->loc, "this conv's im2col at batch %lld is too large", (long long)batch);
         return;
       }
-      acts += align_up(col);
+      acts += align_up(col) + 4 * align_up(l->u.conv.filters * (q + 1));
     }
     if (shape_elems(&l->out) > max_act) max_act = shape_elems(&l->out);
     if (op->weighted) need_dx = true;
