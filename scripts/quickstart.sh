@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# scripts/quickstart.sh: set up, then the main job: check and plan the default spec and train it
-# on Fashion-MNIST for one epoch, printing the test accuracy. Arguments: [SPEC] [train flags],
+# scripts/quickstart.sh: set up, then the main job: check and plan the default spec
+# (specs/fashion_cnn.yaml) and train it on Fashion-MNIST for one epoch, printing the test
+# accuracy. `--full` trains for the spec's own epochs instead. Arguments:
+#   bash scripts/quickstart.sh [SPEC] [--full] [teslac train flags]
 # e.g. `bash scripts/quickstart.sh specs/mlp.yaml --epochs 5`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-spec="specs/mlp.yaml"
+spec="specs/fashion_cnn.yaml"
 if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then spec="$1"; shift; fi
-[ $# -gt 0 ] || set -- --epochs 1
+full=0
+args=()
+for a in "$@"; do
+  if [ "$a" = "--full" ]; then full=1; else args+=("$a"); fi
+done
+case " ${args[*]-} " in
+  *" --epochs "*|*" --steps "*) ;;
+  *) [ $full = 1 ] || args+=(--epochs 1) ;;
+esac
 echo "== teslac check $spec"
 ./build/compiler/teslac check "$spec"
 echo
@@ -15,5 +25,6 @@ echo "== teslac plan $spec"
 ./build/compiler/teslac plan "$spec"
 echo
 mkdir -p out
-echo "== teslac train $spec $*"
-./build/compiler/teslac train "$spec" -o "out/$(basename "$spec" .yaml).safetensors" "$@"
+name=$(basename "$spec" .yaml)
+echo "== teslac train $spec ${args[*]-}"
+./build/compiler/teslac train "$spec" -o "out/$name.safetensors" --log "out/$name.jsonl" ${args[@]+"${args[@]}"}
