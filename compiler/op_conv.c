@@ -202,8 +202,9 @@ static void conv_taps(Cg *g, const ConvDims *d, LLVMValueRef x, LLVMValueRef col
       /* x row h = ho sh - pt + i, column w = wo sw - pl + j */
       LLVMValueRef xr = cg_gep(g, xc, cg_mad(g, ho, d->sh * d->W, cg_i64(g, (i - d->pt) * d->W + j - d->pl)));
       if (zero) conv_zero(g, row, 0, wlo);
-      for (int64_t w = wlo; w < whi; w += CONV_SEG) {
-        unsigned n = (unsigned)(whi - w < CONV_SEG ? whi - w : CONV_SEG);
+      int64_t seg = d->sw > 8 ? (8 * CONV_SEG - 1) / d->sw + 1 : CONV_SEG;   /* span <= 8 CONV_SEG */
+      for (int64_t w = wlo; w < whi; w += seg) {
+        unsigned n = (unsigned)(whi - w < seg ? whi - w : seg);
         conv_seg(g, gather, cg_gep(g, row, cg_i64(g, w)), cg_gep(g, xr, cg_i64(g, w * d->sw)), n, d->sw);
       }
       if (zero) conv_zero(g, row, whi, d->Wo);

@@ -379,6 +379,12 @@ START_TEST(fd_conv) {
            "  - conv: {filters: 4, kernel: [3, 2], stride: 2}\n"
            "  - dense: {units: 3}\n"
            "  - softmax: {}\n", 3);
+  /* a stride past 8: col2im's segments shortened to keep the spread vector in bounds */
+  fd_model("conv_s9", "[1, 5, 40]", 3,
+           "  - conv: {filters: 2, kernel: 3, padding: 1}\n"
+           "  - conv: {filters: 2, kernel: [1, 3], stride: [1, 9], padding: [0, 2]}\n"
+           "  - dense: {units: 3}\n"
+           "  - softmax: {}\n", 3);
 }
 END_TEST
 
@@ -542,19 +548,12 @@ static void ref_pool(const float *x, float *y, int64_t C, int64_t H, int64_t W, 
       }
 }
 
-START_TEST(conv_pool_forward) {
-  char *src = spec_src("cpfwd", "[3, 9, 7]", 3,
-                       "  - conv: {filters: 5, kernel: [3, 2], stride: [2, 1], padding: [1, 2]}\n"
-                       "  - maxpool: {size: 3, stride: 2, padding: 1}\n"
-                       "  - conv: {filters: 6, kernel: [2, 3], padding: same, bias: false}\n"
-                       "  - avgpool: {size: 2, stride: 1, padding: 1}\n"
-                       "  - conv: {filters: 2, kernel: 1, padding: 2}\n"
-                       "  - maxpool: {size: [3, 2], stride: 1, padding: [1, 0]}\n"
-                       "  - avgpool: {size: 3, stride: [2, 1], padding: [1, 0]}\n"
-                       "  - maxpool: {size: 2}\n"
-                       "  - dense: {units: 3}\n"
-                       "  - softmax: {}\n", "adam", 3);
+/* every layer before the dense one against the reference, in eval and in train mode */
+static void conv_pool_check(const char *input, const char *layers) {
+  char *src = spec_src("cpfwd", input, 3, layers, "adam", 3);
   Net *n = net_new(src, 3);
+  int nspatial = 0;
+  while (n->m.sp.layers[nspatial].op != OP_dense) nspatial++;
   Model *m = &n->m;
   fill_batch(n, 5);
   for (int train = 0; train < 2; train++) {
@@ -563,7 +562,7 @@ START_TEST(conv_pool_forward) {
     if (train) m->grad(&s);
     else m->infer(&s);
     double worst = 0;
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < nspatial; i++) {
       const Layer *l = &m->sp.layers[i];
       int64_t C = l->in.d[0], H = l->in.d[1], W = l->in.d[2], in = shape_elems(&l->in), out = shape_elems(&l->out);
       const float *x = i ? m->A + m->pl.layers[i - 1].out_off : m->X;
@@ -589,10 +588,33 @@ START_TEST(conv_pool_forward) {
       }
       free(r);
     }
-    printf("  conv/pool forward (%s): 8 layers, max rel err %.3e\n", train ? "train" : "infer", worst);
+    printf("  conv/pool forward (%s) on %s: %d layers, max rel err %.3e\n", train ? "train" : "infer", input,
+           nspatial, worst);
   }
   net_free(n);
   free(src);
+}
+
+START_TEST(conv_pool_forward) {
+  conv_pool_check("[3, 9, 7]",
+                  "  - conv: {filters: 5, kernel: [3, 2], stride: [2, 1], padding: [1, 2]}\n"
+                  "  - maxpool: {size: 3, stride: 2, padding: 1}\n"
+                  "  - conv: {filters: 6, kernel: [2, 3], padding: same, bias: false}\n"
+                  "  - avgpool: {size: 2, stride: 1, padding: 1}\n"
+                  "  - conv: {filters: 2, kernel: 1, padding: 2}\n"
+                  "  - maxpool: {size: [3, 2], stride: 1, padding: [1, 0]}\n"
+                  "  - avgpool: {size: 3, stride: [2, 1], padding: [1, 0]}\n"
+                  "  - maxpool: {size: 2}\n"
+                  "  - dense: {units: 3}\n"
+                  "  - softmax: {}\n");
+  /* rows longer than one vector segment, strides past the segment limits */
+  conv_pool_check("[2, 20, 300]",
+                  "  - conv: {filters: 3, kernel: [2, 11], stride: [3, 13], padding: [0, 5]}\n"
+                  "  - conv: {filters: 2, kernel: 3, padding: 1}\n"
+                  "  - maxpool: {size: [2, 3], stride: [2, 7]}\n"
+                  "  - conv: {filters: 2, kernel: [1, 2], stride: [1, 2]}\n"
+                  "  - dense: {units: 3}\n"
+                  "  - softmax: {}\n");
 }
 END_TEST
 
