@@ -429,6 +429,7 @@ static void print_profile(const Model *m) {
 }
 
 int train_main(int argc, char **argv) {
+  double t_launch = ts_now();   /* for "elapsed": time to accuracy counts the compile too */
   TrainOpts o;
   int rc = parse_train_opts("train", argc, argv, &o);
   if (rc) return rc < 0 ? 0 : rc;
@@ -523,14 +524,15 @@ int train_main(int argc, char **argv) {
       printf("  test loss %.4f", tl);
       if (tc->metric_accuracy) printf("  test acc %.4f", ta);
     }
-    printf("  %.1f s  %.0f samples/s\n", dt, (double)seen / dt);
+    printf("  %.1f s  %.0f samples/s  (%.0f s elapsed)\n", dt, (double)seen / dt, ts_now() - t_launch);
     fflush(stdout);
     if (log) {   /* JSON has no NaN: what was not measured (no test data) is null */
       char tls[32] = "null", tas[32] = "null";
       if (te.count) snprintf(tls, sizeof tls, "%.6f", tl), snprintf(tas, sizeof tas, "%.6f", ta);
       fprintf(log, "{\"epoch\": %lld, \"step\": %lld, \"train_loss\": %.6f, \"test_loss\": %s, "
-                   "\"test_accuracy\": %s, \"seconds\": %.3f, \"samples_per_second\": %.1f, \"lr\": %g}\n",
-              (long long)ep + 1, (long long)m.t, trl, tls, tas, dt, (double)seen / dt, lr);
+                   "\"test_accuracy\": %s, \"seconds\": %.3f, \"samples_per_second\": %.1f, \"lr\": %g, "
+                   "\"elapsed\": %.3f}\n",
+              (long long)ep + 1, (long long)m.t, trl, tls, tas, dt, (double)seen / dt, lr, ts_now() - t_launch);
       fflush(log);
     }
     if (model_save(&cx, &m, out_path, stop ? ep : ep + 1, &e) < 0) {
