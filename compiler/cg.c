@@ -175,7 +175,7 @@ void cg_parallel(Cg *g, const char *name, int64_t ntiles, CgTileBody body, void 
     body(g, cg_i64(g, 0), arg);
     return;
   }
-  char buf[160];
+  char buf[320];
   snprintf(buf, sizeof buf, "%s.%s", g->prefix, name);
   LLVMValueRef tile_fn = LLVMGetNamedFunction(g->mod, buf);
   if (!tile_fn) {   /* the first entry point that needs this tile builds it; the rest share it */
@@ -275,4 +275,13 @@ LLVMValueRef cg_in_ptr(Cg *g, const EmitLayer *e) { return cg_at(g, e->in_block,
 
 LLVMValueRef cg_act(Cg *g, LLVMValueRef y, double slope) {
   return cg_select(g, cg_fgt(g, y, cg_f32(g, 0)), y, slope == 0 ? cg_f32(g, 0) : cg_fmul(g, y, cg_f32(g, slope)));
+}
+
+/* A tile function's name says everything its body depends on (cg_parallel shares tiles by
+ * name across entry points): the layer, the phase, and where its tensors are this time. An op
+ * whose body also depends on training vs inference says so in `what`. */
+void cg_tile_name(char *buf, size_t n, const EmitLayer *e, const char *what) {
+  snprintf(buf, n, "L%d.%s.i%d_%lld.o%lld.w%lld_%lld.a%lld.g%lld_%lld.act%g%s", e->l->index, what, e->in_block, (long long)e->in, (long long)e->out, (long long)e->w[0],
+           (long long)e->w[1], (long long)e->aux, (long long)e->din, (long long)e->dout,
+           e->act ? e->act_slope : -1.0, e->fused ? ".view" : "");
 }

@@ -121,7 +121,9 @@ typedef struct EmitLayer {
   bool    act;                      /* a following relu/leaky_relu is fused into this op's
                                        output loop: y = y > 0 ? y : act_slope y */
   double  act_slope;
-  bool    fused;                    /* this activation was fused into its producer: a view */
+  bool    fused;                    /* this activation was fused into its producer, or this
+                                       batchnorm folded into it (inference): a view */
+  bool    folded;                   /* w[0], w[1] are the batchnorm-folded weight and bias */
   int64_t aux;                      /* saved for the backward in TS_A (argmax, stats, mask) */
   int64_t din, dout;                /* gradients in TS_A; din < 0: not needed */
   int64_t w[4], dw[4];              /* its tensors in TS_P, their gradients in TS_G (-1: none) */
@@ -171,6 +173,8 @@ typedef void (*CgTileCall)(Cg *g, const EmitLayer *e, LLVMValueRef lo, LLVMValue
 void cg_tile_call(Cg *g, const EmitLayer *e, LLVMValueRef t, int64_t w, int64_t n, CgTileCall f);
 /* [t w, min(t w + w, n)) as values */
 void cg_tile_range(Cg *g, LLVMValueRef t, int64_t w, int64_t n, LLVMValueRef *lo, LLVMValueRef *hi);
+/* the name of a layer's tile function: layer, phase `what`, mode and every offset it uses */
+void cg_tile_name(char *buf, size_t n, const EmitLayer *e, const char *what);
 /* float* to the layer's input (the batch or an activation) */
 LLVMValueRef cg_in_ptr(Cg *g, const EmitLayer *e);
 

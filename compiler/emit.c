@@ -50,10 +50,18 @@ static void layout(const Spec *sp, const Plan *pl, bool train, EmitLayer *el) {
     for (int k = 0; k < 4; k++) e->w[k] = e->dw[k] = -1;
     for (int t = 0, k = 0; t < pl->ntensors; t++)
       if (pl->tensors[t].layer == i) e->w[k] = pl->tensors[t].offset, e->dw[k++] = pl->tensors[t].grad_offset;
+    /* inference: a batchnorm folded into the layer before it (plan.c decides) is a view, and
+     * that layer runs on the folded weight and bias */
+    if (!train && l->op == OP_batchnorm && i > 0 && pl->layers[i - 1].fold_w >= 0) {
+      el[i - 1].w[0] = pl->layers[i - 1].fold_w, el[i - 1].w[1] = pl->layers[i - 1].fold_b;
+      el[i - 1].folded = true;
+      e->fused = true;
+    }
     /* an activation right after an op that can apply it in its own output loop rides there,
      * in place; its backward reads the activated values, whose sign is the input's (slope > 0) */
     bool is_act = l->op == OP_relu || (l->op == OP_leaky_relu && l->u.act.slope > 0);
-    if (is_act && i > 0 && op_emitters[sp->layers[i - 1].op]->fuses_act && !el[i - 1].act) {
+    if (is_act && i > 0 && op_emitters[sp->layers[i - 1].op]->fuses_act && !el[i - 1].act &&
+        !el[i - 1].fused) {
       el[i - 1].act = true;
       el[i - 1].act_slope = l->op == OP_leaky_relu ? l->u.act.slope : 0;
       e->fused = true;
@@ -232,11 +240,59 @@ static void emit_train_step(Cg *g, const Spec *sp, const Plan *pl, EmitLayer *el
   cg_fn_end(g);
 }
 
+/* Layer i's weight and bias with batchnorm i + 1 folded in, from the current parameters (so
+ * inference after any training step is right): per output k, s = gamma / sqrt(var + eps),
+ * W'[k, :] = W[k, :] s, b'[k] = (b[k] - mean) s + beta. Dense keeps W as (IN, OUT). */
+static void emit_fold(Cg *g, const Spec *sp, const Plan *pl, int i) {
+  const Layer *l = &sp->layers[i], *bn = &sp->layers[i + 1];
+  const PlanLayer *p = &pl->layers[i];
+  int64_t w = -1, b = -1, gm = -1, bt = -1, rm = -1, rv = -1;
+  for (int t = 0; t < pl->ntensors; t++) {
+    const PlanTensor *pt = &pl->tensors[t];
+    const char *n = pt->p.pname;
+    if (pt->layer == i) *(!strcmp(n, "weight") ? &w : &b) = pt->offset;
+    if (pt->layer == i + 1)
+      *(!strcmp(n, "weight") ? &gm : !strcmp(n, "bias") ? &bt : !strcmp(n, "running_mean") ? &rm : &rv) = pt->offset;
+  }
+  bool dense = l->op == OP_dense;
+  int64_t K = dense ? l->u.dense.units : l->u.conv.filters;
+  int64_t R = dense ? shape_elems(&l->in) : l->in.d[0] * l->u.conv.kh * l->u.conv.kw;   /* per output */
+  CgLoop Lk, Lr;
+  /* the folded bias, and the scale kept in the folded bias's slot meanwhile is avoided:
+   * the scale is recomputed where needed (this runs once per inference call) */
+  LLVMValueRef k = cg_for(g, &Lk, "fold_k", cg_i64(g, 0), cg_i64(g, K));
+  LLVMValueRef s = cg_fdiv(g, cg_load(g, cg_at(g, TS_P, gm, k)),
+                           cg_call1(g, "llvm.sqrt.f32", cg_fadd(g, cg_load(g, cg_at(g, TS_P, rv, k)), cg_f32(g, bn->u.bn.eps))));
+  LLVMValueRef bias = b >= 0 ? cg_load(g, cg_at(g, TS_P, b, k)) : cg_f32(g, 0);
+  LLVMValueRef nb = cg_fadd(g, cg_fmul(g, cg_fsub(g, bias, cg_load(g, cg_at(g, TS_P, rm, k))), s),
+                            cg_load(g, cg_at(g, TS_P, bt, k)));
+  cg_store(g, nb, cg_at(g, TS_P, p->fold_b, k));
+  if (!dense) {   /* conv: row k of (K, C kh kw) */
+    LLVMValueRef r = cg_for(g, &Lr, "fold_r", cg_i64(g, 0), cg_i64(g, R));
+    LLVMValueRef idx = cg_mad(g, k, R, r);
+    cg_store(g, cg_fmul(g, cg_load(g, cg_at(g, TS_P, w, idx)), s), cg_at(g, TS_P, p->fold_w, idx));
+    cg_for_end(g, &Lr);
+  }
+  cg_for_end(g, &Lk);
+  if (dense) {    /* column k of (IN, OUT): rows outside, so the inner loop is contiguous */
+    LLVMValueRef r = cg_for(g, &Lr, "fold_i", cg_i64(g, 0), cg_i64(g, R));
+    k = cg_for(g, &Lk, "fold_o", cg_i64(g, 0), cg_i64(g, K));
+    s = cg_fdiv(g, cg_load(g, cg_at(g, TS_P, gm, k)),
+                cg_call1(g, "llvm.sqrt.f32", cg_fadd(g, cg_load(g, cg_at(g, TS_P, rv, k)), cg_f32(g, bn->u.bn.eps))));
+    LLVMValueRef idx = cg_mad(g, r, K, k);
+    cg_store(g, cg_fmul(g, cg_load(g, cg_at(g, TS_P, w, idx)), s), cg_at(g, TS_P, p->fold_w, idx));
+    cg_for_end(g, &Lk);
+    cg_for_end(g, &Lr);
+  }
+}
+
 static void emit_infer(Cg *g, const Spec *sp, const Plan *pl, EmitLayer *el) {
   char name[160];
   snprintf(name, sizeof name, "%s_infer", sp->name);
   cg_fn_begin(g, name, false, true);
   layout(sp, pl, false, el);
+  for (int i = 0; i + 1 < sp->nlayers; i++)
+    if (el[i].folded) emit_fold(g, sp, pl, i);
   for (int i = 0; i < sp->nlayers; i++) op_emitters[sp->layers[i].op]->fwd(g, &el[i]);
   int lb;
   int64_t lo;

@@ -227,8 +227,9 @@ static void bnv_bwd_tile(Cg *g, LLVMValueRef t, void *arg) {
 }
 
 static void bn_fwd(Cg *g, const EmitLayer *e) {
-  char name[64];
-  snprintf(name, sizeof name, "L%d.bn_fwd.%s", e->l->index, e->train ? "train" : "eval");
+  if (e->fused) return;   /* folded into the layer before it (inference, emit.c) */
+  char name[256];
+  cg_tile_name(name, sizeof name, e, e->train ? "bn_fwd_train" : "bn_fwd_eval");
   if (bn_dims(e).S == 1)
     cg_parallel(g, name, cg_ceil_div(bn_dims(e).C, BN_VTILE), bnv_fwd_tile, (void *)e);
   else
@@ -263,8 +264,8 @@ static void bn_bwd_tile(Cg *g, LLVMValueRef t, void *arg) {
 }
 
 static void bn_bwd(Cg *g, const EmitLayer *e) {
-  char name[64];
-  snprintf(name, sizeof name, "L%d.bn_bwd", e->l->index);
+  char name[256];
+  cg_tile_name(name, sizeof name, e, "bn_bwd");
   if (bn_dims(e).S == 1)
     cg_parallel(g, name, cg_ceil_div(bn_dims(e).C, BN_VTILE), bnv_bwd_tile, (void *)e);
   else

@@ -254,8 +254,8 @@ static void conv_fwd_tile(Cg *g, LLVMValueRef t, void *arg) { conv_group(g, arg,
 /* One tile function for train and eval (the same code: eval keeps col too, unused): a second
  * instance of the inlined GEMM would cost ~0.4 s of compile time per conv. */
 static void conv_fwd(Cg *g, const EmitLayer *e) {
-  char name[64];
-  snprintf(name, sizeof name, "L%d.conv_fwd", e->l->index);
+  char name[256];
+  cg_tile_name(name, sizeof name, e, "conv_fwd");
   cg_parallel(g, name, ngroups(e->B), conv_fwd_tile, (void *)e);
 }
 
@@ -325,13 +325,13 @@ static void conv_dx_tile(Cg *g, LLVMValueRef t, void *arg) { conv_group(g, arg, 
 
 static void conv_bwd(Cg *g, const EmitLayer *e) {
   ConvDims d = conv_dims(e);
-  char name[64];
-  snprintf(name, sizeof name, "L%d.conv_dw", e->l->index);
+  char name[256];
+  cg_tile_name(name, sizeof name, e, "conv_dw");
   cg_parallel(g, name, ngroups(e->B), conv_dw_tile, (void *)e);
   conv_dw_sum(g, e, d.K * d.Q, e->dw[0], 0);
   if (e->dw[1] >= 0) conv_dw_sum(g, e, d.K, e->dw[1], d.K * d.Q);
   if (e->din < 0) return;
-  snprintf(name, sizeof name, "L%d.conv_dx", e->l->index);
+  cg_tile_name(name, sizeof name, e, "conv_dx");
   cg_parallel(g, name, ngroups(e->B), conv_dx_tile, (void *)e);
 }
 

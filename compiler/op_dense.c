@@ -85,8 +85,8 @@ static void dense_fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
 }
 
 static void dense_fwd(Cg *g, const EmitLayer *e) {
-  char name[64];
-  snprintf(name, sizeof name, "L%d.dense_fwd", e->l->index);
+  char name[256];
+  cg_tile_name(name, sizeof name, e, "dense_fwd");
   cg_parallel(g, name, cg_ceil_div(e->l->u.dense.units, dense_out_tile(e)), dense_fwd_tile, (void *)e);
 }
 
@@ -117,11 +117,11 @@ static void dense_dw_tile(Cg *g, LLVMValueRef t, void *arg) {
 
 /* dX = dY Wt^T (when needed), dWt += X^T dY, db += sum_b dY */
 static void dense_bwd(Cg *g, const EmitLayer *e) {
-  char name[64];
-  snprintf(name, sizeof name, "L%d.dense_dx", e->l->index);
+  char name[256];
+  cg_tile_name(name, sizeof name, e, "dense_dx");
   if (e->din >= 0)
     cg_parallel(g, name, cg_ceil_div(shape_elems(&e->l->in), dense_in_tile(e)), dense_dx_tile, (void *)e);
-  snprintf(name, sizeof name, "L%d.dense_dw", e->l->index);
+  cg_tile_name(name, sizeof name, e, "dense_dw");
   cg_parallel(g, name, cg_ceil_div(e->l->u.dense.units, dense_out_tile(e)), dense_dw_tile, (void *)e);
 }
 

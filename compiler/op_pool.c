@@ -385,16 +385,16 @@ static void pool_group_tile(Cg *g, LLVMValueRef t, void *arg) {
 }
 
 static void pool_fwd(Cg *g, const EmitLayer *e) {
-  char name[64];
-  snprintf(name, sizeof name, "L%d.%s_fwd", e->l->index, op_registry[e->l->op]->name);
+  char name[256];
+  cg_tile_name(name, sizeof name, e, e->l->op == OP_maxpool ? "maxpool_fwd" : "avgpool_fwd");
   PoolGroup pg = {e, pool_fwd_tile};
   cg_parallel(g, name, cg_ceil_div(e->B, group_w(e->B)), pool_group_tile, &pg);
 }
 
 static void pool_bwd(Cg *g, const EmitLayer *e) {
   if (e->din < 0) return;
-  char name[64];
-  snprintf(name, sizeof name, "L%d.%s_bwd", e->l->index, op_registry[e->l->op]->name);
+  char name[256];
+  cg_tile_name(name, sizeof name, e, e->l->op == OP_maxpool ? "maxpool_bwd" : "avgpool_bwd");
   PoolGroup pg = {e, pool_bwd_tile};
   cg_parallel(g, name, cg_ceil_div(e->B, group_w(e->B)), pool_group_tile, &pg);
 }

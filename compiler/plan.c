@@ -92,6 +92,21 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
     if (shape_elems(&l->out) > max_act) max_act = shape_elems(&l->out);
     if (op->weighted) need_dx = true;
   }
+  /* Inference folds a batchnorm into the dense or conv before it (W' = W gamma / std,
+   * b' = (b - mean) gamma / std + beta) when that costs less than the batchnorm pass it saves:
+   * the fold touches the weight once per batch, the pass every output element. */
+  for (int i = 0; i < sp->nlayers; i++) {
+    PlanLayer *pli = &pl->layers[i];
+    pli->fold_w = pli->fold_b = -1;
+    if (i + 1 >= sp->nlayers || sp->layers[i + 1].op != OP_batchnorm) continue;
+    const Layer *l = &sp->layers[i];
+    if (l->op != OP_dense && l->op != OP_conv) continue;
+    int64_t K = l->op == OP_dense ? l->u.dense.units : l->u.conv.filters;
+    int64_t w = pli->params - (l->op == OP_dense ? (l->u.dense.bias ? K : 0) : (l->u.conv.bias ? K : 0));
+    if (pli->act_elems <= w) continue;
+    pli->fold_w = pl->param_block, pl->param_block += align_up(w);
+    pli->fold_b = pl->param_block, pl->param_block += align_up(K);
+  }
   /* two gradient buffers for the activations, used in turn going backward */
   pl->grad_buf[0] = acts, pl->grad_buf[1] = acts + align_up(max_act * batch);
   pl->act_block = acts + 2 * align_up(max_act * batch);

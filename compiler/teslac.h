@@ -290,6 +290,9 @@ typedef struct PlanLayer {
   int64_t act_elems;            /* its output, batch included */
   int64_t out_off, aux_off;     /* its output, and what it keeps for the backward, in the
                                    activation block (floats); flatten's output is its input */
+  int64_t fold_w, fold_b;       /* a dense/conv whose batchnorm is folded into it for
+                                   inference: its folded weight and bias in the parameter
+                                   block (not saved); -1: not folded */
 } PlanLayer;
 
 typedef struct Plan {
