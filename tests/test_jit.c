@@ -1295,6 +1295,41 @@ START_TEST(cli_learns_synthetic) {
 }
 END_TEST
 
+/* The learning-rate schedules, stepped once per epoch as torch.optim.lr_scheduler's StepLR and
+ * CosineAnnealingLR (closed form) compute them, read back from --log. */
+START_TEST(cli_schedules) {
+  static const struct { const char *sched; double lr[4]; } cases[] = {
+      {"{step: {step_size: 1, gamma: 0.5}}", {0.01, 0.005, 0.0025, 0.00125}},
+      {"{step: {step_size: 2, gamma: 0.1}}", {0.01, 0.01, 0.001, 0.001}},
+      {"{cosine: {t_max: 2, eta_min: 0.001}}", {0.01, 0.0055, 0.001, 0.0055}},
+      {"constant", {0.01, 0.01, 0.01, 0.01}},
+  };
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    char *src = xprintf("tesla: 1\nname: synth\ninput: [1, 8, 8]\nclasses: 4\nlayers:\n%s"
+                        "train:\n  optimizer: sgd\n  lr: 0.01\n  schedule: %s\n  epochs: 4\n  batch: 32\n"
+                        "data:\n  train: {images: train-images.gz, labels: train-labels.gz}\n",
+                        synth_layers, cases[c].sched);
+    char *spec = tmp_path("sched.yaml"), *log = tmp_path("sched.jsonl"), *ck = tmp_path("sched.st");
+    write_bytes(spec, src, strlen(src), false);
+    Cli r = CLI("train", spec, "--threads", "1", "-o", ck, "--log", log);
+    cli_ok(&r);
+    char *jl = slurp(log, NULL);
+    const char *p = jl;
+    for (int ep = 0; ep < 4; ep++) {
+      p = strstr(p, "\"lr\": ");
+      ck_assert_msg(p, "%s: no lr for epoch %d in the log", cases[c].sched, ep + 1);
+      p += 6;
+      double lr = strtod(p, NULL);
+      printf("  schedule %-38s epoch %d lr %.6g\n", cases[c].sched, ep + 1, lr);
+      ck_assert_msg(fabs(lr - cases[c].lr[ep]) <= 1e-6 * cases[c].lr[ep] + 1e-9, "%s epoch %d: lr %g, want %g",
+                    cases[c].sched, ep + 1, lr, cases[c].lr[ep]);
+    }
+    free(jl), free(src), free(spec), free(log), free(ck);
+    cli_free(&r);
+  }
+}
+END_TEST
+
 /* ---- 8. bad data, bad checkpoints, bad flags -------------------------------------------------- */
 
 typedef struct BadData {
@@ -1462,6 +1497,7 @@ static Suite *jit_suite(void) {
   tcase_add_test(tc, cli_determinism);
   tcase_add_test(tc, cli_resume);
   tcase_add_test(tc, cli_learns_synthetic);
+  tcase_add_test(tc, cli_schedules);
   tcase_add_loop_test(tc, cli_bad_data, 0, (int)(sizeof bad_data / sizeof *bad_data));
   tcase_add_test(tc, cli_bad_checkpoints);
   tcase_add_test(tc, cli_bad_flags);
