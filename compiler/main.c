@@ -27,7 +27,7 @@ static const char usage_top[] =
     "  -h, --help            this text; 'teslac CMD --help' for a command's own\n"
     "  --version             the compiler and spec-language versions\n"
     "\n"
-    "The spec language: specs/README.md. Exit status: 0 ok, 1 the spec is wrong, 2 usage.\n";
+    "The spec language: specs/README.md. Exit status: 0 ok, 1 the spec or the data is wrong, 2 usage.\n";
 
 static const char usage_check[] =
     "usage: teslac check SPEC\n"
