@@ -10,3 +10,9 @@ int tesla_front(Ctx *cx, Spec *sp) {
   check_spec(cx, sp);
   return cx->nerrors ? -1 : 0;
 }
+
+int tesla_front_file(Ctx *cx, const char *path, Spec *sp) {
+  ctx_init(cx, path, stderr);
+  if (ctx_read_file(cx) < 0) return -1;
+  return tesla_front(cx, sp);
+}

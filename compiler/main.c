@@ -94,9 +94,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, const char *help, 
 
 /* check and plan share the front of the pipeline: load -> parse -> check */
 static int run_front(Ctx *cx, const Opts *o, Spec *sp) {
-  ctx_init(cx, o->spec, stderr);
-  if (ctx_read_file(cx) < 0) return EXIT_SPEC;
-  return tesla_front(cx, sp) < 0 ? EXIT_SPEC : EXIT_OK;
+  return tesla_front_file(cx, o->spec, sp) < 0 ? EXIT_SPEC : EXIT_OK;
 }
 
 static int cmd_check(int argc, char **argv) {

@@ -213,6 +213,8 @@ const char *spec_scalar_desc(Ctx *cx, YNode *v);   /* "'abc'", "a list", "a map"
 /* load (cx->src must be set) -> parse -> check. Returns 0, or -1 when errors were reported.
  * Used by the driver, the tests and the fuzz target alike. */
 int tesla_front(Ctx *cx, Spec *sp);
+/* the same from a file (cx is initialized here, diagnostics to stderr; ctx_free it after) */
+int tesla_front_file(Ctx *cx, const char *path, Spec *sp);
 
 /* ---- train.c: the train and eval commands (JIT) ----------------------------------------- */
 

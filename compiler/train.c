@@ -19,8 +19,8 @@
 #include "tesla_rt.h"
 
 typedef struct TrainOpts {
-  bool profile;
-  const char *spec, *out, *init, *resume, *log, *weights;
+  bool profile, json, optimized;
+  const char *spec, *out, *init, *resume, *log, *weights, *input;
   int64_t epochs, steps, batch, threads;
   double lr;
   int64_t seed;
@@ -319,6 +319,19 @@ static const char eval_help[] =
     "\n"
     "Test-set loss and accuracy of the weights in CKPT, over every test sample.\n";
 
+static const char predict_help[] =
+    "usage: teslac predict SPEC --weights CKPT [--input IDX] [--json] [--batch B] [--threads T]\n\n"
+    "Classify every sample of IDX (default: the spec's test images) with the weights in CKPT.\n"
+    "Prints one line per sample: its index, its class and that class's probability (its raw\n"
+    "score when the spec does not end in softmax); with --json one JSON object per line:\n"
+    "{\"index\": i, \"class\": c, \"scores\": [p0, p1, ...]}.\n";
+
+static const char emit_help[] =
+    "usage: teslac emit-llvm SPEC [--optimized] [--batch B]\n\n"
+    "Print the LLVM IR teslac generates for SPEC: <name>_train_step (forward, loss, backward,\n"
+    "optimizer), <name>_grad (the same without the optimizer) and <name>_infer. Kernels are\n"
+    "calls until --optimized links them and runs O3 for this CPU.\n";
+
 static int num_opt(const char *cmd, int argc, char **argv, int *i, double lo, double hi, bool integer, double *out) {
   const char *name = argv[*i];
   if (*i + 1 >= argc) return usage(cmd, "%s needs a value", name);
@@ -342,7 +355,8 @@ static int parse_train_opts(const char *cmd, int argc, char **argv, TrainOpts *o
     double d;
     int rc = 0;
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      fputs(!strcmp(cmd, "train") ? train_help : eval_help, stdout);
+      fputs(!strcmp(cmd, "train") ? train_help : !strcmp(cmd, "eval") ? eval_help
+            : !strcmp(cmd, "predict") ? predict_help : emit_help, stdout);
       return -1;
     }
 #define STR_OPT(flag, field)                                             \
@@ -371,11 +385,24 @@ static int parse_train_opts(const char *cmd, int argc, char **argv, TrainOpts *o
       NUM_OPT("--steps", 1, 1e12, true, o->steps = (int64_t)d)
       NUM_OPT("--lr", 1e-12, 1e6, false, o->lr = d)
       NUM_OPT("--seed", 0, 9e15, true, (o->seed = (int64_t)d, o->have_seed = true))
+    } else if (!strcmp(cmd, "emit-llvm")) {
+      if (!strcmp(a, "--optimized") || !strcmp(a, "-O")) {
+        o->optimized = true;
+        continue;
+      }
+      if (!strcmp(a, "--backward")) continue;   /* train_step always holds the backward */
     } else {
       STR_OPT("--weights", weights)
+      if (!strcmp(cmd, "predict")) {
+        STR_OPT("--input", input)
+        if (!strcmp(a, "--json")) {
+          o->json = true;
+          continue;
+        }
+      }
     }
     NUM_OPT("--batch", 1, 1 << 20, true, o->batch = (int64_t)d)
-    NUM_OPT("--threads", 1, 1024, true, o->threads = (int64_t)d)
+    if (strcmp(cmd, "emit-llvm")) NUM_OPT("--threads", 1, 1024, true, o->threads = (int64_t)d)
 #undef STR_OPT
 #undef NUM_OPT
     if (a[0] == '-' && a[1]) return usage(cmd, "unknown option '%s'", a);
@@ -383,7 +410,8 @@ static int parse_train_opts(const char *cmd, int argc, char **argv, TrainOpts *o
     o->spec = a;
   }
   if (!o->spec) return usage(cmd, "%smissing SPEC (a model spec, e.g. specs/mlp.yaml)", "");
-  if (!strcmp(cmd, "eval") && !o->weights) return usage(cmd, "%seval needs --weights CKPT", "");
+  if ((!strcmp(cmd, "eval") || !strcmp(cmd, "predict")) && !o->weights)
+    return usage(cmd, "%s needs --weights CKPT", cmd);
   if (o->init && o->resume) return usage(cmd, "%sgive --init or --resume, not both", "");
   return 0;
 }
@@ -434,12 +462,11 @@ int train_main(int argc, char **argv) {
   int rc = parse_train_opts("train", argc, argv, &o);
   if (rc) return rc < 0 ? 0 : rc;
   Ctx cx;
-  ctx_init(&cx, o.spec, stderr);
   Model m = {0};
   TsDataset tr = {0}, te = {0};
   FILE *log = NULL;
   rc = 1;
-  if (ctx_read_file(&cx) < 0 || tesla_front(&cx, &m.sp) < 0) goto out;
+  if (tesla_front_file(&cx, o.spec, &m.sp) < 0) goto out;
   TrainCfg *tc = &m.sp.train;
   if (o.epochs) tc->epochs = o.epochs;
   if (o.lr > 0) tc->lr = o.lr;
@@ -556,45 +583,18 @@ out:
 /* teslac predict SPEC --weights CKPT [--input IDX] [--json] [--batch B] [--threads T]:
  * per sample its class and the softmax probabilities, in eval mode */
 int predict_main(int argc, char **argv) {
-  const char *spec = NULL, *weights = NULL, *input = NULL;
-  bool json = false;
-  int64_t batch = 0, threads = 0;
-  for (int i = 0; i < argc; i++) {
-    const char *a = argv[i];
-    double d;
-    int rc;
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      fputs("usage: teslac predict SPEC --weights CKPT [--input IDX] [--json] [--batch B] [--threads T]\n\n"
-            "Classify every sample of IDX (default: the spec's test images) with the weights in CKPT.\n"
-            "Prints one line per sample: its index, its class and that class's probability (its raw\n"
-            "score when the spec does not end in softmax); with\n"
-            "--json one JSON object per line: {\"index\": i, \"class\": c, \"scores\": [p0, p1, ...]}.\n",
-            stdout);
-      return 0;
-    }
-    if (!strcmp(a, "--json")) json = true;
-    else if (!strcmp(a, "--weights") || !strcmp(a, "--input")) {
-      if (i + 1 >= argc) return usage("predict", "%s needs a value", a);
-      *(!strcmp(a, "--weights") ? &weights : &input) = argv[++i];
-    } else if (!strcmp(a, "--batch")) {
-      if ((rc = num_opt("predict", argc, argv, &i, 1, 1 << 20, true, &d))) return rc;
-      batch = (int64_t)d;
-    } else if (!strcmp(a, "--threads")) {
-      if ((rc = num_opt("predict", argc, argv, &i, 1, 1024, true, &d))) return rc;
-      threads = (int64_t)d;
-    } else if (a[0] == '-' && a[1]) return usage("predict", "unknown option '%s'", a);
-    else if (spec) return usage("predict", "one spec at a time; '%s' is one too many", a);
-    else spec = a;
-  }
-  if (!spec) return usage("predict", "%smissing SPEC", "");
-  if (!weights) return usage("predict", "%spredict needs --weights CKPT", "");
+  TrainOpts o;
+  int rc = parse_train_opts("predict", argc, argv, &o);
+  if (rc) return rc < 0 ? 0 : rc;
+  const char *weights = o.weights, *input = o.input;
+  bool json = o.json;
+  int64_t batch = o.batch, threads = o.threads;
   Ctx cx;
-  ctx_init(&cx, spec, stderr);
   Model m = {0};
   TsIdx idx = {0};
   TsErr e;
-  int rc = 1;
-  if (ctx_read_file(&cx) < 0 || tesla_front(&cx, &m.sp) < 0) goto out;
+  rc = 1;
+  if (tesla_front_file(&cx, o.spec, &m.sp) < 0) goto out;
   if (!input) input = m.sp.data.test_images;
   if (!input) {
     fprintf(stderr, "teslac: predict needs --input IDX (the spec has no test images)\n");
@@ -647,36 +647,17 @@ out:
 
 /* teslac emit-llvm SPEC [--optimized] [--batch B]: the specialized module as LLVM IR text */
 int emit_llvm_main(int argc, char **argv) {
-  const char *spec = NULL;
-  bool optimized = false;
-  int64_t batch = 0;
-  for (int i = 0; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      fputs("usage: teslac emit-llvm SPEC [--optimized] [--batch B]\n\n"
-            "Print the LLVM IR teslac generates for SPEC: <name>_train_step (forward, loss,\n"
-            "backward, optimizer), <name>_grad (the same without the optimizer) and <name>_infer. Kernels are calls until --optimized links them\n"
-            "and runs O3 for this CPU.\n", stdout);
-      return 0;
-    }
-    double d;
-    int rc;
-    if (!strcmp(a, "--optimized") || !strcmp(a, "-O")) optimized = true;
-    else if (!strcmp(a, "--backward")) ;   /* train_step always holds the backward */
-    else if (!strcmp(a, "--batch")) {
-      if ((rc = num_opt("emit-llvm", argc, argv, &i, 1, 1 << 20, true, &d))) return rc;
-      batch = (int64_t)d;
-    } else if (a[0] == '-' && a[1]) return usage("emit-llvm", "unknown option '%s'", a);
-    else if (spec) return usage("emit-llvm", "one spec at a time; '%s' is one too many", a);
-    else spec = a;
-  }
-  if (!spec) return usage("emit-llvm", "%smissing SPEC", "");
+  TrainOpts o;
+  int rc = parse_train_opts("emit-llvm", argc, argv, &o);
+  if (rc) return rc < 0 ? 0 : rc;
+  const char *spec = o.spec;
+  bool optimized = o.optimized;
+  int64_t batch = o.batch;
   Ctx cx;
-  ctx_init(&cx, spec, stderr);
   Spec sp;
   Plan pl;
-  int rc = 1;
-  if (ctx_read_file(&cx) < 0 || tesla_front(&cx, &sp) < 0 || !emit_supported(&cx, &sp)) goto out;
+  rc = 1;
+  if (tesla_front_file(&cx, spec, &sp) < 0 || !emit_supported(&cx, &sp)) goto out;
   plan_spec(&cx, &sp, batch ? batch : sp.train.batch, &pl);
   if (cx.nerrors) goto out;
   Cg g;
@@ -706,12 +687,11 @@ int eval_main(int argc, char **argv) {
   int rc = parse_train_opts("eval", argc, argv, &o);
   if (rc) return rc < 0 ? 0 : rc;
   Ctx cx;
-  ctx_init(&cx, o.spec, stderr);
   Model m = {0};
   TsDataset te = {0};
   rc = 1;
   TsErr e;
-  if (ctx_read_file(&cx) < 0 || tesla_front(&cx, &m.sp) < 0) goto out;
+  if (tesla_front_file(&cx, o.spec, &m.sp) < 0) goto out;
   if (load_split(&cx, &m.sp, m.sp.data.test_images, m.sp.data.test_labels, "test", &te) < 0) goto out;
   if (model_build(&cx, &m, o.batch ? o.batch : m.sp.train.batch, o.threads, false) < 0) goto out;
   if (model_load(&cx, &m, o.weights, false, NULL, &e) < 0) {
