@@ -1424,6 +1424,23 @@ START_TEST(cli_bad_checkpoints) {
 }
 END_TEST
 
+/* predict's --input: an IDX file that is not one, or whose samples do not fit the model */
+START_TEST(cli_bad_predict_input) {
+  char *spec = tmp_path("synth.yaml"), *ck = tmp_path("predict.st"), *garbage = tmp_path("garbage.safetensors"),
+       *labels = tmp_path("test-labels.gz");
+  Cli r = CLI("train", spec, "--steps", "1", "--threads", "1", "-o", ck);
+  cli_ok(&r);
+  cli_free(&r);
+  r = CLI("predict", spec, "--weights", ck, "--input", garbage);
+  cli_fails(&r, 1, "predict --input garbage", (const char *const[]){"garbage.safetensors", "IDX", NULL});
+  cli_free(&r);
+  r = CLI("predict", spec, "--weights", ck, "--input", labels);
+  cli_fails(&r, 1, "predict --input of another shape", (const char *const[]){"test-labels.gz", "64", NULL});
+  cli_free(&r);
+  free(spec), free(ck), free(garbage), free(labels);
+}
+END_TEST
+
 START_TEST(cli_bad_flags) {
   char *spec = tmp_path("synth.yaml");
   struct { const char *what; Cli r; const char *needle; } cases[] = {
@@ -1437,6 +1454,11 @@ START_TEST(cli_bad_flags) {
       {"--init and --resume", CLI("train", spec, "--init", "a", "--resume", "b"), "--init"},
       {"eval without --weights", CLI("eval", spec), "--weights"},
       {"eval --steps", CLI("eval", spec, "--weights", "x", "--steps", "3"), "--steps"},
+      {"predict without --weights", CLI("predict", spec), "--weights"},
+      {"predict --input without value", CLI("predict", spec, "--weights", "x", "--input"), "--input"},
+      {"predict unknown flag", CLI("predict", spec, "--weights", "x", "--bogus"), "--bogus"},
+      {"emit-llvm --threads", CLI("emit-llvm", spec, "--threads", "2"), "--threads"},
+      {"emit-llvm --batch 0", CLI("emit-llvm", spec, "--batch", "0"), "--batch"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     const char *nd[] = {cases[i].needle, NULL};
@@ -1498,6 +1520,7 @@ static Suite *jit_suite(void) {
   tcase_add_test(tc, cli_resume);
   tcase_add_test(tc, cli_learns_synthetic);
   tcase_add_test(tc, cli_schedules);
+  tcase_add_test(tc, cli_bad_predict_input);
   tcase_add_loop_test(tc, cli_bad_data, 0, (int)(sizeof bad_data / sizeof *bad_data));
   tcase_add_test(tc, cli_bad_checkpoints);
   tcase_add_test(tc, cli_bad_flags);
