@@ -1,5 +1,5 @@
-/* plan.c: the fourth stage. For each weight it chooses the storage (dense today; tensor-train
- * and sparse planning come with their own work and already have their columns), counts
+/* plan.c: the fourth stage. For each weight it chooses the storage (dense, or a tensor train
+ * whose modes, ranks and order tt.c chooses; sparse planning comes with its own work), counts
  * parameters the way PyTorch does (trainable tensors only; batchnorm running statistics are
  * buffers), prices forward and backward FLOPs at the compiled batch size, and lays out memory:
  * one block each for parameters, gradients, optimizer state and activations, every tensor at
@@ -20,7 +20,26 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
   memset(pl, 0, sizeof *pl);
   pl->batch = batch;
   pl->layers = arena_alloc(cx, sizeof(PlanLayer) * (size_t)(sp->nlayers ? sp->nlayers : 1));
-  pl->tensors = arena_alloc(cx, sizeof(PlanTensor) * (size_t)(4 * sp->nlayers + 1));
+  pl->tensors = arena_alloc(cx, sizeof(PlanTensor) * (size_t)((TT_MAXD + 3) * sp->nlayers + 1));
+  int nerr = cx->nerrors;
+
+  /* dense sizes first: compress.ratio is measured against them, and the layers without tt:
+   * keep them; then the tensor trains (tt.c) */
+  int64_t dense_total = 0, fixed = 0;
+  for (int i = 0; i < sp->nlayers; i++) {
+    const Layer *l = &sp->layers[i];
+    Param p[4];
+    int np = op_registry[l->op]->params(l, p);
+    for (int j = 0; j < np; j++) {
+      if (!p[j].trainable) continue;
+      int64_t e = 1;
+      for (int d = 0; d < p[j].ndims; d++) e *= p[j].dims[d];
+      dense_total += e;
+      if (!l->tt.on) fixed += e;
+    }
+  }
+  tt_plan(cx, sp, batch, pl, fixed, dense_total);
+  if (cx->nerrors > nerr) return;
 
   bool need_dx = false;      /* a layer before this one has weights */
   int64_t in_elems = shape_elems(&sp->input), max_act = in_elems, acts = 0;
@@ -34,8 +53,17 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
     const Layer *l = &sp->layers[i];
     PlanLayer *pli = &pl->layers[i];
     const OpDef *op = op_registry[l->op];
-    Param p[4];
+    Param p[TT_MAXD + 3];
     int np = op->params(l, p);
+    int64_t dense_params = 0;
+    for (int j = 0; j < np; j++)
+      if (p[j].trainable) {
+        int64_t e = 1;
+        for (int d = 0; d < p[j].ndims; d++) e *= p[j].dims[d];
+        dense_params += e;
+      }
+    TTPlan *tt = &pli->tt;
+    if (tt->d) np = tt_params(l, tt, p);   /* the cores replace the weight */
     for (int j = 0; j < np; j++) {
       int64_t e = 1;
       for (int d = 0; d < p[j].ndims; d++) e *= p[j].dims[d];   /* bounded by infer */
@@ -52,9 +80,9 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
       } else
         pli->buffers += e;
     }
-    pli->dense_params = pli->params;
+    pli->dense_params = dense_params;
     pli->requested = l->tt.on ? ST_TT : l->sparse.on ? ST_SPARSE : ST_DENSE;
-    pli->storage = ST_DENSE;
+    pli->storage = tt->d ? ST_TT : ST_DENSE;
     pli->bytes = 4 * (pli->params + pli->buffers);
     int64_t out;
     if (!size_mul(shape_elems(&l->out), batch, &out)) {
@@ -62,7 +90,7 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
       return;
     }
     pli->act_elems = out;
-    pli->flops = op->flops(l, batch, need_dx);
+    pli->flops = tt->d ? tt->flops[tt->order] : op->flops(l, batch, need_dx);
     if (pli->flops.fwd == INT64_MAX || pli->flops.bwd == INT64_MAX ||
         __builtin_add_overflow(pl->flops.fwd, pli->flops.fwd, &pl->flops.fwd) ||
         __builtin_add_overflow(pl->flops.bwd, pli->flops.bwd, &pl->flops.bwd)) {
@@ -89,6 +117,15 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
       }
       acts += align_up(col) + 4 * align_up(l->u.conv.filters * (q + 1));
     }
+    if (tt->d) {   /* the chain's states and scratch (tt.c), after the op's own */
+      tt_plan_scratch(l, tt, batch);
+      tt->aux = acts, acts += align_up(tt->act_floats);
+      if (tt->order == TT_FORM) {   /* the formed weight and its gradient: not saved, not optimized */
+        int64_t w = l->op == OP_dense ? tt->M * tt->N : tt->M * tt->N * l->u.conv.kh * l->u.conv.kw;
+        tt->full_w = pl->param_block, pl->param_block += align_up(w);
+        tt->full_dw = pl->grad_block, pl->grad_block += align_up(w);
+      }
+    }
     if (shape_elems(&l->out) > max_act) max_act = shape_elems(&l->out);
     if (op->weighted) need_dx = true;
   }
@@ -100,7 +137,7 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
     pli->fold_w = pli->fold_b = -1;
     if (i + 1 >= sp->nlayers || sp->layers[i + 1].op != OP_batchnorm) continue;
     const Layer *l = &sp->layers[i];
-    if (l->op != OP_dense && l->op != OP_conv) continue;
+    if ((l->op != OP_dense && l->op != OP_conv) || pli->storage == ST_TT) continue;
     int64_t K = l->op == OP_dense ? l->u.dense.units : l->u.conv.filters;
     int64_t w = pli->params - (l->op == OP_dense ? (l->u.dense.bias ? K : 0) : (l->u.conv.bias ? K : 0));
     if (pli->act_elems <= w) continue;
@@ -115,21 +152,26 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
 
   for (int i = 0; i < sp->nlayers; i++) {
     const PlanLayer *pli = &pl->layers[i];
-    if (pli->requested == ST_TT)
-      warn_at(cx, sp->layers[i].tt.loc, "tensor-train storage is not planned yet by this teslac; "
-                                        "layer %d is planned dense", i);
+    const TTPlan *t = &pli->tt;
+    if (pli->storage == ST_TT && !t->forced && tt_cost(pli->flops) > tt_cost(t->dense_flops))
+      warn_at(cx, sp->layers[i].tt.loc, "layer %d's tensor train (%s) costs %.2fx the FLOPs of its dense "
+                                        "weight at batch %lld (%.3g against %.3g per step, forward + backward); "
+                                        "it keeps %lld of %lld parameters",
+              i, tt_order_name(t->order), (double)tt_cost(pli->flops) / (double)tt_cost(t->dense_flops),
+              (long long)batch, (double)tt_cost(pli->flops), (double)tt_cost(t->dense_flops),
+              (long long)pli->params, (long long)pli->dense_params);
     if (pli->requested == ST_SPARSE)
       warn_at(cx, sp->layers[i].sparse.loc, "sparse storage is not planned yet by this teslac; "
                                             "layer %d is planned dense", i);
   }
   if (sp->compress.max_params && pl->params > sp->compress.max_params)
     warn_at(cx, sp->compress.loc, "compress: max_params %lld is not met: the plan has %lld "
-                                  "parameters (tensor-train and sparse planning come later)",
+                                  "parameters (mark layers 'tt: auto' to let the planner meet it)",
             (long long)sp->compress.max_params, (long long)pl->params);
   if (sp->compress.ratio > 1 && (double)pl->dense_params / (double)pl->params < sp->compress.ratio)
-    warn_at(cx, sp->compress.loc, "compress: ratio %g is not met: the plan keeps all %lld "
-                                  "parameters (tensor-train and sparse planning come later)",
-            sp->compress.ratio, (long long)pl->params);
+    warn_at(cx, sp->compress.loc, "compress: ratio %g is not met: the plan keeps %lld of %lld "
+                                  "parameters (mark layers 'tt: auto' to let the planner meet it)",
+            sp->compress.ratio, (long long)pl->params, (long long)pl->dense_params);
 }
 
 static const char *storage_name(Storage s) {
@@ -154,6 +196,38 @@ static const char *bytes_h(Ctx *cx, double b) {
   return arena_printf(cx, "%.0f B", b);
 }
 
+static const char *dims_s(Ctx *cx, const int64_t *d, int n) {
+  char buf[256];
+  int k = snprintf(buf, sizeof buf, "[");
+  for (int i = 0; i < n; i++) k += snprintf(buf + k, sizeof buf - (size_t)k, "%s%lld", i ? ", " : "", (long long)d[i]);
+  snprintf(buf + k, sizeof buf - (size_t)k, "]");
+  return arena_strndup(cx, buf, strlen(buf));
+}
+
+/* every rank between two cores: dense r[1..d-1], conv r[0..d-1] (r[0] after the spatial core) */
+static int inner_ranks(const Layer *l, const TTPlan *t, int64_t *r) {
+  int n = 0;
+  for (int k = l->op == OP_conv ? 0 : 1; k < t->d; k++) r[n++] = t->r[k];
+  return n;
+}
+
+static const char *full_ranks(Ctx *cx, const Layer *l, const TTPlan *t) {
+  int64_t r[TT_MAXD + 2];
+  int n = inner_ranks(l, t, r);
+  return dims_s(cx, r, n);
+}
+
+static const char *tt_ranks_str(Ctx *cx, const Layer *l, const PlanLayer *p) {
+  if (p->storage != ST_TT) return "-";
+  int64_t r[TT_MAXD + 2];
+  int n = inner_ranks(l, &p->tt, r);
+  char buf[128] = "";
+  for (int i = 0; i < n; i++) snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%lld", i ? "," : "", (long long)r[i]);
+  return arena_strndup(cx, buf, strlen(buf));
+}
+
+static const char *order_key(TTOrder o) { return o == TT_LTR ? "ltr" : o == TT_RTL ? "rtl" : "form_w"; }
+
 void plan_print_table(Ctx *cx, const Spec *sp, const Plan *pl, FILE *out) {
   fprintf(out, "plan for %s at batch %lld\n\n", sp->name, (long long)pl->batch);
   fprintf(out, "%3s  %-10s %-11s %-8s %-10s %-9s %10s %10s %9s %9s %9s\n", "#", "name", "layer",
@@ -163,7 +237,7 @@ void plan_print_table(Ctx *cx, const Spec *sp, const Plan *pl, FILE *out) {
     const PlanLayer *p = &pl->layers[i];
     bool w = p->params + p->buffers > 0;
     fprintf(out, "%3d  %-10s %-11s %-8s %-10s %-9s %10lld %10s %9s %9s %9s\n", i, l->name,
-            op_registry[l->op]->name, w ? storage_name(p->storage) : "-", "-",
+            op_registry[l->op]->name, w ? storage_name(p->storage) : "-", tt_ranks_str(cx, l, p),
             p->storage == ST_SPARSE ? "?" : "-", (long long)p->params, w ? bytes_h(cx, (double)p->bytes) : "-",
             human(cx, (double)p->flops.fwd), human(cx, (double)p->flops.bwd),
             p->params ? arena_printf(cx, "%.2fx", (double)p->dense_params / (double)p->params) : "-");
@@ -172,6 +246,34 @@ void plan_print_table(Ctx *cx, const Spec *sp, const Plan *pl, FILE *out) {
   if (pl->buffers) fprintf(out, " + %lld buffers", (long long)pl->buffers);
   fprintf(out, " (%s); %s forward, %s backward FLOP per step of %lld\n", bytes_h(cx, (double)pl->bytes),
           human(cx, (double)pl->flops.fwd), human(cx, (double)pl->flops.bwd), (long long)pl->batch);
+  bool any = false;
+  for (int i = 0; i < sp->nlayers; i++) {
+    const Layer *l = &sp->layers[i];
+    const PlanLayer *p = &pl->layers[i];
+    const TTPlan *t = &p->tt;
+    if (p->storage != ST_TT) continue;
+    if (!any) fprintf(out, "\ntensor trains (forward + backward FLOP per step of %lld):\n", (long long)pl->batch);
+    any = true;
+    fprintf(out, "  %d %s (%s %lld -> %lld): modes %s -> %s, ranks %s%s; %lld core parameters, %.1fx fewer than dense\n",
+            i, l->name, op_registry[l->op]->name, (long long)t->M, (long long)t->N, dims_s(cx, t->m, t->d),
+            dims_s(cx, t->n, t->d), full_ranks(cx, l, t), l->op == OP_conv ? " (after the spatial core)" : "",
+            (long long)t->params, (double)(p->dense_params - (p->params - t->params)) / (double)t->params);
+    fprintf(out, "    runs %s: %s", tt_order_name(t->order), human(cx, (double)tt_cost(t->flops[t->order])));
+    const char *sep = " (";
+    for (int o = 0; o < TT_NORDERS; o++) {
+      if (o == (int)t->order) continue;
+      fprintf(out, "%s%s %s", sep, tt_order_name((TTOrder)o),
+              t->flops[o].fwd == INT64_MAX ? "n/a" : human(cx, (double)tt_cost(t->flops[o])));
+      sep = ", ";
+    }
+    double ratio = (double)tt_cost(t->flops[t->order]) / (double)tt_cost(t->dense_flops);
+    fprintf(out, "); dense %s: %.2fx dense's FLOPs%s\n", human(cx, (double)tt_cost(t->dense_flops)), ratio,
+            ratio > 1 ? (t->forced ? " (forced by the spec)" : ", slower than dense") : "");
+    if (t->Mp != t->M || t->Np != t->N)
+      fprintf(out, "    padded: %lld -> %lld inputs, %lld -> %lld outputs (the extra rows and columns are zero)\n",
+              (long long)t->M, (long long)t->Mp, (long long)t->N, (long long)t->Np);
+  }
+  if (any) fputc('\n', out);
   fprintf(out, "memory: parameters %s, gradients %s, optimizer state %s, activations %s\n",
           bytes_h(cx, 4.0 * (double)pl->param_block), bytes_h(cx, 4.0 * (double)pl->grad_block),
           bytes_h(cx, 4.0 * (double)pl->opt_block), bytes_h(cx, 4.0 * (double)pl->act_block));
@@ -211,10 +313,33 @@ void plan_print_json(Ctx *cx, const Spec *sp, const Plan *pl, FILE *o) {
     json_dims(o, l->out.d, l->out.rank);
     /* layers without tensors have no storage: null, as the table's "-" */
     bool w = p->params + p->buffers > 0;
-    fprintf(o, ", \"storage\": %s, \"requested\": %s, \"tt\": null, \"sparsity\": %s",
+    fprintf(o, ", \"storage\": %s, \"requested\": %s, \"tt\": ",
             w ? arena_printf(cx, "\"%s\"", storage_name(p->storage)) : "null",
-            w ? arena_printf(cx, "\"%s\"", storage_name(p->requested)) : "null",
-            p->storage == ST_SPARSE ? arena_printf(cx, "%g", l->sparse.target) : "null");
+            w ? arena_printf(cx, "\"%s\"", storage_name(p->requested)) : "null");
+    if (p->storage == ST_TT) {
+      const TTPlan *t = &p->tt;
+      int64_t r[TT_MAXD + 2];
+      int nr = inner_ranks(l, t, r);
+      fprintf(o, "{\"in_modes\": ");
+      json_dims(o, t->m, t->d);
+      fprintf(o, ", \"out_modes\": ");
+      json_dims(o, t->n, t->d);
+      fprintf(o, ", \"ranks\": ");
+      json_dims(o, r, nr);
+      fprintf(o, ", \"order\": \"%s\", \"forced\": %s, \"in_dim\": %lld, \"out_dim\": %lld, "
+                 "\"padded_in\": %lld, \"padded_out\": %lld, \"core_params\": %lld, \"flops\": {",
+              order_key(t->order), t->forced ? "true" : "false", (long long)t->M, (long long)t->N,
+              (long long)t->Mp, (long long)t->Np, (long long)t->params);
+      for (int k = 0; k < TT_NORDERS; k++) {
+        fprintf(o, "\"%s\": ", order_key((TTOrder)k));
+        if (t->flops[k].fwd == INT64_MAX) fprintf(o, "null, ");
+        else fprintf(o, "{\"forward\": %lld, \"backward\": %lld}, ", (long long)t->flops[k].fwd, (long long)t->flops[k].bwd);
+      }
+      fprintf(o, "\"dense\": {\"forward\": %lld, \"backward\": %lld}}}", (long long)t->dense_flops.fwd,
+              (long long)t->dense_flops.bwd);
+    } else
+      fprintf(o, "null");
+    fprintf(o, ", \"sparsity\": %s", p->storage == ST_SPARSE ? arena_printf(cx, "%g", l->sparse.target) : "null");
     fprintf(o, ", \"params\": %lld, \"buffers\": %lld, \"bytes\": %lld, \"dense_params\": %lld",
             (long long)p->params, (long long)p->buffers, (long long)p->bytes, (long long)p->dense_params);
     fprintf(o, ", \"flops\": {\"forward\": %lld, \"backward\": %lld}, \"activation_elems\": %lld",

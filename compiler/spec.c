@@ -296,7 +296,10 @@ static void parse_tt(Ctx *cx, Layer *l, YNode *v) {
     return;
   }
   int64_t in[8], out[8], ranks[8];
-  bool ok = int_list(cx, im, "in_modes", in, 2, 8) & int_list(cx, om, "out_modes", out, 2, 8);
+  /* dense: d >= 2 cores; conv: d >= 1 channel cores after its spatial core */
+  bool conv = l->op == OP_conv;
+  int dmin = conv ? 1 : 2;
+  bool ok = int_list(cx, im, "in_modes", in, dmin, 8) & int_list(cx, om, "out_modes", out, dmin, 8);
   if (!ok) return;
   if (im->nkids != om->nkids) {
     diag_at(cx, om->loc, "'out_modes' has %d modes but 'in_modes' has %d; they must match",
@@ -306,18 +309,28 @@ static void parse_tt(Ctx *cx, Layer *l, YNode *v) {
   int d = im->nkids;
   if (rs) {
     if (r) diag_at(cx, rs->loc, "give either 'rank' or 'ranks' in 'tt', not both");
-    if (!int_list(cx, rs, "ranks", ranks, 1, 7)) return;
-    if (rs->nkids != d - 1) {
-      diag_at(cx, rs->loc, "'ranks' must have %d entries (one between each pair of the %d cores; the "
-                           "boundary ranks are 1), got %d", d - 1, d, rs->nkids);
+    int nr = conv ? d : d - 1;
+    if (!int_list(cx, rs, "ranks", ranks, 1, 8)) return;
+    if (rs->nkids != nr) {
+      if (conv)
+        diag_at(cx, rs->loc, "'ranks' must have %d entries (after the spatial core, then between each "
+                             "pair of the %d channel cores; the last rank is 1), got %d", nr, d, rs->nkids);
+      else
+        diag_at(cx, rs->loc, "'ranks' must have %d entries (one between each pair of the %d cores; the "
+                             "boundary ranks are 1), got %d", nr, d, rs->nkids);
       return;
     }
+    for (int i = 0; i < nr; i++)
+      if (ranks[i] > 4096) {
+        diag_at(cx, rs->kids[i]->loc, "a tt rank must be at most 4096, got %lld", (long long)ranks[i]);
+        return;
+      }
   } else {
     if (!r) {
       diag_at(cx, v->loc, "'tt' with modes needs 'ranks' (or one 'rank' for all)");
       return;
     }
-    for (int i = 0; i < d - 1; i++) ranks[i] = t->rank;
+    for (int i = 0; i < (conv ? d : d - 1); i++) ranks[i] = t->rank;
   }
   t->d = d;
   memcpy(t->in_modes, in, sizeof in), memcpy(t->out_modes, out, sizeof out);

@@ -225,6 +225,8 @@ int predict_main(int argc, char **argv);
 
 /* ---- ops.def + op_*.c: the op registry ------------------------------------------------- */
 
+typedef struct Flops { int64_t fwd, bwd; } Flops;
+
 typedef struct Param {
   const char *pname;            /* "weight", "bias", "running_mean", ... */
   int     ndims;
@@ -232,9 +234,9 @@ typedef struct Param {
   bool    trainable;            /* false: a buffer (running statistics) */
   bool    stored_t;             /* kept transposed in memory, e.g. dense as (in, out); weight
                                    files always hold PyTorch's layout */
+  bool    rank_swap;            /* a TT core (r, m, n, r') kept as (r', m, n, r) (TT_RTL) */
+  int     core;                 /* a TT core: its index k + 1 (0: not a core) */
 } Param;
-
-typedef struct Flops { int64_t fwd, bwd; } Flops;
 
 /* Everything an op knows. Adding an op = one op_*.c defining an OpDef + one line in ops.def. */
 typedef struct OpDef {
@@ -273,6 +275,39 @@ void check_print_table(Ctx *cx, const Spec *sp, FILE *out);
 
 typedef enum Storage { ST_DENSE, ST_TT, ST_SPARSE } Storage;
 
+/* ---- tt.c: tensor-train planning (modes, ranks, contraction order, cost) ----------------- */
+
+#define TT_MAXD 8
+
+/* How a TT layer runs. Dense: y = x W^T with W (N, M), N = prod n, M = prod m, as d cores
+ * (r[k], m[k], n[k], r[k+1]), r[0] = r[d] = 1. Conv: a spatial core (1, kh, kw, r[0]) then d
+ * channel cores (r[k], c[k], s[k], r[k+1]) over C = prod m and K = prod n, r[d] = 1.
+ *   TT_LTR   the input's modes are contracted first to last (tt_emit.c: a chain of GEMMs)
+ *   TT_RTL   last to first: the same chain over reversed modes, cores kept rank-swapped
+ *   TT_FORM  the weight is formed from the cores each step, then the dense/conv kernels run */
+typedef enum TTOrder { TT_LTR, TT_RTL, TT_FORM, TT_NORDERS } TTOrder;
+
+typedef struct TTPlan {
+  int      d;                       /* cores (dense) or channel cores (conv) */
+  int64_t  m[TT_MAXD], n[TT_MAXD];  /* input and output modes (padded dims multiply out) */
+  int64_t  r[TT_MAXD + 1];          /* dense: r[0] = r[d] = 1; conv: r[0] after the spatial core */
+  int64_t  M, N;                    /* the layer's dims: dense (in, out); conv (C, K) */
+  int64_t  Mp, Np;                  /* prod m, prod n: M, N or padded past them */
+  TTOrder  order;
+  bool     forced;                  /* the spec fixed rank or modes: TT even when slower */
+  Flops    flops[TT_NORDERS];       /* forward and backward FLOPs of each order at the batch
+                                       (fwd INT64_MAX: not available) */
+  Flops    dense_flops;             /* the same for dense storage */
+  int64_t  params;                  /* in the cores */
+  /* activation block, relative to the layer's aux: chain states S[1..d+1] (TT_LTR/RTL) or the
+   * formed weight's partial products F[1..d] (TT_FORM); then two gradient scratch buffers */
+  int64_t  state[TT_MAXD + 2], scratch[2], act_floats;
+  int64_t  aux;                     /* where that area starts in the activation block */
+  int64_t  full_w, full_dw;         /* TT_FORM: the formed weight (param block, not saved) and
+                                       its gradient (gradient block, not optimized) */
+} TTPlan;
+
+
 typedef struct PlanTensor {
   const char *name;             /* "<layer>.<param>" */
   int     layer;
@@ -295,6 +330,7 @@ typedef struct PlanLayer {
   int64_t fold_w, fold_b;       /* a dense/conv whose batchnorm is folded into it for
                                    inference: its folded weight and bias in the parameter
                                    block (not saved); -1: not folded */
+  TTPlan  tt;                   /* storage ST_TT: modes, ranks, order, where its scratch is */
 } PlanLayer;
 
 typedef struct Plan {
@@ -309,6 +345,21 @@ typedef struct Plan {
 } Plan;
 
 void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl);
+
+/* tt.c: chooses every tt: layer's modes, ranks and order into pl->layers[i].tt, meeting
+ * compress over the tt: auto layers; `fixed_params`: the parameters of the layers without
+ * tt:, `dense_total`: the whole model's dense parameters (for compress.ratio). */
+void    tt_plan(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl, int64_t fixed_params,
+                int64_t dense_total);
+/* the chain states and scratch of a planned TT layer in its aux area, at batch B */
+void    tt_plan_scratch(const Layer *l, TTPlan *t, int64_t B);
+int64_t tt_core_params(const TTPlan *t, int64_t kh_kw);   /* kh_kw 0: dense */
+/* a planned TT layer's tensors: core.0 .. core.{n-1} (conv: the spatial core first), then the
+ * bias; returns how many */
+int     tt_params(const Layer *l, const TTPlan *t, Param *out);
+int64_t tt_cost(Flops f);                                /* fwd + bwd, saturating */
+double  tt_core_std(const TTPlan *t, bool conv, double var);
+const char *tt_order_name(TTOrder o);
 void plan_print_table(Ctx *cx, const Spec *sp, const Plan *pl, FILE *out);
 void plan_print_json(Ctx *cx, const Spec *sp, const Plan *pl, FILE *out);
 
