@@ -126,7 +126,10 @@ typedef struct EmitLayer {
   bool    folded;                   /* w[0], w[1] are the batchnorm-folded weight and bias */
   int64_t aux;                      /* saved for the backward in TS_A (argmax, stats, mask) */
   int64_t din, dout;                /* gradients in TS_A; din < 0: not needed */
-  int64_t w[4], dw[4];              /* its tensors in TS_P, their gradients in TS_G (-1: none) */
+  int64_t w[4], dw[4];              /* its tensors in TS_P, their gradients in TS_G (-1: none);
+                                       a TT layer: w[0] its formed weight (TT_FORM), w[1] bias */
+  int     ncores;                   /* a TT layer's cores (file order: conv's spatial first) */
+  int64_t core[TT_MAXD + 1], dcore[TT_MAXD + 1];
   bool    train;
 } EmitLayer;
 
@@ -138,6 +141,16 @@ typedef struct OpEmit {
 
 /* y > 0 ? y : slope y  (relu: slope 0) */
 LLVMValueRef cg_act(Cg *g, LLVMValueRef y, double slope);
+
+/* ---- tt_emit.c: tensor-train layers (the plan's TTPlan in e->pl->tt) -------------------- */
+
+/* dense TT_LTR / TT_RTL: y = act(x W^T + b) as a chain of GEMMs over the cores */
+void tt_emit_chain_fwd(Cg *g, const EmitLayer *e);
+void tt_emit_chain_bwd(Cg *g, const EmitLayer *e);
+/* TT_FORM (dense and conv): the full weight from the cores into w[0] (dense (IN, OUT), conv
+ * (K, C, kh, kw)); and back: the cores' gradients from dw[0], which it zeroes */
+void tt_emit_form(Cg *g, const EmitLayer *e);
+void tt_emit_form_bwd(Cg *g, const EmitLayer *e);
 
 /* ---- emit.c: the module ----------------------------------------------------------------- */
 

@@ -48,8 +48,14 @@ static void layout(const Spec *sp, const Plan *pl, bool train, EmitLayer *el) {
     e->out_block = TS_A, e->out = p->out_off;
     e->aux = p->aux_off;
     for (int k = 0; k < 4; k++) e->w[k] = e->dw[k] = -1;
-    for (int t = 0, k = 0; t < pl->ntensors; t++)
-      if (pl->tensors[t].layer == i) e->w[k] = pl->tensors[t].offset, e->dw[k++] = pl->tensors[t].grad_offset;
+    for (int t = 0, k = 0; t < pl->ntensors; t++) {
+      const PlanTensor *pt = &pl->tensors[t];
+      if (pt->layer != i) continue;
+      if (pt->p.core) e->core[e->ncores] = pt->offset, e->dcore[e->ncores++] = pt->grad_offset;
+      else if (p->storage == ST_TT) e->w[1] = pt->offset, e->dw[1] = pt->grad_offset;   /* bias */
+      else e->w[k] = pt->offset, e->dw[k++] = pt->grad_offset;
+    }
+    if (p->storage == ST_TT && p->tt.order == TT_FORM) e->w[0] = p->tt.full_w, e->dw[0] = p->tt.full_dw;
     /* inference: a batchnorm folded into the layer before it (plan.c decides) is a view, and
      * that layer runs on the folded weight and bias */
     if (!train && l->op == OP_batchnorm && i > 0 && pl->layers[i - 1].fold_w >= 0) {

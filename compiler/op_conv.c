@@ -254,6 +254,7 @@ static void conv_fwd_tile(Cg *g, LLVMValueRef t, void *arg) { conv_group(g, arg,
 /* One tile function for train and eval (the same code: eval keeps col too, unused): a second
  * instance of the inlined GEMM would cost ~0.4 s of compile time per conv. */
 static void conv_fwd(Cg *g, const EmitLayer *e) {
+  if (e->pl->storage == ST_TT) tt_emit_form(g, e);   /* a tensor train: the kernel from its cores */
   char name[256];
   cg_tile_name(name, sizeof name, e, "conv_fwd");
   cg_parallel(g, name, ngroups(e->B), conv_fwd_tile, (void *)e);
@@ -330,6 +331,7 @@ static void conv_bwd(Cg *g, const EmitLayer *e) {
   cg_parallel(g, name, ngroups(e->B), conv_dw_tile, (void *)e);
   conv_dw_sum(g, e, d.K * d.Q, e->dw[0], 0);
   if (e->dw[1] >= 0) conv_dw_sum(g, e, d.K, e->dw[1], d.K * d.Q);
+  if (e->pl->storage == ST_TT) tt_emit_form_bwd(g, e);   /* the cores' gradients from the kernel's */
   if (e->din < 0) return;
   cg_tile_name(name, sizeof name, e, "conv_dx");
   cg_parallel(g, name, ngroups(e->B), conv_dx_tile, (void *)e);

@@ -85,6 +85,13 @@ static void dense_fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
 }
 
 static void dense_fwd(Cg *g, const EmitLayer *e) {
+  if (e->pl->storage == ST_TT) {   /* a tensor train: tt_emit.c */
+    if (e->pl->tt.order != TT_FORM) {
+      tt_emit_chain_fwd(g, e);
+      return;
+    }
+    tt_emit_form(g, e);   /* then the dense kernels on the formed weight */
+  }
   char name[256];
   cg_tile_name(name, sizeof name, e, "dense_fwd");
   cg_parallel(g, name, cg_ceil_div(e->l->u.dense.units, dense_out_tile(e)), dense_fwd_tile, (void *)e);
@@ -117,12 +124,17 @@ static void dense_dw_tile(Cg *g, LLVMValueRef t, void *arg) {
 
 /* dX = dY Wt^T (when needed), dWt += X^T dY, db += sum_b dY */
 static void dense_bwd(Cg *g, const EmitLayer *e) {
+  if (e->pl->storage == ST_TT && e->pl->tt.order != TT_FORM) {
+    tt_emit_chain_bwd(g, e);
+    return;
+  }
   char name[256];
   cg_tile_name(name, sizeof name, e, "dense_dx");
   if (e->din >= 0)
     cg_parallel(g, name, cg_ceil_div(shape_elems(&e->l->in), dense_in_tile(e)), dense_dx_tile, (void *)e);
   cg_tile_name(name, sizeof name, e, "dense_dw");
   cg_parallel(g, name, cg_ceil_div(e->l->u.dense.units, dense_out_tile(e)), dense_dw_tile, (void *)e);
+  if (e->pl->storage == ST_TT) tt_emit_form_bwd(g, e);   /* the cores' gradients from the formed weight's */
 }
 
 const OpEmit op_dense_emit = {dense_fwd, dense_bwd, .fuses_act = true};

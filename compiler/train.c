@@ -94,6 +94,17 @@ void model_init(Model *m, uint64_t seed) {
     int64_t fan_in = l->op == OP_dense ? shape_elems(&l->in) : l->in.d[0] * l->u.conv.kh * l->u.conv.kw;
     int64_t fan_out = l->op == OP_dense ? l->u.dense.units : l->u.conv.filters * l->u.conv.kh * l->u.conv.kw;
     double bound = 1.0 / sqrt((double)fan_in);
+    if (pt->p.core) {   /* a TT core: normal, scaled so that the chain's product has the
+                           variance of the dense weight's init (tt.c: tt_core_std) */
+      InitKind k = l->init;
+      double var = k == INIT_KAIMING_UNIFORM || k == INIT_KAIMING_NORMAL ? 2.0 / (double)fan_in
+                   : k == INIT_GLOROT || k == INIT_GLOROT_NORMAL ? 2.0 / (double)(fan_in + fan_out)
+                   : bound * bound / 3.0;   /* U(-bound, bound), PyTorch's default */
+      double sd = tt_core_std(&m->pl.layers[pt->layer].tt, l->op == OP_conv, var);
+      for (int64_t i = 0; i < pt->elems; i++)
+        p[i] = k == INIT_ZEROS ? 0.0f : k == INIT_ONES ? 1.0f : (float)(ts_rng_normal(&r) * sd);
+      continue;
+    }
     bool weight = !strcmp(n, "weight");
     InitKind k = weight ? l->init : INIT_DEFAULT;
     for (int64_t i = 0; i < pt->elems; i++) {
@@ -119,7 +130,23 @@ void model_init(Model *m, uint64_t seed) {
 /* ---- checkpoints -------------------------------------------------------------------------- */
 
 /* PyTorch layout of tensor t into dst (transposing what the plan keeps transposed). */
+/* a TT core kept rank-swapped: file (R, M, N, S) <-> stored (S, M, N, R) */
+static void core_swap(const PlanTensor *pt, const float *src, float *dst, bool to_file) {
+  int64_t R = pt->p.dims[0], MN = pt->p.dims[1] * pt->p.dims[2], S = pt->p.dims[3];
+  for (int64_t a = 0; a < R; a++)
+    for (int64_t x = 0; x < MN; x++)
+      for (int64_t b = 0; b < S; b++) {
+        int64_t f = (a * MN + x) * S + b, st = (b * MN + x) * R + a;
+        if (to_file) dst[f] = src[st];
+        else dst[st] = src[f];
+      }
+}
+
 static void tensor_export(const Model *m, const PlanTensor *pt, const float *src, float *dst) {
+  if (pt->p.rank_swap) {
+    core_swap(pt, src, dst, true);
+    return;
+  }
   if (!pt->p.stored_t) {
     memcpy(dst, src, sizeof(float) * (size_t)pt->elems);
     return;
@@ -130,6 +157,10 @@ static void tensor_export(const Model *m, const PlanTensor *pt, const float *src
 }
 
 static void tensor_import(const Model *m, const PlanTensor *pt, const float *src, float *dst) {
+  if (pt->p.rank_swap) {
+    core_swap(pt, src, dst, false);
+    return;
+  }
   if (!pt->p.stored_t) {
     memcpy(dst, src, sizeof(float) * (size_t)pt->elems);
     return;

@@ -70,7 +70,9 @@ static Flops chain_flops(int d, const int64_t *m, const int64_t *n, const int64_
                          bool need_dx) {
   int64_t s[TT_MAXD];
   int64_t f = chain_macs(d, m, n, r, B, s);
-  return (Flops){sat_mul(2, f), sat_add(sat_mul(4, f), need_dx ? 0 : -2 * s[0])};
+  int64_t bwd = sat_mul(4, f);
+  if (!need_dx && bwd != INT64_MAX) bwd -= 2 * s[0];
+  return (Flops){sat_mul(2, f), bwd};
 }
 
 /* MACs to form the full weight from cores with mode sizes q (= m n) */
