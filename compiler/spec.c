@@ -267,7 +267,7 @@ static bool int_list(Ctx *cx, YNode *v, const char *key, int64_t *out, int min, 
 
 /* tt: auto | {rank: r} | {in_modes: [m1..md], out_modes: [n1..nd], ranks: [r1..r(d-1)]} */
 static void parse_tt(Ctx *cx, Layer *l, YNode *v) {
-  static const char *const keys[] = {"rank", "in_modes", "out_modes", "ranks", NULL};
+  static const char *const keys[] = {"rank", "in_modes", "out_modes", "ranks", "order", NULL};
   TTSpec *t = &l->tt;
   t->loc = v->loc;
   if (v->kind == Y_SCALAR && !v->quoted && !strcmp(v->str, "auto")) {
@@ -282,7 +282,25 @@ static void parse_tt(Ctx *cx, Layer *l, YNode *v) {
   check_keys(cx, v, "'tt'", keys, NULL);
   t->on = true;
   YNode *r = spec_get(v, "rank"), *im = spec_get(v, "in_modes"), *om = spec_get(v, "out_modes"),
-        *rs = spec_get(v, "ranks");
+        *rs = spec_get(v, "ranks"), *ord = spec_get(v, "order");
+  /* order: auto | left_to_right | right_to_left | form_w (the contraction; tt.c) */
+  if (ord) {
+    static const char *const orders[] = {"auto", "left_to_right", "right_to_left", "form_w", NULL};
+    int found = -1;
+    for (int i = 0; ord->kind == Y_SCALAR && orders[i]; i++)
+      if (!strcmp(ord->str, orders[i])) found = i;
+    if (found < 0) {
+      const char *sug = ord->kind == Y_SCALAR ? diag_suggest(ord->str, orders) : NULL;
+      diag_at(cx, ord->loc, "'order' must be auto, left_to_right, right_to_left or form_w, got %s%s%s%s",
+              spec_scalar_desc(cx, ord), sug ? "; did you mean '" : "", sug ? sug : "", sug ? "'?" : "");
+    } else
+      t->order = found;
+    if (!r && !im && !om && !rs) {
+      diag_at(cx, v->loc, "'tt' needs 'rank', or 'in_modes', 'out_modes' and 'ranks' (use 'tt: auto' "
+                          "to let the planner choose them)");
+      return;
+    }
+  }
   if (r) {
     int64_t x;
     if (spec_int(cx, r, "rank", 1, 4096, &x)) t->rank = (int)x;

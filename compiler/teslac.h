@@ -109,6 +109,7 @@ typedef struct TTSpec {
   int     rank;                 /* 0 = planner's choice */
   int     d;                    /* number of cores when modes are given, else 0 */
   int64_t in_modes[8], out_modes[8], ranks[8];
+  int     order;                /* 0 = the planner's; else 1 + TTOrder (tt.c) */
   SrcLoc  loc;
 } TTSpec;
 

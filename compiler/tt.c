@@ -118,6 +118,8 @@ static void tt_price(const Layer *l, TTPlan *t, int64_t B, bool need_dx) {
   t->order = TT_LTR;
   for (int o = 1; o < TT_NORDERS; o++)
     if (tt_cost(t->flops[o]) < tt_cost(t->flops[t->order])) t->order = (TTOrder)o;
+  /* the spec's order, where this layer has it (conv runs form_w only) */
+  if (l->tt.order && t->flops[l->tt.order - 1].fwd != INT64_MAX) t->order = (TTOrder)(l->tt.order - 1);
 }
 
 /* ---- modes ------------------------------------------------------------------------------- */

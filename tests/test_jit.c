@@ -1469,6 +1469,241 @@ START_TEST(cli_bad_flags) {
 }
 END_TEST
 
+
+/* ---- tensor trains (tt.c, tt_emit.c) ------------------------------------------------------- */
+
+/* Every contraction order of TT dense, d = 2..5, several ranks, with and without bias, padded
+ * dims, as the first weighted layer (no dx) and between dense layers (dx used); TT conv on
+ * the form_w path. */
+static const struct { const char *label, *input; int classes; const char *layers; } tt_fd_cases[] = {
+    {"tt2_ltr", "[12]", 3, "  - dense: {units: 6}\n"
+                           "  - dense: {units: 6, tt: {in_modes: [2, 3], out_modes: [3, 2], rank: 3, order: left_to_right}}\n"
+                           "  - dense: {units: 3}\n  - softmax: {}\n"},
+    {"tt3_rtl", "[12]", 3, "  - dense: {units: 24}\n"
+                           "  - dense: {units: 12, tt: {in_modes: [2, 3, 4], out_modes: [3, 2, 2], ranks: [2, 3], order: right_to_left}}\n"
+                           "  - dense: {units: 3}\n  - softmax: {}\n"},
+    {"tt3_nob", "[12]", 3, "  - dense: {units: 24}\n"
+                           "  - dense: {units: 12, bias: false, tt: {in_modes: [4, 3, 2], out_modes: [2, 2, 3], rank: 2, order: left_to_right}}\n"
+                           "  - dense: {units: 3}\n  - softmax: {}\n"},
+    {"tt4_form", "[12]", 3, "  - dense: {units: 16}\n"
+                            "  - dense: {units: 16, tt: {in_modes: [2, 2, 2, 2], out_modes: [2, 2, 2, 2], rank: 3, order: form_w}}\n"
+                            "  - dense: {units: 3}\n  - softmax: {}\n"},
+    {"tt5_first", "[32]", 4, "  - dense: {units: 32, tt: {in_modes: [2, 2, 2, 2, 2], out_modes: [2, 2, 2, 2, 2], rank: 2, order: right_to_left}}\n"
+                             "  - leaky_relu: {}\n  - dense: {units: 4}\n  - softmax: {}\n"},
+    {"tt_pad", "[13]", 3, "  - dense: {units: 13}\n"
+                          "  - dense: {units: 11, tt: {rank: 2, order: right_to_left}}\n"
+                          "  - dense: {units: 3}\n  - softmax: {}\n"},
+    {"tt_pad_ltr", "[13]", 3, "  - dense: {units: 13}\n"
+                              "  - dense: {units: 11, tt: {rank: 3, order: left_to_right}}\n"
+                              "  - dense: {units: 3}\n  - softmax: {}\n"},
+    {"tt_pad_form", "[13]", 3, "  - dense: {units: 13}\n"
+                               "  - dense: {units: 11, tt: {rank: 2, order: form_w}}\n"
+                               "  - dense: {units: 3}\n  - softmax: {}\n"},
+    {"ttconv", "[4, 5, 5]", 3, "  - conv: {filters: 4, kernel: 3, padding: same}\n"
+                               "  - conv: {filters: 6, kernel: 3, tt: {in_modes: [2, 2], out_modes: [3, 2], ranks: [3, 2]}}\n"
+                               "  - dense: {units: 3}\n  - softmax: {}\n"},
+    {"ttconv_first", "[4, 6, 6]", 3, "  - conv: {filters: 6, kernel: [3, 2], stride: 2, bias: false, tt: {in_modes: [4], out_modes: [6], rank: 3}}\n"
+                                     "  - relu: {}\n  - dense: {units: 3}\n  - softmax: {}\n"},
+};
+
+START_TEST(fd_tt) {
+  fd_model(tt_fd_cases[_i].label, tt_fd_cases[_i].input, tt_fd_cases[_i].classes, tt_fd_cases[_i].layers, 4);
+}
+END_TEST
+
+/* weight[j, i] = core.0[:, i1, j1, :] @ ... @ core.{d-1}[:, id, jd, :] from the file's cores
+ * (specs/README.md), padded dims sliced off; conv: W[s, c, x, y] with the spatial core first */
+static void rebuild_weight(const TsStFile *f, const char *layer, int ncores, bool conv, int64_t N, int64_t M,
+                           int64_t S, double *W) {
+  const TsTensor *c[TT_MAXD + 1];
+  float *v[TT_MAXD + 1];
+  for (int k = 0; k < ncores; k++) {
+    char name[64];
+    snprintf(name, sizeof name, "%s.core.%d", layer, k);
+    c[k] = ts_st_find(f, name);
+    ck_assert_msg(c[k] && c[k]->ndims == 4, "no 4-d %s", name);
+    size_t n = (size_t)(c[k]->shape[0] * c[k]->shape[1] * c[k]->shape[2] * c[k]->shape[3]);
+    v[k] = malloc(sizeof(float) * n);
+    TsErr e;
+    ck_assert(ts_tensor_to_f32(c[k], v[k], n, &e) == 0);
+  }
+  int first = conv ? 1 : 0, d = ncores - first;
+  for (int64_t j = 0; j < N; j++)
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t sxy = 0; sxy < S; sxy++) {
+        double vec[4096] = {1}, nv[4096];
+        int64_t rl = 1;
+        if (conv) {   /* the spatial core's row (x, y): (1, kh, kw, r0) */
+          int64_t r = c[0]->shape[3];
+          for (int64_t b = 0; b < r; b++) vec[b] = v[0][sxy * r + b];
+          rl = r;
+        }
+        int64_t ri = i, rj = j, di[TT_MAXD], dj[TT_MAXD];
+        for (int k = d - 1; k >= 0; k--) {
+          const TsTensor *t = c[first + k];
+          di[k] = ri % t->shape[1], ri /= t->shape[1];
+          dj[k] = rj % t->shape[2], rj /= t->shape[2];
+        }
+        for (int k = 0; k < d; k++) {
+          const TsTensor *t = c[first + k];
+          int64_t m = t->shape[1], n = t->shape[2], rr = t->shape[3];
+          for (int64_t b = 0; b < rr; b++) {
+            double s = 0;
+            for (int64_t a = 0; a < rl; a++) s += vec[a] * v[first + k][((a * m + di[k]) * n + dj[k]) * rr + b];
+            nv[b] = s;
+          }
+          memcpy(vec, nv, sizeof(double) * (size_t)rr);
+          rl = rr;
+        }
+        W[(j * M + i) * S + sxy] = vec[0];
+      }
+  for (int k = 0; k < ncores; k++) free(v[k]);
+}
+
+/* The TT forward (every order) equals the dense layer rebuilt from the saved cores, 1e-5; and
+ * the checkpoint loads back into a fresh build bit for bit. */
+static const struct { const char *input, *layer; bool conv; int classes; } tt_fwd_cases[] = {
+    {"[12]", "  - dense: {units: 6, tt: {in_modes: [2, 6], out_modes: [3, 2], rank: 3, order: left_to_right}}\n", false, 6},
+    {"[24]", "  - dense: {units: 12, tt: {in_modes: [2, 3, 4], out_modes: [3, 2, 2], ranks: [4, 3], order: right_to_left}}\n", false, 12},
+    {"[30]", "  - dense: {units: 7, tt: {rank: 3, order: right_to_left}}\n", false, 7},
+    {"[30]", "  - dense: {units: 7, bias: false, tt: {rank: 3, order: form_w}}\n", false, 7},
+    {"[16]", "  - dense: {units: 16, tt: {in_modes: [2, 2, 2, 2], out_modes: [2, 2, 2, 2], ranks: [2, 4, 2], order: left_to_right}}\n", false, 16},
+    {"[4, 5, 5]", "  - conv: {filters: 6, kernel: 3, padding: 1, tt: {in_modes: [2, 2], out_modes: [3, 2], ranks: [3, 2]}}\n", true, 150},
+};
+
+START_TEST(tt_forward_rebuilt) {
+  bool conv = tt_fwd_cases[_i].conv;
+  char *layers = xprintf("%s  - flatten: {}\n", tt_fwd_cases[_i].layer);
+  int64_t B = 3;
+  int classes = tt_fwd_cases[_i].classes;   /* the layer's outputs: the loss reads them */
+  char *src = spec_src("ttfwd", tt_fwd_cases[_i].input, classes, layers, "adam", (int)B);
+  Net *n = net_new(src, B);
+  Model *m = &n->m;
+  const Layer *l = &m->sp.layers[0];
+  ck_assert_int_eq(m->pl.layers[0].storage, ST_TT);
+  /* a bias that is not zero, so that a missing one shows */
+  for (int t = 0; t < m->pl.ntensors; t++)
+    if (!strcmp(m->pl.tensors[t].p.pname, "bias"))
+      for (int64_t k = 0; k < m->pl.tensors[t].elems; k++) m->P[m->pl.tensors[t].offset + k] = 0.1f * (float)(k % 5) - 0.2f;
+  fill_batch(n, 9);
+  TeslaStep s = net_step(n, 1, 0, 1);
+  s.y = NULL;
+  m->infer(&s);
+  int64_t out = emit_output_offset(&m->sp, &m->pl);
+  char *ck = tmp_path("tt_fwd.st");
+  TsErr e;
+  ck_assert_msg(model_save(&n->cx, m, ck, 0, &e) == 0, "%s", e.msg);
+  TsStFile f;
+  ck_assert(ts_st_read(ck, &f, &e) == 0);
+  const TTPlan *tp = &m->pl.layers[0].tt;
+  int64_t S = conv ? l->u.conv.kh * l->u.conv.kw : 1, M = tp->M, N = tp->N;
+  double *W = malloc(sizeof(double) * (size_t)(N * M * S));
+  rebuild_weight(&f, "0", conv ? tp->d + 1 : tp->d, conv, N, M, S, W);
+  const TsTensor *bt = ts_st_find(&f, "0.bias");
+  float bias[64] = {0};
+  if (bt) ck_assert(ts_tensor_to_f32(bt, bias, (size_t)N, &e) == 0);
+  int64_t outn = shape_elems(&l->out), inn = shape_elems(&l->in);
+  float *ref = malloc(sizeof(float) * (size_t)outn);
+  float *wf = malloc(sizeof(float) * (size_t)(N * M * S));
+  for (int64_t k = 0; k < N * M * S; k++) wf[k] = (float)W[k];
+  double worst = 0, big = 0;
+  for (int64_t b = 0; b < B; b++) {
+    const float *x = m->X + b * inn;
+    if (conv) ref_conv(x, wf, bt ? bias : NULL, ref, l->in.d[0], l->in.d[1], l->in.d[2], l);
+    else
+      for (int64_t j = 0; j < N; j++) {
+        double acc = bias[j];
+        for (int64_t i = 0; i < M; i++) acc += W[j * M + i] * x[i];
+        ref[j] = (float)acc;
+      }
+    for (int64_t k = 0; k < outn; k++) {
+      double y = m->A[out + b * outn + k];
+      worst = fmax(worst, fabs(y - ref[k]));
+      big = fmax(big, fabs(ref[k]));
+    }
+  }
+  printf("  tt forward %-60.60s max |y| %.3e  max err %.3e (%s)\n", tt_fwd_cases[_i].layer + 4, big, worst,
+         tt_order_name(tp->order));
+  ck_assert_msg(big > 1e-3, "the output is zero");
+  ck_assert_msg(worst <= 1e-5 * fmax(1, big), "TT forward differs from the rebuilt dense weight by %g", worst);
+  /* load into a fresh build: the same outputs, bit for bit */
+  Net *n2 = net_new(src, B);
+  ck_assert_msg(model_load(&n2->cx, &n2->m, ck, false, NULL, &e) == 0, "%s", e.msg);
+  memcpy(n2->m.X, m->X, sizeof(float) * (size_t)(B * inn));
+  TeslaStep s2 = net_step(n2, 1, 0, 1);
+  s2.y = NULL;
+  n2->m.infer(&s2);
+  ck_assert(memcmp(n2->m.A + out, m->A + out, sizeof(float) * (size_t)(B * outn)) == 0);
+  net_free(n2);
+  ts_st_free(&f);
+  free(W), free(wf), free(ref), free(ck), free(src), free(layers);
+  net_free(n);
+}
+END_TEST
+
+/* The planner: the largest uniform rank that meets compress, the chain's init variance, and
+ * a budget below the smallest reachable size is an error at the compress line. */
+static Plan plan_of(Ctx *cx, Spec *sp, const char *src, FILE *errf) {
+  ctx_init(cx, "mem.yaml", errf);
+  ctx_set_source(cx, src, strlen(src));
+  ck_assert(tesla_front(cx, sp) == 0);
+  Plan pl;
+  plan_spec(cx, sp, sp->train.batch, &pl);
+  return pl;
+}
+
+START_TEST(tt_planner) {
+  const char *layers = "  - dense: {units: 1024, tt: auto}\n  - leaky_relu: {}\n"
+                       "  - dense: {units: 1024, tt: auto}\n  - leaky_relu: {}\n  - dense: {units: 10}\n  - softmax: {}\n";
+  int64_t budgets[] = {40000, 20000, 15000};
+  for (int bi = 0; bi < 3; bi++) {
+    char *src = spec_src("plan", "[784]", 10, layers, "adam", 32);
+    char *full = xprintf("%scompress: {max_params: %lld}\n", src, (long long)budgets[bi]);
+    char *err = NULL;
+    size_t errlen = 0;
+    FILE *errf = open_memstream(&err, &errlen);
+    Ctx cx;
+    Spec sp;
+    Plan pl = plan_of(&cx, &sp, full, errf);
+    fflush(errf);
+    ck_assert_msg(cx.nerrors == 0, "%s", err);
+    ck_assert_msg(pl.params <= budgets[bi], "budget %lld: plan has %lld", (long long)budgets[bi], (long long)pl.params);
+    ck_assert_int_eq(pl.layers[0].storage, ST_TT);
+    ck_assert_int_eq(pl.layers[2].storage, ST_TT);
+    /* one uniform rank: rank + 1 would not fit (the planner searched for the largest) */
+    int64_t r = 0;
+    for (int k = 1; k < pl.layers[0].tt.d; k++) r = pl.layers[0].tt.r[k] > r ? pl.layers[0].tt.r[k] : r;
+    printf("  tt planner: budget %lld -> %lld params, rank %lld, modes d=%d and d=%d\n", (long long)budgets[bi],
+           (long long)pl.params, (long long)r, pl.layers[0].tt.d, pl.layers[2].tt.d);
+    ck_assert(r >= 1);
+    /* the chain's init: the product's variance is the dense init's, 1 / (3 fan_in) */
+    double sd = tt_core_std(&pl.layers[0].tt, false, 1.0 / (3 * 784.0));
+    double var = 1;
+    for (int k = 0; k < pl.layers[0].tt.d; k++) var *= sd * sd;
+    for (int k = 1; k < pl.layers[0].tt.d; k++) var *= (double)pl.layers[0].tt.r[k];
+    ck_assert_msg(fabs(var * 3 * 784.0 - 1) < 1e-9, "init variance %g", var);
+    ctx_free(&cx);
+    fclose(errf);
+    free(err), free(full), free(src);
+  }
+  /* the larger budget gives the larger rank; the smallest reachable size in the error */
+  char *src = spec_src("plan", "[784]", 10, layers, "adam", 32);
+  char *full = xprintf("%scompress: {max_params: 11000}\n", src);
+  char *err = NULL;
+  size_t errlen = 0;
+  FILE *errf = open_memstream(&err, &errlen);
+  Ctx cx;
+  Spec sp;
+  plan_of(&cx, &sp, full, errf);
+  fflush(errf);
+  ck_assert_int_eq(cx.nerrors, 1);
+  ck_assert_msg(strstr(err, "compress cannot be met") && strstr(err, "smallest"), "%s", err);
+  ctx_free(&cx);
+  fclose(errf);
+  free(err), free(full), free(src);
+}
+END_TEST
+
 /* ---- the suite -------------------------------------------------------------------------------- */
 
 static Suite *jit_suite(void) {
@@ -1492,6 +1727,13 @@ static Suite *jit_suite(void) {
   tcase_add_test(tc, fd_seed);
   tcase_add_test(tc, fd_cnn);
   tcase_add_test(tc, conv_pool_forward);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("tensor trains");
+  tcase_set_timeout(tc, 120);
+  tcase_add_loop_test(tc, fd_tt, 0, (int)(sizeof tt_fd_cases / sizeof *tt_fd_cases));
+  tcase_add_loop_test(tc, tt_forward_rebuilt, 0, (int)(sizeof tt_fwd_cases / sizeof *tt_fwd_cases));
+  tcase_add_test(tc, tt_planner);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("loss");
