@@ -254,8 +254,8 @@ void plan_print_table(Ctx *cx, const Spec *sp, const Plan *pl, FILE *out) {
     if (p->storage != ST_TT) continue;
     if (!any) fprintf(out, "\ntensor trains (forward + backward FLOP per step of %lld):\n", (long long)pl->batch);
     any = true;
-    fprintf(out, "  %d %s (%s %lld -> %lld): modes %s -> %s, ranks %s%s; %lld core parameters, %.1fx fewer than dense\n",
-            i, l->name, op_registry[l->op]->name, (long long)t->M, (long long)t->N, dims_s(cx, t->m, t->d),
+    fprintf(out, "  layer %d%s%s (%s %lld -> %lld): modes %s -> %s, ranks %s%s; %lld core parameters, %.1fx fewer than dense\n",
+            i, strcmp(l->name, arena_printf(cx, "%d", i)) ? " " : "", strcmp(l->name, arena_printf(cx, "%d", i)) ? l->name : "", op_registry[l->op]->name, (long long)t->M, (long long)t->N, dims_s(cx, t->m, t->d),
             dims_s(cx, t->n, t->d), full_ranks(cx, l, t), l->op == OP_conv ? " (after the spatial core)" : "",
             (long long)t->params, (double)(p->dense_params - (p->params - t->params)) / (double)t->params);
     fprintf(out, "    runs %s: %s", tt_order_name(t->order), human(cx, (double)tt_cost(t->flops[t->order])));

@@ -265,8 +265,10 @@ static bool best_at_rank(Ctx *cx, const Layer *l, int64_t rank, int64_t B, bool 
         if (!have) better = true;
         else if (by_params) better = t.params < best->params ||
                                      (t.params == best->params && tt_cost(t.flops[t.order]) < tt_cost(best->flops[best->order]));
-        else better = tt_cost(t.flops[t.order]) < tt_cost(best->flops[best->order]) ||
-                      (tt_cost(t.flops[t.order]) == tt_cost(best->flops[best->order]) && t.params < best->params);
+        else {   /* within 2% of each other, FLOPs are a tie: the smaller train wins */
+          double c = (double)tt_cost(t.flops[t.order]), bc = (double)tt_cost(best->flops[best->order]);
+          better = c < 0.98 * bc || (c <= 1.02 * bc && t.params < best->params);
+        }
         if (better) *best = t, have = true;
       }
   }
@@ -302,6 +304,9 @@ void tt_plan(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl, int64_t fixed_par
       continue;
     }
     t->forced = true;
+    if (l->tt.order && (int)t->order != l->tt.order - 1)
+      diag_at(cx, l->tt.loc, "a tensor-train conv runs form_w in this teslac (the direct path, a spatial "
+                             "conv then a TT mat-vec, is not built yet)");
   }
   if (!nauto) return;
 
