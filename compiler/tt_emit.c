@@ -82,34 +82,73 @@ static void zero(Cg *g, int64_t at, int64_t n) {
 
 /* ---- forward ---------------------------------------------------------------------------- */
 
-typedef struct StepArg { const EmitLayer *e; Chain c; int k; int64_t qt; } StepArg;
+/* A step's tiles: chunks of qt prefixes when there are many (Q >= 8), else each prefix's
+ * columns N in nct tiles of w (a multiple of 16, the last one shorter), so that every step
+ * has work for every thread and a tile function of its own (shared by the entry points). */
+typedef struct StepArg { const EmitLayer *e; Chain c; int k; int64_t qt, nct, w; } StepArg;
 
-/* q in [t qt, min(t qt + qt, Q)) */
-static void q_range(Cg *g, LLVMValueRef t, int64_t qt, int64_t Q, LLVMValueRef *lo, LLVMValueRef *hi) {
-  cg_tile_range(g, t, qt, Q, lo, hi);
+static StepArg step_arg(const EmitLayer *e, Chain c, int k) {
+  StepArg a = {e, c, k, 0, 1, 0};
+  int64_t Q = chain_Q(&c, k), N = chain_N(&c, k);
+  a.w = N;
+  if (Q >= 8) a.qt = cg_ceil_div(Q, 8);
+  else {
+    a.qt = 1;
+    int64_t want = cg_ceil_div(8, Q);
+    a.w = (cg_ceil_div(N, want) + 15) / 16 * 16;
+    if (a.w > N) a.w = N;
+    a.nct = cg_ceil_div(N, a.w);
+  }
+  return a;
 }
 
-static int64_t q_tile(int64_t Q) { return Q >= 8 ? cg_ceil_div(Q, 8) : Q; }
+static int64_t step_tiles(const StepArg *a) { return cg_ceil_div(chain_Q(&a->c, a->k), a->qt) * a->nct; }
 
-/* S_{k+1}[q] = A_k^T S_k[q] for the tile's q */
-static void fwd_step_tile(Cg *g, LLVMValueRef t, void *arg) {
-  const StepArg *a = arg;
+typedef void (*StepGemm)(Cg *g, const StepArg *a, LLVMValueRef q, LLVMValueRef n0, int64_t w);
+
+/* tile t: its prefixes, or its prefix and column range (constant widths: the tail apart) */
+static void step_tile(Cg *g, const StepArg *a, LLVMValueRef t, StepGemm f) {
+  int64_t Q = chain_Q(&a->c, a->k), N = chain_N(&a->c, a->k);
+  if (a->nct == 1) {
+    LLVMValueRef lo, hi;
+    cg_tile_range(g, t, a->qt, Q, &lo, &hi);
+    CgLoop L;
+    LLVMValueRef q = cg_for(g, &L, "tt_q", lo, hi);
+    f(g, a, q, cg_i64(g, 0), N);
+    cg_for_end(g, &L);
+    return;
+  }
+  LLVMValueRef q = LLVMBuildUDiv(g->b, t, cg_i64(g, a->nct), "");
+  LLVMValueRef c = LLVMBuildURem(g->b, t, cg_i64(g, a->nct), "");
+  int64_t full = N / a->w, tail = N % a->w;
+  if (!tail) {
+    f(g, a, q, cg_mul(g, c, cg_i64(g, a->w)), a->w);
+    return;
+  }
+  CgIf c1, c2;
+  cg_if(g, &c1, LLVMBuildICmp(g->b, LLVMIntSLT, c, cg_i64(g, full), ""));
+  f(g, a, q, cg_mul(g, c, cg_i64(g, a->w)), a->w);
+  cg_if_end(g, &c1);
+  cg_if(g, &c2, LLVMBuildICmp(g->b, LLVMIntEQ, c, cg_i64(g, full), ""));
+  f(g, a, q, cg_i64(g, full * a->w), tail);
+  cg_if_end(g, &c2);
+}
+
+/* S_{k+1}[q][:, n0 : n0 + w] = A_k^T S_k[q][:, n0 : n0 + w] */
+static void fwd_gemm(Cg *g, const StepArg *a, LLVMValueRef q, LLVMValueRef n0, int64_t w) {
   const Chain *c = &a->c;
   const TTPlan *tp = &a->e->pl->tt;
   int k = a->k;
-  int64_t Q = chain_Q(c, k), K = c->r[k] * c->m[k], M = c->n[k] * c->r[k + 1], N = chain_N(c, k);
-  LLVMValueRef lo, hi;
-  q_range(g, t, a->qt, Q, &lo, &hi);
-  CgLoop L;
-  LLVMValueRef q = cg_for(g, &L, "tt_q", lo, hi);
+  int64_t K = c->r[k] * c->m[k], M = c->n[k] * c->r[k + 1], N = chain_N(c, k);
   LLVMValueRef args[] = {cg_i64(g, M), cg_i64(g, N), cg_i64(g, K),
                          cg_at(g, TS_P, c->core[k], NULL), cg_i64(g, M),
-                         cg_at(g, TS_A, tp->aux + tp->state[k], cg_mul(g, q, cg_i64(g, K * N))), cg_i64(g, N),
-                         cg_at(g, TS_A, tp->aux + tp->state[k + 1], cg_mul(g, q, cg_i64(g, M * N))), cg_i64(g, N),
-                         cg_i32(g, 0), cg_i64(g, 0), cg_i64(g, M), cg_i64(g, 0), cg_i64(g, N)};
+                         cg_at(g, TS_A, tp->aux + tp->state[k], cg_add(g, cg_mul(g, q, cg_i64(g, K * N)), n0)), cg_i64(g, N),
+                         cg_at(g, TS_A, tp->aux + tp->state[k + 1], cg_add(g, cg_mul(g, q, cg_i64(g, M * N)), n0)), cg_i64(g, N),
+                         cg_i32(g, 0), cg_i64(g, 0), cg_i64(g, M), cg_i64(g, 0), cg_i64(g, w)};
   cg_kernel(g, "tk_gemm_tn", args, 14);
-  cg_for_end(g, &L);
 }
+
+static void fwd_step_tile(Cg *g, LLVMValueRef t, void *arg) { step_tile(g, arg, t, fwd_gemm); }
 
 void tt_emit_chain_fwd(Cg *g, const EmitLayer *e) {
   const TTPlan *tp = &e->pl->tt;
@@ -127,11 +166,11 @@ void tt_emit_chain_fwd(Cg *g, const EmitLayer *e) {
   cg_for_end(g, &Lb);
   cg_for_end(g, &Li);
   for (int k = 0; k < c.d; k++) {
-    StepArg a = {e, c, k, q_tile(chain_Q(&c, k))};
+    StepArg a = step_arg(e, c, k);
     char name[256], what[32];
     snprintf(what, sizeof what, "tt_fwd%d", k);
     cg_tile_name(name, sizeof name, e, what);
-    cg_parallel(g, name, cg_ceil_div(chain_Q(&c, k), a.qt), fwd_step_tile, &a);
+    cg_parallel(g, name, step_tiles(&a), fwd_step_tile, &a);
   }
   /* y[b, j] = act(S_d[pos(j), b] + bias[j]) */
   LLVMValueRef j = cg_for(g, &Li, "tt_out", cg_i64(g, 0), cg_i64(g, N));
@@ -187,25 +226,21 @@ static void dcore_tile(Cg *g, LLVMValueRef t, void *arg) {
   cg_if_end(g, &c2);
 }
 
-/* dS_k[q] = A_k (K, M) @ dS_{k+1}[q] (M, N) */
-static void dstate_tile(Cg *g, LLVMValueRef t, void *arg) {
-  const StepArg *a = arg;
+/* dS_k[q][:, n0 : n0 + w] = A_k (K, M) @ dS_{k+1}[q][:, n0 : n0 + w] (M, N) */
+static void dstate_gemm(Cg *g, const StepArg *a, LLVMValueRef q, LLVMValueRef n0, int64_t w) {
   const Chain *c = &a->c;
   const TTPlan *tp = &a->e->pl->tt;
   int k = a->k;
-  int64_t Q = chain_Q(c, k), K = c->r[k] * c->m[k], M = c->n[k] * c->r[k + 1], N = chain_N(c, k);
-  LLVMValueRef lo, hi;
-  q_range(g, t, a->qt, Q, &lo, &hi);
-  CgLoop L;
-  LLVMValueRef q = cg_for(g, &L, "tt_bq", lo, hi);
+  int64_t K = c->r[k] * c->m[k], M = c->n[k] * c->r[k + 1], N = chain_N(c, k);
   LLVMValueRef args[] = {cg_i64(g, K), cg_i64(g, N), cg_i64(g, M),
                          cg_at(g, TS_P, c->core[k], NULL), cg_i64(g, M),
-                         cg_at(g, TS_A, dstate(tp, k + 1), cg_mul(g, q, cg_i64(g, M * N))), cg_i64(g, N),
-                         cg_at(g, TS_A, dstate(tp, k), cg_mul(g, q, cg_i64(g, K * N))), cg_i64(g, N),
-                         cg_i32(g, 0), cg_i64(g, 0), cg_i64(g, K), cg_i64(g, 0), cg_i64(g, N)};
+                         cg_at(g, TS_A, dstate(tp, k + 1), cg_add(g, cg_mul(g, q, cg_i64(g, M * N)), n0)), cg_i64(g, N),
+                         cg_at(g, TS_A, dstate(tp, k), cg_add(g, cg_mul(g, q, cg_i64(g, K * N)), n0)), cg_i64(g, N),
+                         cg_i32(g, 0), cg_i64(g, 0), cg_i64(g, K), cg_i64(g, 0), cg_i64(g, w)};
   cg_kernel(g, "tk_gemm_nn", args, 14);
-  cg_for_end(g, &L);
 }
+
+static void dstate_tile(Cg *g, LLVMValueRef t, void *arg) { step_tile(g, arg, t, dstate_gemm); }
 
 void tt_emit_chain_bwd(Cg *g, const EmitLayer *e) {
   const TTPlan *tp = &e->pl->tt;
@@ -230,16 +265,16 @@ void tt_emit_chain_bwd(Cg *g, const EmitLayer *e) {
   cg_for_end(g, &Lt);
   for (int k = c.d - 1; k >= 0; k--) {
     int64_t K = c.r[k] * c.m[k];
-    DcArg da = {e, c, k, K >= 64 ? cg_ceil_div(K, 4) : K};
+    DcArg da = {e, c, k, K >= 64 ? cg_ceil_div(K, 4) : K >= 8 ? cg_ceil_div(K, 2) : K};
     char name[256], what[32];
     snprintf(what, sizeof what, "tt_dcore%d", k);
     cg_tile_name(name, sizeof name, e, what);
     cg_parallel(g, name, cg_ceil_div(K, da.rt), dcore_tile, &da);
     if (k == 0 && e->din < 0) break;
-    StepArg a = {e, c, k, q_tile(chain_Q(&c, k))};
+    StepArg a = step_arg(e, c, k);
     snprintf(what, sizeof what, "tt_dstate%d", k);
     cg_tile_name(name, sizeof name, e, what);
-    cg_parallel(g, name, cg_ceil_div(chain_Q(&c, k), a.qt), dstate_tile, &a);
+    cg_parallel(g, name, step_tiles(&a), dstate_tile, &a);
   }
   if (e->din < 0) return;
   /* dx[b, i] = dS_0[pos(i), b] */
