@@ -170,15 +170,12 @@ void cg_if_end(Cg *g, CgIf *c) {
   LLVMPositionBuilderAtEnd(g->b, c->b_done);
 }
 
-void cg_parallel(Cg *g, const char *name, int64_t ntiles, CgTileBody body, void *arg) {
-  if (ntiles <= 1) {   /* one tile: no function, no call */
-    body(g, cg_i64(g, 0), arg);
-    return;
-  }
+/* the tile function `name`: the first entry point that needs it builds it; the rest share it */
+static LLVMValueRef tile_fn_of(Cg *g, const char *name, CgTileBody body, void *arg) {
   char buf[320];
   snprintf(buf, sizeof buf, "%s.%s", g->prefix, name);
   LLVMValueRef tile_fn = LLVMGetNamedFunction(g->mod, buf);
-  if (!tile_fn) {   /* the first entry point that needs this tile builds it; the rest share it */
+  if (!tile_fn) {
     LLVMValueRef saved_fn = g->fn, saved_step = g->v_step, saved_base[6];
     memcpy(saved_base, g->v_base, sizeof saved_base);
     LLVMBasicBlockRef saved_bb = LLVMGetInsertBlock(g->b);
@@ -189,6 +186,24 @@ void cg_parallel(Cg *g, const char *name, int64_t ntiles, CgTileBody body, void 
     memcpy(g->v_base, saved_base, sizeof saved_base);
     LLVMPositionBuilderAtEnd(g->b, saved_bb);
   }
+  return tile_fn;
+}
+
+void cg_serial(Cg *g, const char *name, int64_t ntiles, CgTileBody body, void *arg) {
+  LLVMValueRef tile_fn = tile_fn_of(g, name, body, arg);
+  CgLoop L;
+  LLVMValueRef t = cg_for(g, &L, "serial", cg_i64(g, 0), cg_i64(g, ntiles));
+  LLVMValueRef args[2] = {g->v_step, t};
+  LLVMBuildCall2(g->b, g->t_tilefn, tile_fn, args, 2, "");
+  cg_for_end(g, &L);
+}
+
+void cg_parallel(Cg *g, const char *name, int64_t ntiles, CgTileBody body, void *arg) {
+  if (ntiles <= 1) {   /* one tile: no function, no call */
+    body(g, cg_i64(g, 0), arg);
+    return;
+  }
+  LLVMValueRef tile_fn = tile_fn_of(g, name, body, arg);
 
   /* void ts_parallel_for(void (*fn)(void *, int64_t), void *ctx, int64_t ntiles) */
   LLVMTypeRef pargs[3] = {g->t_ptr, g->t_ptr, g->t_i64};

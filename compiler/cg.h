@@ -102,6 +102,9 @@ void cg_if_end(Cg *g, CgIf *c);
  * for the same name share one tile function. */
 typedef void (*CgTileBody)(Cg *g, LLVMValueRef v_tile, void *arg);
 void cg_parallel(Cg *g, const char *name, int64_t ntiles, CgTileBody body, void *arg);
+/* The same tiles run one after another in this thread (work too small to be worth waking the
+ * pool), still one shared tile function. */
+void cg_serial(Cg *g, const char *name, int64_t ntiles, CgTileBody body, void *arg);
 
 /* With g->profile: the phase that just ended is `id` (ts_prof_mark); -1 restarts the clock. */
 void cg_prof(Cg *g, int32_t id);

@@ -80,6 +80,70 @@ static void zero(Cg *g, int64_t at, int64_t n) {
                   cg_i64(g, 4 * n), 4);
 }
 
+/* ---- between the layer's layout (B, dim) and the chain's (dim in chain order, B) --------- */
+
+typedef enum PermKind { PERM_IN, PERM_OUT, PERM_DY, PERM_DX } PermKind;
+typedef struct PermArg { const EmitLayer *e; PermKind kind; int64_t n, w; } PermArg;
+
+static int64_t dstate(const TTPlan *tp, int k);
+
+/* rows [lo, hi) of the layer's dim (i or j), every b: one shuffle of a (B, n) block */
+static void perm_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const PermArg *a = arg;
+  const EmitLayer *e = a->e;
+  const TTPlan *tp = &e->pl->tt;
+  bool rev = tp->order == TT_RTL;
+  int64_t B = e->B, M = tp->M, N = tp->N;
+  LLVMValueRef lo, hi;
+  cg_tile_range(g, t, a->w, a->n, &lo, &hi);
+  CgLoop Li, Lb;
+  LLVMValueRef i = cg_for(g, &Li, "tt_perm", lo, hi);
+  bool in = a->kind == PERM_IN || a->kind == PERM_DX;
+  LLVMValueRef pos = chain_pos(g, i, in ? tp->m : tp->n, tp->d, rev);
+  LLVMValueRef bias = a->kind == PERM_OUT && e->w[1] >= 0 ? cg_load(g, cg_at(g, TS_P, e->w[1], i)) : NULL;
+  LLVMValueRef sum = a->kind == PERM_DY ? cg_var(g, "tt_db", cg_f32(g, 0)) : NULL;
+  LLVMValueRef b = cg_for(g, &Lb, "tt_perm_b", cg_i64(g, 0), cg_i64(g, B));
+  LLVMValueRef chain = cg_add(g, cg_mul(g, pos, cg_i64(g, B)), b);
+  switch (a->kind) {
+  case PERM_IN:   /* S_0[pos, b] = x[b, i] */
+    cg_store(g, cg_load(g, cg_at(g, e->in_block, e->in, cg_mad(g, b, M, i))),
+             cg_at(g, TS_A, tp->aux + tp->state[0], chain));
+    break;
+  case PERM_OUT: {   /* y[b, j] = act(S_d[pos, b] + bias[j]) */
+    LLVMValueRef y = cg_load(g, cg_at(g, TS_A, tp->aux + tp->state[tp->d], chain));
+    if (bias) y = cg_fadd(g, y, bias);
+    if (e->act) y = cg_act(g, y, e->act_slope);
+    cg_store(g, y, cg_at(g, TS_A, e->out, cg_mad(g, b, N, i)));
+    break;
+  }
+  case PERM_DY: {   /* dS_d[pos, b] = dy[b, j]; db[j] += sum_b dy[b, j] */
+    LLVMValueRef dy = cg_load(g, cg_at(g, TS_A, e->dout, cg_mad(g, b, N, i)));
+    cg_store(g, dy, cg_at(g, TS_A, dstate(tp, tp->d), chain));
+    cg_store(g, cg_fadd(g, cg_load(g, sum), dy), sum);
+    break;
+  }
+  case PERM_DX:   /* dx[b, i] = dS_0[pos, b] */
+    cg_store(g, cg_load(g, cg_at(g, TS_A, dstate(tp, 0), chain)), cg_at(g, TS_A, e->din, cg_mad(g, b, M, i)));
+    break;
+  }
+  cg_for_end(g, &Lb);
+  if (sum && e->dw[1] >= 0) {
+    LLVMValueRef p = cg_at(g, TS_G, e->dw[1], i);
+    cg_store(g, cg_fadd(g, cg_load(g, p), cg_load(g, sum)), p);
+  }
+  cg_for_end(g, &Li);
+}
+
+/* memory-bound: in 8 tiles over the pool when the block is big, else in this thread */
+static void perm(Cg *g, const EmitLayer *e, PermKind kind, int64_t n) {
+  static const char *const what[] = {"tt_in", "tt_out", "tt_dy", "tt_dx"};
+  PermArg a = {e, kind, n, cg_ceil_div(n, 8)};
+  char name[256];
+  cg_tile_name(name, sizeof name, e, what[kind]);
+  if (n * e->B < 32768) cg_serial(g, name, cg_ceil_div(n, a.w), perm_tile, &a);
+  else cg_parallel(g, name, cg_ceil_div(n, a.w), perm_tile, &a);
+}
+
 /* ---- forward ---------------------------------------------------------------------------- */
 
 /* A step's tiles: chunks of qt prefixes when there are many (Q >= 8), else each prefix's
@@ -103,6 +167,19 @@ static StepArg step_arg(const EmitLayer *e, Chain c, int k) {
 }
 
 static int64_t step_tiles(const StepArg *a) { return cg_ceil_div(chain_Q(&a->c, a->k), a->qt) * a->nct; }
+
+/* Waking the pool costs tens of microseconds; a step of fewer multiply-adds than this runs in
+ * the calling thread (batch 1: every step). */
+#define TT_PAR_MACS 262144
+
+static int64_t step_macs(const Chain *c, int k) {
+  return chain_Q(c, k) * c->r[k] * c->m[k] * c->n[k] * c->r[k + 1] * chain_N(c, k);
+}
+
+static void tiles(Cg *g, const char *name, int64_t ntiles, int64_t macs, CgTileBody body, void *arg) {
+  if (macs < TT_PAR_MACS) cg_serial(g, name, ntiles, body, arg);
+  else cg_parallel(g, name, ntiles, body, arg);
+}
 
 typedef void (*StepGemm)(Cg *g, const StepArg *a, LLVMValueRef q, LLVMValueRef n0, int64_t w);
 
@@ -153,36 +230,18 @@ static void fwd_step_tile(Cg *g, LLVMValueRef t, void *arg) { step_tile(g, arg, 
 void tt_emit_chain_fwd(Cg *g, const EmitLayer *e) {
   const TTPlan *tp = &e->pl->tt;
   Chain c = chain_of(e);
-  bool rev = tp->order == TT_RTL;
   int64_t B = e->B, M = tp->M, N = tp->N;
   /* S_0 (Mp, B) = x^T in chain order; padded rows zero */
   if (tp->Mp != M) zero(g, tp->aux + tp->state[0], tp->Mp * B);
-  CgLoop Li, Lb;
-  LLVMValueRef i = cg_for(g, &Li, "tt_in", cg_i64(g, 0), cg_i64(g, M));
-  LLVMValueRef t = chain_pos(g, i, tp->m, tp->d, rev);
-  LLVMValueRef b = cg_for(g, &Lb, "tt_in_b", cg_i64(g, 0), cg_i64(g, B));
-  LLVMValueRef x = cg_load(g, cg_at(g, e->in_block, e->in, cg_mad(g, b, M, i)));
-  cg_store(g, x, cg_at(g, TS_A, tp->aux + tp->state[0], cg_mad(g, t, B, b)));
-  cg_for_end(g, &Lb);
-  cg_for_end(g, &Li);
+  perm(g, e, PERM_IN, M);
   for (int k = 0; k < c.d; k++) {
     StepArg a = step_arg(e, c, k);
     char name[256], what[32];
     snprintf(what, sizeof what, "tt_fwd%d", k);
     cg_tile_name(name, sizeof name, e, what);
-    cg_parallel(g, name, step_tiles(&a), fwd_step_tile, &a);
+    tiles(g, name, step_tiles(&a), step_macs(&c, k), fwd_step_tile, &a);
   }
-  /* y[b, j] = act(S_d[pos(j), b] + bias[j]) */
-  LLVMValueRef j = cg_for(g, &Li, "tt_out", cg_i64(g, 0), cg_i64(g, N));
-  LLVMValueRef pos = chain_pos(g, j, tp->n, tp->d, rev);
-  LLVMValueRef bias = e->w[1] >= 0 ? cg_load(g, cg_at(g, TS_P, e->w[1], j)) : NULL;
-  b = cg_for(g, &Lb, "tt_out_b", cg_i64(g, 0), cg_i64(g, B));
-  LLVMValueRef y = cg_load(g, cg_at(g, TS_A, tp->aux + tp->state[c.d], cg_add(g, cg_mul(g, pos, cg_i64(g, B)), b)));
-  if (bias) y = cg_fadd(g, y, bias);
-  if (e->act) y = cg_act(g, y, e->act_slope);
-  cg_store(g, y, cg_at(g, TS_A, e->out, cg_mad(g, b, N, j)));
-  cg_for_end(g, &Lb);
-  cg_for_end(g, &Li);
+  perm(g, e, PERM_OUT, N);   /* y[b, j] = act(S_d[pos(j), b] + bias[j]) */
 }
 
 /* ---- backward --------------------------------------------------------------------------- */
@@ -245,46 +304,25 @@ static void dstate_tile(Cg *g, LLVMValueRef t, void *arg) { step_tile(g, arg, t,
 void tt_emit_chain_bwd(Cg *g, const EmitLayer *e) {
   const TTPlan *tp = &e->pl->tt;
   Chain c = chain_of(e);
-  bool rev = tp->order == TT_RTL;
   int64_t B = e->B, M = tp->M, N = tp->N;
   /* dS_d[pos(j), b] = dy[b, j] (padded rows zero), db[j] += sum_b dy[b, j] */
   if (tp->Np != N) zero(g, dstate(tp, c.d), tp->Np * B);
-  CgLoop Lt, Lb;
-  LLVMValueRef j = cg_for(g, &Lt, "tt_dy", cg_i64(g, 0), cg_i64(g, N));
-  LLVMValueRef t = chain_pos(g, j, tp->n, tp->d, rev);
-  LLVMValueRef sum = cg_var(g, "tt_db", cg_f32(g, 0));
-  LLVMValueRef b = cg_for(g, &Lb, "tt_dy_b", cg_i64(g, 0), cg_i64(g, B));
-  LLVMValueRef dy = cg_load(g, cg_at(g, TS_A, e->dout, cg_mad(g, b, N, j)));
-  cg_store(g, dy, cg_at(g, TS_A, dstate(tp, c.d), cg_mad(g, t, B, b)));
-  cg_store(g, cg_fadd(g, cg_load(g, sum), dy), sum);
-  cg_for_end(g, &Lb);
-  if (e->dw[1] >= 0) {
-    LLVMValueRef p = cg_at(g, TS_G, e->dw[1], j);
-    cg_store(g, cg_fadd(g, cg_load(g, p), cg_load(g, sum)), p);
-  }
-  cg_for_end(g, &Lt);
+  perm(g, e, PERM_DY, N);
   for (int k = c.d - 1; k >= 0; k--) {
     int64_t K = c.r[k] * c.m[k];
     DcArg da = {e, c, k, K >= 64 ? cg_ceil_div(K, 4) : K >= 8 ? cg_ceil_div(K, 2) : K};
     char name[256], what[32];
     snprintf(what, sizeof what, "tt_dcore%d", k);
     cg_tile_name(name, sizeof name, e, what);
-    cg_parallel(g, name, cg_ceil_div(K, da.rt), dcore_tile, &da);
+    tiles(g, name, cg_ceil_div(K, da.rt), step_macs(&c, k), dcore_tile, &da);
     if (k == 0 && e->din < 0) break;
     StepArg a = step_arg(e, c, k);
     snprintf(what, sizeof what, "tt_dstate%d", k);
     cg_tile_name(name, sizeof name, e, what);
-    cg_parallel(g, name, step_tiles(&a), dstate_tile, &a);
+    tiles(g, name, step_tiles(&a), step_macs(&c, k), dstate_tile, &a);
   }
   if (e->din < 0) return;
-  /* dx[b, i] = dS_0[pos(i), b] */
-  LLVMValueRef i = cg_for(g, &Lt, "tt_dx", cg_i64(g, 0), cg_i64(g, M));
-  LLVMValueRef pos = chain_pos(g, i, tp->m, tp->d, rev);
-  b = cg_for(g, &Lb, "tt_dx_b", cg_i64(g, 0), cg_i64(g, B));
-  LLVMValueRef v = cg_load(g, cg_at(g, TS_A, dstate(tp, 0), cg_add(g, cg_mul(g, pos, cg_i64(g, B)), b)));
-  cg_store(g, v, cg_at(g, TS_A, e->din, cg_mad(g, b, M, i)));
-  cg_for_end(g, &Lb);
-  cg_for_end(g, &Lt);
+  perm(g, e, PERM_DX, M);   /* dx[b, i] = dS_0[pos(i), b] */
 }
 
 /* ---- forming the weight ----------------------------------------------------------------- */
