@@ -22,6 +22,8 @@ static const char usage_top[] =
     "  eval SPEC --weights W test-set loss and accuracy of a checkpoint\n"
     "  predict SPEC --weights W [--input IDX] [--json]   class and scores per sample\n"
     "  emit-llvm SPEC [-O]   the specialized LLVM IR (train step and inference)\n"
+    "  compress SPEC --weights W -o OUT [--eps E | --rank R]\n"
+    "                        dense weights to the tensor trains SPEC plans (TT-SVD)\n"
     "\n"
     "options:\n"
     "  -h, --help            this text; 'teslac CMD --help' for a command's own\n"
@@ -147,11 +149,12 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "eval")) return eval_main(argc - 2, argv + 2);
   if (!strcmp(cmd, "emit-llvm")) return emit_llvm_main(argc - 2, argv + 2);
   if (!strcmp(cmd, "predict")) return predict_main(argc - 2, argv + 2);
-  static const char *const cmds[] = {"check", "plan", "train", "eval", "predict", "emit-llvm", NULL};
-  static const char *const later[] = {"build", "compress", NULL};
+  if (!strcmp(cmd, "compress")) return compress_main(argc - 2, argv + 2);
+  static const char *const cmds[] = {"check", "plan", "train", "eval", "predict", "emit-llvm", "compress", NULL};
+  static const char *const later[] = {"build", NULL};
   for (int i = 0; later[i]; i++)
     if (!strcmp(cmd, later[i]))
-      return usage_error(NULL, "'%s' is not in this build of teslac yet (it has: check, plan, train, eval, predict, emit-llvm)", cmd);
+      return usage_error(NULL, "'%s' is not in this build of teslac yet (it has: check, plan, train, eval, predict, emit-llvm, compress)", cmd);
   const char *s = diag_suggest(cmd, cmds);
   if (s) {
     fprintf(stderr, "teslac: unknown command '%s'; did you mean '%s'?\nsee 'teslac --help'\n", cmd, s);

@@ -224,6 +224,10 @@ int eval_main(int argc, char **argv);
 int emit_llvm_main(int argc, char **argv);
 int predict_main(int argc, char **argv);
 
+/* ---- compress.c: the compress command (TT-SVD of a dense checkpoint into a TT spec's cores) -- */
+
+int compress_main(int argc, char **argv);
+
 /* ---- ops.def + op_*.c: the op registry ------------------------------------------------- */
 
 typedef struct Flops { int64_t fwd, bwd; } Flops;
@@ -363,5 +367,20 @@ double  tt_core_std(const TTPlan *t, bool conv, double var);
 const char *tt_order_name(TTOrder o);
 void plan_print_table(Ctx *cx, const Spec *sp, const Plan *pl, FILE *out);
 void plan_print_json(Ctx *cx, const Spec *sp, const Plan *pl, FILE *out);
+
+/* ---- tt_svd.c: TT-SVD (Oseledets 2011), dense tensors to tensor trains ------------------- */
+
+/* Decomposes T (row-major, modes q[0..n-1], q[0] most significant; n = 1..16) into n cores,
+ * sweeping left to right. Each cut k = 1..n-1 keeps the smallest rank whose dropped squared
+ * singular values sum to at most (eps^2 / (n-1)) ||T||_F^2 (eps >= 0; eps < 0: no such limit),
+ * at most max_rank[k-1] (max_rank: n-1 entries, or NULL), and never more than the unfolding
+ * bound; both given: the smaller. So with eps: ||T - TT(T)||_F <= eps ||T||_F (in exact
+ * arithmetic; the float cores add their rounding). Out: cores[k] malloc'd (ranks[k], q[k],
+ * ranks[k+1]) floats, cores 0..n-2 orthonormal as (ranks[k] q[k], ranks[k+1]) matrices;
+ * ranks[0..n], ranks[0] = ranks[n] = 1; *rel_err (unless NULL) = ||T - TT||_F / ||T||_F
+ * from the float cores rebuilt (the absolute error when ||T|| = 0). Returns 0, or -1 with a
+ * message in err (then no core is left allocated). */
+int tt_svd(const double *T, int n, const int64_t *q, double eps, const int64_t *max_rank,
+           float **cores, int64_t *ranks, double *rel_err, char *err, size_t errlen);
 
 #endif
