@@ -7,9 +7,12 @@ nn.Sequential and then, by mode:
   --params                      parameter counts (total and per layer) as JSON
   --bench  --threads T --steps N --warmup W [--repeats R]
                                 samples/s of training steps (median of R repeats) as JSON
-  --train  [--epochs E] --threads T [--target ACC]
-                                full training: per-epoch test accuracy and wall time, and
-                                time to ACC if given (JSON lines, then a JSON summary)
+  --train  [--epochs E] --threads T [--target ACC] [--init W] [--max-steps N] [--save OUT]
+           [--no-eval]          full training: per-epoch test accuracy and wall time, and
+                                time to ACC if given (JSON lines, then a JSON summary);
+                                optionally from given weights, stopped after N steps (as
+                                teslac train --steps), the trained state_dict written as
+                                safetensors, without the test-set evaluation
   --save-init OUT.safetensors [--seed S]
                                 the freshly initialized state_dict, as safetensors
   --forward IN.safetensors [--n K]
@@ -24,8 +27,20 @@ order first. An explicit `flatten:` layer is an nn.Flatten at its own index. `so
 (last only) is an nn.Identity at its index: the model outputs logits and the softmax is
 fused into CrossEntropyLoss, as TESLA fuses it into cross_entropy.
 
-The peer is dense: `tt:` and `sparsity:` keys are accepted and ignored (with a note on
-stderr), so its counts and speed are those of the dense model.
+Tensor-train layers follow teslac's plan (`teslac plan SPEC --json`, run with the binary
+given by --teslac, default build/compiler/teslac under the repository root, or read from
+--plan FILE): a layer planned `"storage": "tt"` is a TTLinear (dense) or TTConv2d (conv)
+with exactly the planned modes, ranks and padding, whose parameters are the cores
+`core.0`, `core.1`, ... and `bias`, so state_dict() keys are teslac's (`8.core.0`, `8.bias`).
+TTLinear never forms W: its forward pads x to the padded input dim, reshapes it to the input
+modes and contracts it with one core at a time (torch.einsum, as T3F and tensorly-torch do),
+in the plan's chain direction (left to right or right to left; for a layer teslac runs as
+`form_w`, the chain direction the plan prices cheaper), then slices the padded output.
+TTConv2d rebuilds its (K, C, kh, kw) kernel from the cores every forward (Garipov's
+rebuilt-kernel path, which is what teslac runs) and calls F.conv2d. Cores start N(0, sd^2),
+sd = (var / prod(inner ranks))^(1/(2*cores)), var the dense init's variance (1/(3*fan_in) by
+default): teslac's rule. `sparsity:` is still accepted and ignored (a note on stderr): such a
+layer is dense here.
 
 Run with /usr/bin/python3 (Debian's python3-torch, numpy, yaml). See bench/README.md.
 """
@@ -127,8 +142,255 @@ def pair(v, what):
     die("%s must be an int or a pair, got %r" % (what, v))
 
 
-def build_model(spec):
-    """nn.Sequential with one entry per spec layer; returns (model, [(key, kind, out_shape)])."""
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_TESLAC = os.path.join(ROOT, "build", "compiler", "teslac")
+
+
+def needs_plan(spec):
+    """True when a layer asks for tensor-train storage (only teslac's plan has its modes)."""
+    for item in spec.get("layers") or []:
+        if isinstance(item, dict) and len(item) == 1:
+            cfg = next(iter(item.values()))
+            if isinstance(cfg, dict) and "tt" in cfg:
+                return True
+    return False
+
+
+def get_plan(spec, args):
+    """teslac's plan as a dict: from --plan FILE, else `teslac plan SPEC --json [--batch B]`."""
+    import subprocess
+    if getattr(args, "plan", None):
+        try:
+            with open(args.plan) as f:
+                return json.load(f)
+        except (OSError, ValueError) as e:
+            die("--plan %s: %s" % (args.plan, e))
+    teslac = getattr(args, "teslac", None) or DEFAULT_TESLAC
+    cmd = [teslac, "plan", spec["__file__"], "--json"]
+    if getattr(args, "batch", None) is not None:
+        cmd += ["--batch", str(args.batch)]  # the planner picks modes and order per batch
+    try:
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except OSError as e:
+        die("the spec has tt: layers, whose modes and ranks come from teslac's plan, but %s "
+            "cannot be run (%s); build teslac or pass --teslac PATH or --plan FILE" % (teslac, e))
+    if r.returncode != 0:
+        die("%s failed (exit %d):\n%s" % (" ".join(cmd), r.returncode, r.stderr.rstrip()))
+    for line in r.stderr.splitlines():  # teslac's warnings (e.g. a TT slower than dense)
+        print("peer_torch: teslac: " + line, file=sys.stderr)
+    try:
+        return json.loads(r.stdout)
+    except ValueError as e:
+        die("%s: not JSON (%s)" % (" ".join(cmd), e))
+
+
+def tt_init_var(init, fan_in, fan_out):
+    """Variance of the dense weight's init, which the TT product is scaled to (teslac's rule)."""
+    if init in (None, "default"):
+        return 1.0 / (3.0 * fan_in)  # U(-1/sqrt(fan_in), +): PyTorch's default
+    if init in ("kaiming_uniform", "kaiming_normal"):
+        return 2.0 / fan_in
+    if init in ("glorot", "glorot_uniform", "xavier_uniform", "glorot_normal", "xavier_normal"):
+        return 2.0 / (fan_in + fan_out)
+    if init == "zeros":
+        return 0.0
+    die("init %r not supported by the peer" % init)
+
+
+def tt_core_std(var, inner_ranks, ncores):
+    """sd = (var / prod(inner ranks))^(1 / (2 ncores)); 0 for a zero variance."""
+    if var <= 0:
+        return 0.0
+    return math.exp((math.log(var) - sum(math.log(r) for r in inner_ranks)) / (2.0 * ncores))
+
+
+_TT = {}
+
+
+def tt_classes():
+    """(TTLinear, TTConv2d), defined once torch is imported."""
+    if _TT:
+        return _TT["linear"], _TT["conv"]
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
+
+    class TTLinear(nn.Module):
+        """y = x W^T + b with W (out_dim, in_dim) a tensor train that is never formed.
+
+        core.k: (r[k], m[k], n[k], r[k+1]), r[0] = r[d] = 1, m = in_modes, n = out_modes, both
+        row-major; W[j, i] = core.0[:, i1, j1, :] @ ... @ core.{d-1}[:, id, jd, :] on the padded
+        dims (padded_out, padded_in), of which the first out_dim rows and in_dim columns are
+        used. forward: pad x with zeros to padded_in, reshape to the modes, contract one core
+        at a time (one torch.einsum each: one input mode and one rank in, one output mode and
+        the next rank out), slice to out_dim, add the bias."""
+
+        def __init__(self, tt, bias=True, flatten=False, order="rtl", sd=1.0, bias_bound=None):
+            super().__init__()
+            self.in_modes = [int(v) for v in tt["in_modes"]]
+            self.out_modes = [int(v) for v in tt["out_modes"]]
+            d = len(self.in_modes)
+            ranks = [1] + [int(v) for v in tt["ranks"]] + [1]
+            if len(self.out_modes) != d or len(ranks) != d + 1:
+                die("TT plan: %d in_modes, %d out_modes, %d inner ranks (want d, d, d-1)"
+                    % (d, len(self.out_modes), len(tt["ranks"])))
+            self.ranks = ranks
+            self.in_dim, self.out_dim = int(tt["in_dim"]), int(tt["out_dim"])
+            self.padded_in, self.padded_out = int(tt["padded_in"]), int(tt["padded_out"])
+            if math.prod(self.in_modes) != self.padded_in or math.prod(self.out_modes) != self.padded_out:
+                die("TT plan: modes %s -> %s do not multiply to padded %d -> %d"
+                    % (self.in_modes, self.out_modes, self.padded_in, self.padded_out))
+            if order not in ("ltr", "rtl"):
+                die("TTLinear: chain order %r (ltr or rtl)" % order)
+            self.order = order
+            self.flatten = flatten
+            self.core = nn.ParameterList(
+                nn.Parameter(torch.empty(ranks[k], self.in_modes[k], self.out_modes[k], ranks[k + 1]))
+                for k in range(d))
+            self.bias = nn.Parameter(torch.empty(self.out_dim)) if bias else None
+            with torch.no_grad():
+                for c in self.core:
+                    c.normal_(0.0, sd) if sd > 0 else c.zero_()
+                if self.bias is not None:
+                    bb = bias_bound if bias_bound is not None else 1.0 / math.sqrt(self.in_dim)
+                    self.bias.uniform_(-bb, bb)
+
+        @property
+        def weight_shape(self):
+            return [self.out_dim, self.in_dim]
+
+        def forward(self, x):
+            if self.flatten:
+                x = x.flatten(1)
+            B = x.shape[0]
+            if self.padded_in != self.in_dim:
+                x = F.pad(x, (0, self.padded_in - self.in_dim))
+            m, n = self.in_modes, self.out_modes
+            d = len(m)
+            if self.order == "ltr":
+                # t: (B, outputs done, rank, inputs left); core k takes input mode k (the most
+                # significant one left) and appends output mode k (the least significant so far)
+                t = x.reshape(B, 1, 1, self.padded_in)
+                done, left = 1, self.padded_in
+                for k in range(d):
+                    left //= m[k]
+                    t = t.reshape(B, done, self.ranks[k], m[k], left)
+                    t = torch.einsum("bariS,rijq->bajqS", t, self.core[k])
+                    done *= n[k]
+                y = t.reshape(B, self.padded_out)
+            else:
+                # t: (B, inputs left, rank, outputs done); core k takes input mode k (the least
+                # significant one left) and prepends output mode k (the most significant so far)
+                t = x.reshape(B, self.padded_in, 1, 1)
+                done, left = 1, self.padded_in
+                for k in reversed(range(d)):
+                    left //= m[k]
+                    t = t.reshape(B, left, m[k], self.ranks[k + 1], done)
+                    t = torch.einsum("bSiqa,rijq->bSrja", t, self.core[k])
+                    done *= n[k]
+                y = t.reshape(B, self.padded_out)
+            if self.padded_out != self.out_dim:
+                y = y[:, :self.out_dim]
+            return y + self.bias if self.bias is not None else y
+
+        def extra_repr(self):
+            return "in %d (padded %d) -> out %d (padded %d), modes %s -> %s, ranks %s, %s" % (
+                self.in_dim, self.padded_in, self.out_dim, self.padded_out, self.in_modes,
+                self.out_modes, self.ranks[1:-1], self.order)
+
+    class TTConv2d(nn.Module):
+        """nn.Conv2d whose (K, C, kh, kw) kernel is a tensor train, rebuilt every forward.
+
+        core.0: (1, kh, kw, r0), the spatial core; core.k+1: (r_k, c_k, s_k, r_{k+1}) over the
+        channel modes c (in_modes, prod = padded C) and the filter modes s (out_modes, prod =
+        padded K), the last rank 1: W[s, c, x, y] = core.0[0, x, y, :] @ core.1[:, c1, s1, :] @ ...
+        The kernel is formed by multiplying the cores left to right, permuted to (K, C, kh, kw),
+        sliced to the real K and C, then F.conv2d."""
+
+        def __init__(self, tt, kernel, stride, padding, bias=True, sd=1.0, bias_bound=None):
+            super().__init__()
+            self.in_modes = [int(v) for v in tt["in_modes"]]
+            self.out_modes = [int(v) for v in tt["out_modes"]]
+            d = len(self.in_modes)
+            ranks = [int(v) for v in tt["ranks"]] + [1]  # r0 (after the spatial core) ... r_d = 1
+            if len(self.out_modes) != d or len(ranks) != d + 1:
+                die("TT conv plan: %d in_modes, %d out_modes, %d ranks (want d, d, d)"
+                    % (d, len(self.out_modes), len(tt["ranks"])))
+            self.ranks = ranks
+            self.kh, self.kw = kernel
+            self.stride, self.padding = stride, padding
+            self.in_dim, self.out_dim = int(tt["in_dim"]), int(tt["out_dim"])  # C, K
+            self.padded_in, self.padded_out = int(tt["padded_in"]), int(tt["padded_out"])
+            if math.prod(self.in_modes) != self.padded_in or math.prod(self.out_modes) != self.padded_out:
+                die("TT conv plan: modes %s -> %s do not multiply to padded %d -> %d"
+                    % (self.in_modes, self.out_modes, self.padded_in, self.padded_out))
+            shapes = [(1, self.kh, self.kw, ranks[0])] + [
+                (ranks[k], self.in_modes[k], self.out_modes[k], ranks[k + 1]) for k in range(d)]
+            self.core = nn.ParameterList(nn.Parameter(torch.empty(*sh)) for sh in shapes)
+            self.bias = nn.Parameter(torch.empty(self.out_dim)) if bias else None
+            with torch.no_grad():
+                for c in self.core:
+                    c.normal_(0.0, sd) if sd > 0 else c.zero_()
+                if self.bias is not None:
+                    fan_in = self.in_dim * self.kh * self.kw
+                    bb = bias_bound if bias_bound is not None else 1.0 / math.sqrt(fan_in)
+                    self.bias.uniform_(-bb, bb)
+
+        @property
+        def weight_shape(self):
+            return [self.out_dim, self.in_dim, self.kh, self.kw]
+
+        def kernel(self):
+            d = len(self.in_modes)
+            w = self.core[0].reshape(self.kh * self.kw, self.ranks[0])
+            for c in self.core[1:]:
+                w = (w @ c.reshape(c.shape[0], -1)).reshape(-1, c.shape[-1])
+            pairs = [v for k in range(d) for v in (self.in_modes[k], self.out_modes[k])]
+            w = w.reshape(self.kh, self.kw, *pairs)                  # (kh, kw, c1, s1, c2, s2, ...)
+            w = w.permute(*range(3, 2 + 2 * d, 2), *range(2, 2 + 2 * d, 2), 0, 1)  # (s.., c.., kh, kw)
+            w = w.reshape(self.padded_out, self.padded_in, self.kh, self.kw)
+            if self.padded_out != self.out_dim or self.padded_in != self.in_dim:
+                w = w[:self.out_dim, :self.in_dim]
+            return w
+
+        def forward(self, x):
+            return F.conv2d(x, self.kernel(), self.bias, self.stride, self.padding)
+
+        def extra_repr(self):
+            return "%d -> %d channels (padded %d -> %d), kernel %dx%d, modes %s -> %s, ranks %s" % (
+                self.in_dim, self.out_dim, self.padded_in, self.padded_out, self.kh, self.kw,
+                self.in_modes, self.out_modes, self.ranks[:-1])
+
+    _TT["linear"], _TT["conv"] = TTLinear, TTConv2d
+    return TTLinear, TTConv2d
+
+
+def chain_order(tt):
+    """The TT chain direction: the plan's when it runs a chain, else the cheaper chain."""
+    order = tt.get("order")
+    if order in ("ltr", "rtl"):
+        return order
+    fl = tt.get("flops") or {}
+
+    def cost(o):
+        f = fl.get(o)
+        return f["forward"] + f["backward"] if f else float("inf")
+    return "ltr" if cost("ltr") < cost("rtl") else "rtl"
+
+
+def check_tt_tensors(key, m, planned):
+    """The module's state_dict must have exactly the plan's tensor names and shapes."""
+    have = {"%s.%s" % (key, k): list(v.shape) for k, v in m.state_dict().items()}
+    want = {t["name"]: list(t["shape"]) for t in planned.get("tensors", [])}
+    if have != want:
+        die("layer %s: the TT module's tensors %s are not the plan's %s" % (key, have, want))
+
+
+def build_model(spec, plan=None):
+    """nn.Sequential with one entry per spec layer; returns (model, [(key, kind, out_shape)]).
+
+    plan: teslac's `plan --json` dict, needed when a layer has `tt:` (get_plan); default: the
+    one main() stored in spec["__plan__"]."""
     import torch
     from torch import nn
     import torch.nn.functional as F
@@ -144,6 +406,12 @@ def build_model(spec):
     info = []
     notes = []
     layers = spec["layers"]
+    if plan is None:
+        plan = spec.get("__plan__")
+    planned = (plan or {}).get("layers") or []
+    if plan is not None and len(planned) != len(layers):
+        die("the plan has %d layers, the spec %d (is it this spec's plan?)" % (len(planned), len(layers)))
+    TTLinear, TTConv2d = tt_classes()
     for i, item in enumerate(layers):
         if isinstance(item, str):
             kind, cfg = item, {}
@@ -155,15 +423,34 @@ def build_model(spec):
         if not isinstance(cfg, dict):
             die("layer %d (%s): keys must be a map" % (i, kind))
         key = str(cfg.get("name", i))
-        for k in ("tt", "sparsity"):
-            if k in cfg:
-                notes.append("layer %s: '%s' ignored, the peer is dense" % (key, k))
+        pl = planned[i] if planned else None
+        if pl is not None and str(pl.get("name")) != key:
+            die("layer %d is %r in the plan, %r in the spec (is it this spec's plan?)"
+                % (i, pl.get("name"), key))
+        tt = pl.get("tt") if pl is not None and pl.get("storage") == "tt" else None
+        if "tt" in cfg and tt is None:
+            if pl is None:
+                die("layer %s: tt: needs teslac's plan (get_plan)" % key)
+            notes.append("layer %s: 'tt' planned %s by teslac, so dense here too"
+                         % (key, pl.get("storage")))
+        if "sparsity" in cfg:
+            notes.append("layer %s: 'sparsity' ignored, the peer is dense" % key)
+        init = cfg.get("init")
         spatial = len(shape) == 3
         if kind == "dense":
             units = int(cfg["units"])
             fan_in = int(math.prod(shape))
-            cls = FlattenLinear if len(shape) > 1 else nn.Linear
-            m = cls(fan_in, units, bias=bool(cfg.get("bias", True)))
+            if tt is not None:
+                if int(tt["in_dim"]) != fan_in or int(tt["out_dim"]) != units:
+                    die("layer %s: the TT plan is %s -> %s, the layer %d -> %d"
+                        % (key, tt["in_dim"], tt["out_dim"], fan_in, units))
+                sd = tt_core_std(tt_init_var(init, fan_in, units), tt["ranks"], len(tt["in_modes"]))
+                m = TTLinear(tt, bias=bool(cfg.get("bias", True)), flatten=len(shape) > 1,
+                             order=chain_order(tt), sd=sd)
+                check_tt_tensors(key, m, pl)
+            else:
+                cls = FlattenLinear if len(shape) > 1 else nn.Linear
+                m = cls(fan_in, units, bias=bool(cfg.get("bias", True)))
             shape = (units,)
         elif kind == "conv":
             if not spatial:
@@ -189,8 +476,18 @@ def build_model(spec):
                 tpad = (ph, pw)
                 oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
             k = int(cfg["filters"])
-            m = nn.Conv2d(c, k, (kh, kw), stride=(sh, sw), padding=tpad,
-                          bias=bool(cfg.get("bias", True)))
+            if tt is not None:
+                if int(tt["in_dim"]) != c or int(tt["out_dim"]) != k:
+                    die("layer %s: the TT plan is %s -> %s channels, the layer %d -> %d"
+                        % (key, tt["in_dim"], tt["out_dim"], c, k))
+                # cores: the spatial one and one per channel mode; inner ranks: r0 ... r_{d-1}
+                sd = tt_core_std(tt_init_var(init, c * kh * kw, k * kh * kw), tt["ranks"],
+                                 len(tt["in_modes"]) + 1)
+                m = TTConv2d(tt, (kh, kw), (sh, sw), tpad, bias=bool(cfg.get("bias", True)), sd=sd)
+                check_tt_tensors(key, m, pl)
+            else:
+                m = nn.Conv2d(c, k, (kh, kw), stride=(sh, sw), padding=tpad,
+                              bias=bool(cfg.get("bias", True)))
             shape = (k, oh, ow)
         elif kind in ("maxpool", "avgpool"):
             if not spatial:
@@ -226,21 +523,27 @@ def build_model(spec):
             m = nn.Identity()  # logits out; softmax is fused into CrossEntropyLoss
         else:
             die("layer %d: unknown layer kind %r" % (i, kind))
-        if "dims" in cfg and hasattr(m, "weight") and kind in ("dense", "conv"):
-            if list(cfg["dims"]) != list(m.weight.shape):
+        if "dims" in cfg and kind in ("dense", "conv"):
+            wshape = m.weight_shape if tt is not None else list(m.weight.shape)
+            if list(cfg["dims"]) != list(wshape):
                 die("layer %s: dims %s do not match the inferred weight dims %s"
-                    % (key, list(cfg["dims"]), list(m.weight.shape)))
-        init = cfg.get("init", "kaiming_uniform")
-        if kind in ("dense", "conv") and init != "kaiming_uniform":
+                    % (key, list(cfg["dims"]), list(wshape)))
+        # init: only the weight follows it, the bias keeps PyTorch's default (specs/README.md,
+        # "init"); a TT layer's cores were drawn above from the same variance
+        if kind in ("dense", "conv") and init is not None and tt is None:
             with torch.no_grad():
-                if init in ("glorot", "glorot_uniform", "xavier_uniform"):
+                if init == "kaiming_uniform":      # a = 0, not the layer default's a = sqrt(5)
+                    nn.init.kaiming_uniform_(m.weight)
+                elif init == "kaiming_normal":
+                    nn.init.kaiming_normal_(m.weight)
+                elif init in ("glorot", "glorot_uniform", "xavier_uniform"):
                     nn.init.xavier_uniform_(m.weight)
+                elif init in ("glorot_normal", "xavier_normal"):
+                    nn.init.xavier_normal_(m.weight)
                 elif init == "zeros":
                     nn.init.zeros_(m.weight)
                 else:
                     die("layer %s: init %r not supported by the peer" % (key, init))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
         if any(key == e[0] for e in entries):
             die("layer name %r used twice" % key)
         entries.append((key, m))
@@ -413,11 +716,21 @@ def mode_params(spec, args):
         if n:
             per[key] = {"kind": kind, "params": n,
                         "tensors": {k: list(p.shape) for k, p in m.named_parameters()}}
+            if hasattr(m, "in_modes"):  # a TTLinear / TTConv2d
+                per[key].update({"storage": "tt", "in_modes": m.in_modes, "out_modes": m.out_modes,
+                                 "ranks": m.ranks[1:-1] if kind == "dense" else m.ranks[:-1],
+                                 "padded_in": m.padded_in, "padded_out": m.padded_out,
+                                 "forward": ("einsum chain " + m.order) if kind == "dense"
+                                 else "rebuilt kernel + conv2d"})
     buffers = sum(b.numel() for k, b in model.named_buffers() if not k.endswith("num_batches_tracked"))
     out = {"spec": spec.get("name"), "file": spec["__file__"],
            "params": sum(p.numel() for p in model.parameters()),
            "buffers": buffers, "layers": per,
            "shapes": {k: s for k, _, s in info}}
+    plan = spec.get("__plan__")
+    if plan is not None:  # teslac's counts for the same model
+        out["teslac_plan_params"] = plan["totals"]["params"]
+        out["matches_teslac_plan"] = plan["totals"]["params"] == out["params"]
     print(json.dumps(out, indent=1))
 
 
@@ -488,6 +801,9 @@ def mode_train(spec, args):
     x, y = load_split(spec, "train")
     xt, yt = load_split(spec, "test")
     model, _ = build_model(spec)
+    if args.init:
+        load_weights(model, args.init)
+        model.train()
     opt = make_optimizer(model, t)
     B = int(t["batch"])
     sched = make_schedule(opt, t, (x.shape[0] + B - 1) // B)
@@ -499,10 +815,14 @@ def mode_train(spec, args):
                       "batch": B, "optimizer": t["optimizer"], "lr": t["lr"],
                       "load_s": round(t_train0 - T_START, 3), **env_info()}), flush=True)
     train_s = 0.0
+    seen = 0
     reached = None
     hist = []
     model.train()
+    steps = 0
     for ep in range(1, int(t["epochs"]) + 1):
+        if args.max_steps is not None and steps >= args.max_steps:
+            break
         e0 = time.perf_counter()
         perm = torch.randperm(n, generator=g) if t.get("shuffle", True) else torch.arange(n)
         tot, cnt = 0.0, 0
@@ -514,28 +834,39 @@ def mode_train(spec, args):
             opt.step()
             tot += float(loss) * idx.numel()
             cnt += idx.numel()
+            steps += 1
+            if args.max_steps is not None and steps >= args.max_steps:
+                break
         if sched is not None:
             sched.step()
         e1 = time.perf_counter()
         train_s += e1 - e0
-        acc = evaluate(model, xt, yt)
+        seen += cnt
+        acc = None if args.no_eval else evaluate(model, xt, yt)
         e2 = time.perf_counter()
         rec = {"epoch": ep, "train_loss": tot / cnt, "test_acc": acc,
                "epoch_train_s": round(e1 - e0, 3), "eval_s": round(e2 - e1, 3),
                "since_start_s": round(e2 - T_START, 3), "since_train_start_s": round(e2 - t_train0, 3)}
         hist.append(rec)
         print(json.dumps(rec), flush=True)
-        if args.target is not None and reached is None and acc >= args.target:
+        if args.target is not None and reached is None and acc is not None and acc >= args.target:
             reached = {"target": args.target, "epoch": ep,
                        "time_to_acc_from_process_start_s": round(e2 - T_START, 3),
                        "time_to_acc_from_train_start_s": round(e2 - t_train0, 3)}
-    summary = {"summary": True, "final_test_acc": hist[-1]["test_acc"] if hist else None,
-               "best_test_acc": max((h["test_acc"] for h in hist), default=None),
+    accs = [h["test_acc"] for h in hist if h["test_acc"] is not None]
+    summary = {"summary": True, "final_test_acc": accs[-1] if accs else None,
+               "best_test_acc": max(accs, default=None),
                "train_s_total": round(train_s, 3),
-               "samples_per_s_train": round(n * len(hist) / train_s, 1) if train_s else None,
+               "samples_per_s_train": round(seen / train_s, 1) if train_s else None,
                "total_s": round(time.perf_counter() - T_START, 3)}
     if args.target is not None:
         summary["time_to_accuracy"] = reached or {"target": args.target, "reached": False}
+    summary["steps"] = steps
+    if args.save:
+        st = {k: v.detach().cpu().numpy() for k, v in spec_state(model).items()}
+        save_safetensors(args.save, st, {"producer": "bench/peer_torch.py", "step": steps,
+                                         "spec": spec.get("name", "")})
+        summary["saved"] = args.save
     print(json.dumps(summary), flush=True)
 
 
@@ -552,27 +883,34 @@ def mode_save_init(spec, args):
                       "tensors": {k: list(v.shape) for k, v in st.items()}}, indent=1))
 
 
-def mode_forward(spec, args):
+def load_weights(model, path):
+    """Every spec tensor from a safetensors file (names and shapes checked; a teslac
+    checkpoint's __opt__.* and num_batches_tracked are skipped)."""
     import torch
-    setup_threads(args.threads)
-    torch.manual_seed(train_cfg(spec, args)["seed"])
-    model, _ = build_model(spec)
-    tensors, _meta = load_safetensors(args.forward)
+    tensors, _meta = load_safetensors(path)
     want = spec_state(model)
     missing = [k for k in want if k not in tensors]
     # a teslac checkpoint also holds its optimizer state under "__opt__.": not model tensors
     extra = [k for k in tensors if k not in want and not k.endswith(".num_batches_tracked")
              and not k.startswith("__opt__.")]
     if missing or extra:
-        die("%s: missing tensors %s, unexpected tensors %s" % (args.forward, missing, extra))
+        die("%s: missing tensors %s, unexpected tensors %s" % (path, missing, extra))
     sd = {}
     for k, v in want.items():
         a = torch.from_numpy(tensors[k])
         if list(a.shape) != list(v.shape):
             die("%s: tensor %s has shape %s, the spec wants %s"
-                % (args.forward, k, list(a.shape), list(v.shape)))
+                % (path, k, list(a.shape), list(v.shape)))
         sd[k] = a.to(v.dtype)
     model.load_state_dict(sd, strict=False)
+
+
+def mode_forward(spec, args):
+    import torch
+    setup_threads(args.threads)
+    torch.manual_seed(train_cfg(spec, args)["seed"])
+    model, _ = build_model(spec)
+    load_weights(model, args.forward)
     model.eval()  # batchnorm uses running statistics, dropout is off
     xt, yt = load_split(spec, "test")
     with torch.no_grad():
@@ -601,13 +939,33 @@ def main():
     ap.add_argument("--seed", type=int)
     ap.add_argument("--target", type=float)
     ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--teslac", default=DEFAULT_TESLAC, metavar="PATH",
+                    help="teslac binary, run for the plan of tt: layers (default %(default)s)")
+    ap.add_argument("--plan", metavar="PLAN.json",
+                    help="teslac's `plan SPEC --json` output, instead of running --teslac")
+    ap.add_argument("--init", metavar="IN.safetensors",
+                    help="--train: start from these weights instead of a fresh init")
+    ap.add_argument("--max-steps", type=int, metavar="N",
+                    help="--train: stop after N optimizer steps (as teslac train --steps)")
+    ap.add_argument("--save", metavar="OUT.safetensors",
+                    help="--train: write the trained state_dict here at the end")
+    ap.add_argument("--no-eval", action="store_true",
+                    help="--train: skip the test-set evaluation after each epoch")
     ap.add_argument("--blas", default="auto", choices=["auto", "system", "openblas"],
                     help="BLAS under numpy/torch (see bench/_blas.py); default auto")
     args = ap.parse_args()
     if args.threads < 1 or args.steps < 1 or args.repeats < 1 or args.warmup < 0 or args.n < 0:
         ap.error("--threads, --steps, --repeats must be >= 1; --warmup, --n >= 0")
+    if args.max_steps is not None and args.max_steps < 1:
+        ap.error("--max-steps must be >= 1")
+    if (args.init or args.max_steps is not None or args.save or args.no_eval) and not args.train:
+        ap.error("--init, --max-steps, --save and --no-eval go with --train")
+    if args.target is not None and args.no_eval:
+        ap.error("--target needs the evaluation (drop --no-eval)")
     _blas.select(args.blas, args.threads)
     spec = load_spec(args.spec)
+    if args.plan or needs_plan(spec):  # tt: layers take their modes and ranks from teslac
+        spec["__plan__"] = get_plan(spec, args)
     if args.params:
         mode_params(spec, args)
     elif args.bench:
