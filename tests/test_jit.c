@@ -1263,6 +1263,35 @@ START_TEST(cli_resume) {
 }
 END_TEST
 
+/* a TT layer (right to left: its cores are kept rank-swapped) resumes to the same bytes, and
+ * eval and predict read its checkpoint */
+START_TEST(cli_resume_tt) {
+  char *spec = write_spec("synth_tt.yaml",
+                          "  - dense: {units: 32, tt: {in_modes: [4, 4, 4], out_modes: [2, 4, 4], rank: 3, order: right_to_left}}\n"
+                          "  - relu: {}\n"
+                          "  - dense: {units: 4, tt: {rank: 2}}\n"
+                          "  - softmax: {}\n",
+                          "train-images.gz", "train-labels.gz", true);
+  char *full = tmp_path("tt_full.st"), *r25 = tmp_path("tt_r25.st"), *r60 = tmp_path("tt_r60.st");
+  Cli a = CLI("train", spec, "--steps", "60", "--threads", "2", "-o", full);
+  cli_ok(&a);
+  Cli b = CLI("train", spec, "--steps", "25", "--threads", "2", "-o", r25);
+  cli_ok(&b);
+  Cli c = CLI("train", spec, "--steps", "60", "--threads", "2", "--resume", r25, "-o", r60);
+  cli_ok(&c);
+  int diff = ckpt_diff(full, r60, true, true);
+  printf("  tt resume 25 -> 60 vs 60 straight: %d tensors differ\n", diff);
+  ck_assert_int_eq(diff, 0);
+  Cli d = CLI("eval", spec, "--weights", full);
+  cli_ok(&d);
+  ck_assert_msg(strstr(d.out, "test accuracy"), "%s", d.out);
+  Cli e = CLI("predict", spec, "--weights", full);
+  cli_ok(&e);
+  cli_free(&a), cli_free(&b), cli_free(&c), cli_free(&d), cli_free(&e);
+  free(spec), free(full), free(r25), free(r60);
+}
+END_TEST
+
 /* ---- 7. it learns ------------------------------------------------------------------------- */
 
 static double parse_last(const char *text, const char *key) {
@@ -1760,6 +1789,7 @@ static Suite *jit_suite(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, cli_determinism);
   tcase_add_test(tc, cli_resume);
+  tcase_add_test(tc, cli_resume_tt);
   tcase_add_test(tc, cli_learns_synthetic);
   tcase_add_test(tc, cli_schedules);
   tcase_add_test(tc, cli_bad_predict_input);
