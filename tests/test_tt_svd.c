@@ -1,4 +1,4 @@
-/* test_tt_svd.c: TT-SVD (compiler/tt_svd.c) and `teslac compress` (compiler/compress.c).
+/* test_tt_svd.c: TT-SVD (compiler/plan/tt_svd.c) and `teslac compress` (compiler/driver/compress.c).
  *
  *   bound      ||W - TT(W)||_F <= eps ||W||_F on random and decaying-spectrum weights, for eps
  *              0.5, 0.1, 0.01 and mode splits d = 2..4 (some padded), the error rebuilt here

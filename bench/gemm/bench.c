@@ -1,4 +1,4 @@
-// bench.c: correctness and speed of compiler/kernels (tk_dense_*) on the real layer shapes.
+// bench.c: correctness and speed of compiler/codegen/kernels (tk_dense_*) on the real layer shapes.
 // Each shape gets its own noinline wrapper that calls the kernels with compile-time-constant
 // dims and tile bounds, as the JIT does after inlining, so what is timed is the specialized
 // loop nest. Results are checked against a naive double-precision reference (max error
@@ -12,9 +12,9 @@
 
 #ifdef TK_BITCODE
 // Built the JIT's way (run.sh): the kernels come from kernels.bc, linked in as bitcode.
-#include "../../compiler/kernels/tk_kernels.h"
+#include "../../compiler/codegen/kernels/tk_kernels.h"
 #else
-#include "../../compiler/kernels/kernels.c"
+#include "../../compiler/codegen/kernels/kernels.c"
 #endif
 
 typedef void (*FwdFn)(const float *, const float *, const float *, float *);

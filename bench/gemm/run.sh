@@ -4,7 +4,7 @@
 # (--shapes also times numpy on every layer shape). Outputs go to bench/gemm/build/.
 set -eu
 cd "$(dirname "$0")"
-K=../../compiler/kernels
+K=../../compiler/codegen/kernels
 O=build
 mkdir -p $O
 CF="-ffp-contract=fast -fno-math-errno"
