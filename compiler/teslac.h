@@ -217,7 +217,7 @@ int tesla_front(Ctx *cx, Spec *sp);
 /* the same from a file (cx is initialized here, diagnostics to stderr; ctx_free it after) */
 int tesla_front_file(Ctx *cx, const char *path, Spec *sp);
 
-/* ---- train.c: the train and eval commands (JIT) ----------------------------------------- */
+/* ---- driver/: one file per command (train.c, eval.c, predict.c, emit_llvm.c, compress.c) ----- */
 
 int train_main(int argc, char **argv);
 int eval_main(int argc, char **argv);

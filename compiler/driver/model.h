@@ -1,5 +1,5 @@
 /* model.h: a compiled, runnable model: the spec, its plan, the JIT's entry points and the
- * four memory blocks. train.c implements it for the train/eval commands; the tests drive
+ * four memory blocks. model.c implements it for the train/eval/predict commands; the tests drive
  * the same calls (gradient checks through the generated code, optimizer steps, checkpoints). */
 #ifndef TESLAC_MODEL_H
 #define TESLAC_MODEL_H

@@ -1,0 +1,154 @@
+/* cmd.c: what the commands of the JIT path (train, eval, predict, emit-llvm) share: their
+ * option parser (one loop, each command saying which options it takes), usage errors (exit 2)
+ * and loading a split of the spec's data. */
+#include "cmd.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int cmd_usage(const char *cmd, const char *fmt, const char *arg) {
+  fprintf(stderr, "teslac: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\nsee 'teslac %s --help'\n", cmd);
+  return 2;
+}
+
+static const char train_help[] =
+    "usage: teslac train SPEC [options]\n"
+    "\n"
+    "Compile SPEC for this CPU and train it on the spec's data; after each epoch print the\n"
+    "train loss, test loss and test accuracy, and write a checkpoint.\n"
+    "\n"
+    "  -o CKPT           checkpoint path (default: NAME.safetensors); written atomically at\n"
+    "                    the end of each epoch and of the run\n"
+    "  --epochs N        epochs (default: train.epochs)\n"
+    "  --steps N         stop after N optimizer steps (short, reproducible runs)\n"
+    "  --batch B         batch size (default: train.batch)\n"
+    "  --lr X            learning rate (default: train.lr)\n"
+    "  --seed S          seed for initialization and shuffling (default: train.seed)\n"
+    "  --threads T       threads (default: all cores)\n"
+    "  --init W          start from the weights in W (safetensors, PyTorch state_dict names)\n"
+    "  --resume CKPT     continue a run from a teslac checkpoint (weights, optimizer, position)\n"
+    "  --log FILE        also write one JSON line per epoch to FILE\n"
+    "  --profile         time every layer's forward and backward, the loss and the optimizer\n";
+
+static const char eval_help[] =
+    "usage: teslac eval SPEC --weights CKPT [--batch B] [--threads T]\n"
+    "\n"
+    "Test-set loss and accuracy of the weights in CKPT, over every test sample.\n";
+
+static const char predict_help[] =
+    "usage: teslac predict SPEC --weights CKPT [--input IDX] [--json] [--batch B] [--threads T]\n\n"
+    "Classify every sample of IDX (default: the spec's test images) with the weights in CKPT.\n"
+    "Prints one line per sample: its index, its class and that class's probability (its raw\n"
+    "score when the spec does not end in softmax); with --json one JSON object per line:\n"
+    "{\"index\": i, \"class\": c, \"scores\": [p0, p1, ...]}.\n";
+
+static const char emit_help[] =
+    "usage: teslac emit-llvm SPEC [--optimized] [--batch B]\n\n"
+    "Print the LLVM IR teslac generates for SPEC: <name>_train_step (forward, loss, backward,\n"
+    "optimizer), <name>_grad (the same without the optimizer) and <name>_infer. Kernels are\n"
+    "calls until --optimized links them and runs O3 for this CPU.\n";
+
+static int num_opt(const char *cmd, int argc, char **argv, int *i, double lo, double hi, bool integer, double *out) {
+  const char *name = argv[*i];
+  if (*i + 1 >= argc) return cmd_usage(cmd, "%s needs a value", name);
+  const char *v = argv[++*i];
+  char *end;
+  errno = 0;
+  double d = strtod(v, &end);
+  if (end == v || *end || errno || !isfinite(d) || d < lo || d > hi || (integer && d != floor(d))) {
+    fprintf(stderr, "teslac: %s must be %s from %g to %g, got '%s'\nsee 'teslac %s --help'\n", name,
+            integer ? "an integer" : "a number", lo, hi, v, cmd);
+    return 2;
+  }
+  *out = d;
+  return 0;
+}
+
+int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
+  memset(o, 0, sizeof *o);
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    double d;
+    int rc = 0;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fputs(!strcmp(cmd, "train") ? train_help : !strcmp(cmd, "eval") ? eval_help
+            : !strcmp(cmd, "predict") ? predict_help : emit_help, stdout);
+      return -1;
+    }
+#define STR_OPT(flag, field)                                             \
+  if (!strcmp(a, flag)) {                                                \
+    if (i + 1 >= argc) return cmd_usage(cmd, "%s needs a value", flag);      \
+    o->field = argv[++i];                                                \
+    continue;                                                            \
+  }
+#define NUM_OPT(flag, lo, hi, integer, stmt)                              \
+  if (!strcmp(a, flag)) {                                                 \
+    if ((rc = num_opt(cmd, argc, argv, &i, lo, hi, integer, &d))) return rc; \
+    stmt;                                                                 \
+    continue;                                                             \
+  }
+    bool train = !strcmp(cmd, "train");
+    if (train && !strcmp(a, "--profile")) {
+      o->profile = true;
+      continue;
+    }
+    if (train) {
+      STR_OPT("-o", out)
+      STR_OPT("--init", init)
+      STR_OPT("--resume", resume)
+      STR_OPT("--log", log)
+      NUM_OPT("--epochs", 1, 1e6, true, o->epochs = (int64_t)d)
+      NUM_OPT("--steps", 1, 1e12, true, o->steps = (int64_t)d)
+      NUM_OPT("--lr", 1e-12, 1e6, false, o->lr = d)
+      NUM_OPT("--seed", 0, 9e15, true, (o->seed = (int64_t)d, o->have_seed = true))
+    } else if (!strcmp(cmd, "emit-llvm")) {
+      if (!strcmp(a, "--optimized") || !strcmp(a, "-O")) {
+        o->optimized = true;
+        continue;
+      }
+      if (!strcmp(a, "--backward")) continue;   /* train_step always holds the backward */
+    } else {
+      STR_OPT("--weights", weights)
+      if (!strcmp(cmd, "predict")) {
+        STR_OPT("--input", input)
+        if (!strcmp(a, "--json")) {
+          o->json = true;
+          continue;
+        }
+      }
+    }
+    NUM_OPT("--batch", 1, 1 << 20, true, o->batch = (int64_t)d)
+    if (strcmp(cmd, "emit-llvm")) NUM_OPT("--threads", 1, 1024, true, o->threads = (int64_t)d)
+#undef STR_OPT
+#undef NUM_OPT
+    if (a[0] == '-' && a[1]) return cmd_usage(cmd, "unknown option '%s'", a);
+    if (o->spec) return cmd_usage(cmd, "one spec at a time; '%s' is one too many", a);
+    o->spec = a;
+  }
+  if (!o->spec) return cmd_usage(cmd, "%smissing SPEC (a model spec, e.g. specs/mlp.yaml)", "");
+  if ((!strcmp(cmd, "eval") || !strcmp(cmd, "predict")) && !o->weights)
+    return cmd_usage(cmd, "%s needs --weights CKPT", cmd);
+  if (o->init && o->resume) return cmd_usage(cmd, "%sgive --init or --resume, not both", "");
+  return 0;
+}
+
+int cmd_load_split(Ctx *cx, const Spec *sp, const char *images, const char *labels, const char *what,
+                      TsDataset *d) {
+  if (!images || !labels) {
+    diag_at(cx, sp->data.present ? sp->data.loc : (SrcLoc){0},
+            "the spec has no %s data (data: {%s: {images: ..., labels: ...}})", what, what);
+    return -1;
+  }
+  TsErr e;
+  if (ts_dataset_load(images, labels, (float)sp->data.scale, (int)sp->classes, (size_t)shape_elems(&sp->input),
+                      d, &e) < 0) {
+    fprintf(stderr, "teslac: %s data: %s\n", what, e.msg);
+    return -1;
+  }
+  return 0;
+}

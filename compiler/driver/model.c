@@ -1,0 +1,306 @@
+/* model.c: a compiled, runnable model (model.h): plan -> emit -> JIT -> the plan's four memory
+ * blocks (one aligned allocation each; nothing is allocated per step), PyTorch's default
+ * initialization (tensor-train cores scaled so that the chain has the dense init's variance),
+ * evaluation over a dataset, and checkpoints: safetensors in PyTorch's layout and names (TT
+ * cores as (r, m, n, r')), optimizer state and position, written atomically by the runtime.
+ * The commands in this folder and the tests drive it.
+ *
+ * Batches: evaluation pads the last one and counts only its real rows, so every test sample
+ * counts. */
+#include "model.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void model_free(Model *m) {
+  jit_free(m->jit);
+  ts_aligned_free(m->P), ts_aligned_free(m->G), ts_aligned_free(m->O), ts_aligned_free(m->A);
+  ts_aligned_free(m->X), ts_aligned_free(m->Y);
+  ts_pool_set_global(NULL);
+  if (m->pool) ts_pool_destroy(m->pool);
+}
+
+static float *block(int64_t floats) { return ts_aligned_alloc((size_t)(floats > 0 ? floats : 1) * sizeof(float)); }
+
+/* plan -> emit -> JIT -> memory */
+int model_build(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbose) {
+  return model_build_ex(cx, m, batch, threads, verbose, false);
+}
+
+int model_build_ex(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbose, bool profile) {
+  if (!emit_supported(cx, &m->sp)) return -1;
+  plan_spec(cx, &m->sp, batch, &m->pl);
+  if (cx->nerrors) return -1;
+  double t0 = ts_now();
+  JitTimes jt = {0};
+  int parts = threads > 0 ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (jit_compile(cx, &m->sp, &m->pl, profile, parts > 0 ? parts : 1, &m->jit, &jt) < 0) return -1;
+  m->train_step = jit_fn(m->jit, "train_step");
+  m->infer = jit_fn(m->jit, "infer");
+  m->grad = jit_fn(m->jit, "grad");
+  if (verbose)
+    printf("compiled %s for batch %lld in %.3f s (emit %.3f, O3 + machine code %.3f, link %.3f)\n", m->sp.name,
+           (long long)batch, ts_now() - t0, jt.emit, jt.opt, jt.codegen);
+  m->in_elems = shape_elems(&m->sp.input);
+  m->P = block(m->pl.param_block), m->G = block(m->pl.grad_block), m->O = block(m->pl.opt_block);
+  m->A = block(m->pl.act_block), m->X = block(batch * m->in_elems);
+  m->Y = ts_aligned_alloc((size_t)batch * sizeof(int32_t));
+  if (!m->P || !m->G || !m->O || !m->A || !m->X || !m->Y) {
+    diag_at(cx, (SrcLoc){0}, "out of memory for the model's blocks");
+    return -1;
+  }
+  TsErr e;
+  m->pool = ts_pool_create((int)threads, &e);
+  if (!m->pool) {
+    diag_at(cx, (SrcLoc){0}, "%s", e.msg);
+    return -1;
+  }
+  ts_pool_set_global(m->pool);
+  return 0;
+}
+
+/* ---- initialization: PyTorch's defaults ---------------------------------------------------- */
+
+/* dense and conv: kaiming_uniform(a = sqrt(5)) for the weight, i.e. U(-1/sqrt(fan_in), +), and
+ * U(-1/sqrt(fan_in), +) for the bias; batchnorm: weight 1, bias 0, running mean 0, var 1. */
+void model_init(Model *m, uint64_t seed) {
+  TsRng r;
+  ts_rng_seed(&r, seed, 0x7e51a);
+  for (int t = 0; t < m->pl.ntensors; t++) {
+    const PlanTensor *pt = &m->pl.tensors[t];
+    const Layer *l = &m->sp.layers[pt->layer];
+    float *p = m->P + pt->offset;
+    const char *n = pt->p.pname;
+    if (l->op == OP_batchnorm) {
+      float v = !strcmp(n, "weight") || !strcmp(n, "running_var") ? 1.0f : 0.0f;
+      for (int64_t i = 0; i < pt->elems; i++) p[i] = v;
+      continue;
+    }
+    int64_t fan_in = l->op == OP_dense ? shape_elems(&l->in) : l->in.d[0] * l->u.conv.kh * l->u.conv.kw;
+    int64_t fan_out = l->op == OP_dense ? l->u.dense.units : l->u.conv.filters * l->u.conv.kh * l->u.conv.kw;
+    double bound = 1.0 / sqrt((double)fan_in);
+    if (pt->p.core) {   /* a TT core: normal, scaled so that the chain's product has the
+                           variance of the dense weight's init (tt.c: tt_core_std) */
+      InitKind k = l->init;
+      double var = k == INIT_KAIMING_UNIFORM || k == INIT_KAIMING_NORMAL ? 2.0 / (double)fan_in
+                   : k == INIT_GLOROT || k == INIT_GLOROT_NORMAL ? 2.0 / (double)(fan_in + fan_out)
+                   : bound * bound / 3.0;   /* U(-bound, bound), PyTorch's default */
+      double sd = tt_core_std(&m->pl.layers[pt->layer].tt, l->op == OP_conv, var);
+      for (int64_t i = 0; i < pt->elems; i++)
+        p[i] = k == INIT_ZEROS ? 0.0f : k == INIT_ONES ? 1.0f : (float)(ts_rng_normal(&r) * sd);
+      continue;
+    }
+    bool weight = !strcmp(n, "weight");
+    InitKind k = weight ? l->init : INIT_DEFAULT;
+    for (int64_t i = 0; i < pt->elems; i++) {
+      double v;
+      switch (k) {
+      case INIT_ZEROS: v = 0; break;
+      case INIT_ONES: v = 1; break;
+      case INIT_GLOROT: {
+        double a = sqrt(6.0 / (double)(fan_in + fan_out));
+        v = (2 * ts_rng_uniform(&r) - 1) * a;
+        break;
+      }
+      case INIT_GLOROT_NORMAL: v = ts_rng_normal(&r) * sqrt(2.0 / (double)(fan_in + fan_out)); break;
+      case INIT_KAIMING_NORMAL: v = ts_rng_normal(&r) * sqrt(2.0 / (double)fan_in); break;
+      case INIT_KAIMING_UNIFORM: v = (2 * ts_rng_uniform(&r) - 1) * sqrt(6.0 / (double)fan_in); break;
+      default: v = (2 * ts_rng_uniform(&r) - 1) * bound; break;
+      }
+      p[i] = (float)v;   /* stored_t weights: the distribution is the same either way */
+    }
+  }
+}
+
+/* ---- checkpoints -------------------------------------------------------------------------- */
+
+/* PyTorch layout of tensor t into dst (transposing what the plan keeps transposed). */
+/* a TT core kept rank-swapped: file (R, M, N, S) <-> stored (S, M, N, R) */
+static void core_swap(const PlanTensor *pt, const float *src, float *dst, bool to_file) {
+  int64_t R = pt->p.dims[0], MN = pt->p.dims[1] * pt->p.dims[2], S = pt->p.dims[3];
+  for (int64_t a = 0; a < R; a++)
+    for (int64_t x = 0; x < MN; x++)
+      for (int64_t b = 0; b < S; b++) {
+        int64_t f = (a * MN + x) * S + b, st = (b * MN + x) * R + a;
+        if (to_file) dst[f] = src[st];
+        else dst[st] = src[f];
+      }
+}
+
+static void tensor_export(const Model *m, const PlanTensor *pt, const float *src, float *dst) {
+  if (pt->p.rank_swap) {
+    core_swap(pt, src, dst, true);
+    return;
+  }
+  if (!pt->p.stored_t) {
+    memcpy(dst, src, sizeof(float) * (size_t)pt->elems);
+    return;
+  }
+  int64_t R = pt->p.dims[0], C = pt->p.dims[1];   /* PyTorch (R, C), stored (C, R) */
+  for (int64_t c = 0; c < C; c++)
+    for (int64_t r = 0; r < R; r++) dst[r * C + c] = src[c * R + r];
+}
+
+static void tensor_import(const Model *m, const PlanTensor *pt, const float *src, float *dst) {
+  if (pt->p.rank_swap) {
+    core_swap(pt, src, dst, false);
+    return;
+  }
+  if (!pt->p.stored_t) {
+    memcpy(dst, src, sizeof(float) * (size_t)pt->elems);
+    return;
+  }
+  int64_t R = pt->p.dims[0], C = pt->p.dims[1];
+  for (int64_t c = 0; c < C; c++)
+    for (int64_t r = 0; r < R; r++) dst[c * R + r] = src[r * C + c];
+}
+
+static uint64_t spec_hash(const Ctx *cx) {
+  uint64_t h = 1469598103934665603ull;   /* FNV-1a over the spec's text */
+  for (size_t i = 0; i < cx->srclen; i++) h = (h ^ (unsigned char)cx->src[i]) * 1099511628211ull;
+  return h;
+}
+
+/* weights under PyTorch's names; optimizer state under "__opt__.<slot>.<name>"; position and
+ * the spec's hash in __metadata__ */
+int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *e) {
+  int n = 0, nt = m->pl.ntensors;
+  int slots = m->pl.opt_block ? (m->pl.opt_block == m->pl.grad_block ? 1 : 2) : 0;
+  TsStOut *out = calloc((size_t)(nt * (1 + slots)), sizeof *out);
+  float *tmp = ts_malloc(sizeof(float) * (size_t)(m->pl.param_block + m->pl.opt_block + 1));
+  if (!out || !tmp) {
+    free(out), ts_free(tmp);
+    return ts_fail(e, "out of memory writing %s", path);
+  }
+  char **names = calloc((size_t)(nt * (1 + slots)), sizeof(char *));
+  float *w = tmp;
+  for (int t = 0; t < nt; t++) {
+    const PlanTensor *pt = &m->pl.tensors[t];
+    tensor_export(m, pt, m->P + pt->offset, w);
+    out[n] = (TsStOut){pt->name, TS_F32, pt->p.ndims, {0}, w};
+    memcpy(out[n].shape, pt->p.dims, sizeof(int64_t) * (size_t)pt->p.ndims);
+    n++, w += pt->elems;
+  }
+  for (int s = 0; s < slots; s++)
+    for (int t = 0; t < nt; t++) {
+      const PlanTensor *pt = &m->pl.tensors[t];
+      if (pt->grad_offset < 0) continue;
+      tensor_export(m, pt, m->O + (int64_t)s * m->pl.grad_block + pt->grad_offset, w);
+      names[n] = arena_printf(cx, "__opt__.%s.%s", s ? "exp_avg_sq" : (m->sp.train.opt == OPT_SGD ? "momentum" : "exp_avg"), pt->name);
+      out[n] = (TsStOut){names[n], TS_F32, pt->p.ndims, {0}, w};
+      memcpy(out[n].shape, pt->p.dims, sizeof(int64_t) * (size_t)pt->p.ndims);
+      n++, w += pt->elems;
+    }
+  /* PyTorch's BatchNorm state_dict also has num_batches_tracked (int64, 0-d): the batches
+   * seen in training, so that model.load_state_dict(..., strict=True) takes the file */
+  int64_t *tracked = calloc((size_t)m->sp.nlayers + 1, sizeof(int64_t));
+  TsStOut *all = realloc(out, sizeof *out * (size_t)(nt * (1 + slots) + m->sp.nlayers));
+  if (all) out = all;
+  for (int i = 0; all && tracked && i < m->sp.nlayers; i++)
+    if (m->sp.layers[i].op == OP_batchnorm) {
+      tracked[i] = m->t;
+      out[n++] = (TsStOut){arena_printf(cx, "%s.num_batches_tracked", m->sp.layers[i].name), TS_I64, 0, {0}, &tracked[i]};
+    }
+  char hash[32], ep[32], st[32], bt[32];
+  snprintf(hash, sizeof hash, "%016llx", (unsigned long long)spec_hash(cx));
+  snprintf(ep, sizeof ep, "%lld", (long long)epoch);
+  snprintf(st, sizeof st, "%lld", (long long)m->t);
+  snprintf(bt, sizeof bt, "%lld", (long long)m->pl.batch);
+  const char *meta[] = {"format", "tesla", "model", m->sp.name, "spec_hash", hash, "epoch", ep, "step", st, "batch", bt};
+  int rc = ts_st_write(path, out, n, meta, 6, e);
+  free(out), free(names), free(tracked), ts_free(tmp);
+  return rc;
+}
+
+/* Loads weights (and, with `opt`, optimizer state and position) from a safetensors file;
+ * the first tensor that is missing or has another shape is named in the error. */
+int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, TsErr *e) {
+  TsStFile f;
+  if (ts_st_read(path, &f, e) < 0) return -1;
+  int rc = 0;
+  /* a weights-only file (a state_dict) would otherwise be reported as a missing __opt__ tensor */
+  if (opt && (!ts_st_meta(&f, "step") || !ts_st_meta(&f, "epoch"))) {
+    rc = ts_fail(e, "%s: not a teslac checkpoint (no step/epoch metadata); use --init for weights", path);
+    ts_st_free(&f);
+    return rc;
+  }
+  float *tmp = ts_malloc(sizeof(float) * (size_t)(m->pl.param_block + 1));
+  for (int s = 0; s <= (opt ? 2 : 0) && rc == 0; s++) {
+    if (s > 0 && (m->pl.opt_block == 0 || (s == 2 && m->pl.opt_block == m->pl.grad_block))) continue;
+    for (int t = 0; t < m->pl.ntensors && rc == 0; t++) {
+      const PlanTensor *pt = &m->pl.tensors[t];
+      if (s > 0 && pt->grad_offset < 0) continue;
+      const char *name = s == 0 ? pt->name
+                                : arena_printf(cx, "__opt__.%s.%s", s == 2 ? "exp_avg_sq" : (m->sp.train.opt == OPT_SGD ? "momentum" : "exp_avg"), pt->name);
+      const TsTensor *tt = ts_st_find(&f, name);
+      if (!tt) {
+        rc = ts_fail(e, "%s: no tensor '%s' (this checkpoint is not from this spec)", path, name);
+        break;
+      }
+      bool same = tt->ndims == pt->p.ndims;
+      for (int d = 0; same && d < tt->ndims; d++) same = tt->shape[d] == pt->p.dims[d];
+      if (!same) {
+        char have[96] = "", want[96] = "";
+        for (int d = 0; d < tt->ndims; d++) snprintf(have + strlen(have), sizeof have - strlen(have), "%s%lld", d ? ", " : "", (long long)tt->shape[d]);
+        for (int d = 0; d < pt->p.ndims; d++) snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "", (long long)pt->p.dims[d]);
+        rc = ts_fail(e, "%s: tensor '%s' is (%s) but the spec needs (%s)", path, name, have, want);
+        break;
+      }
+      if (ts_tensor_to_f32(tt, tmp, (size_t)pt->elems, e) < 0) { rc = -1; break; }
+      float *dst = s == 0 ? m->P + pt->offset : m->O + (int64_t)(s - 1) * m->pl.grad_block + pt->grad_offset;
+      tensor_import(m, pt, tmp, dst);
+    }
+  }
+  if (rc == 0 && opt) {
+    m->t = atoll(ts_st_meta(&f, "step")), *epoch = atoll(ts_st_meta(&f, "epoch"));
+    /* the position in the epoch is counted in batches: another batch size would misplace it */
+    const char *bt = ts_st_meta(&f, "batch");
+    if (bt && atoll(bt) != m->pl.batch)
+      rc = ts_fail(e, "%s was trained at batch %s; resume it at that batch (--batch %s), not %lld", path, bt, bt,
+                   (long long)m->pl.batch);
+  }
+  if (rc == 0 && opt) {   /* the tensors fit, but the spec may have changed (another lr, schedule, data) */
+    char hash[32];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)spec_hash(cx));
+    const char *h = ts_st_meta(&f, "spec_hash");
+    if (h && strcmp(h, hash))
+      fprintf(stderr, "teslac: warning: %s was written from another version of %s (spec hash %s, now %s); "
+                      "resuming with the spec as it is now\n", path, cx->path, h, hash);
+  }
+  ts_free(tmp);
+  ts_st_free(&f);
+  return rc;
+}
+
+/* ---- evaluation ----------------------------------------------------------------------------- */
+
+void model_step_init(Model *m, TeslaStep *s) {
+  memset(s, 0, sizeof *s);
+  s->params = m->P, s->grads = m->G, s->opt = m->O, s->acts = m->A, s->x = m->X, s->y = m->Y;
+}
+
+/* loss and accuracy over every sample of d (the last batch padded) */
+void model_eval(Model *m, const TsDataset *d, double *loss, double *acc) {
+  int64_t B = m->pl.batch;
+  double sum = 0;
+  int64_t correct = 0;
+  TeslaStep s;
+  for (size_t at = 0; at < d->count; at += (size_t)B) {
+    int64_t n = (int64_t)(d->count - at) < B ? (int64_t)(d->count - at) : B;
+    memcpy(m->X, d->x + at * d->item_size, sizeof(float) * (size_t)(n * m->in_elems));
+    memcpy(m->Y, d->y + at, sizeof(int32_t) * (size_t)n);
+    if (n < B) {
+      memset(m->X + n * m->in_elems, 0, sizeof(float) * (size_t)((B - n) * m->in_elems));
+      memset(m->Y + n, 0, sizeof(int32_t) * (size_t)(B - n));
+    }
+    model_step_init(m, &s);
+    s.nvalid = (int32_t)n;
+    m->infer(&s);
+    sum += s.loss, correct += s.correct;
+  }
+  *loss = sum / (double)d->count;
+  *acc = (double)correct / (double)d->count;
+}
