@@ -1529,8 +1529,13 @@ static const struct { const char *label, *input; int classes; const char *layers
                                "  - dense: {units: 11, tt: {rank: 2, order: form_w}}\n"
                                "  - dense: {units: 3}\n  - softmax: {}\n"},
     {"ttconv", "[4, 5, 5]", 3, "  - conv: {filters: 4, kernel: 3, padding: same}\n"
-                               "  - conv: {filters: 6, kernel: 3, tt: {in_modes: [2, 2], out_modes: [3, 2], ranks: [3, 2]}}\n"
+                               "  - conv: {filters: 6, kernel: 3, tt: {in_modes: [2, 2], out_modes: [3, 2], ranks: [3, 2], order: form_w}}\n"
                                "  - dense: {units: 3}\n  - softmax: {}\n"},
+    {"ttconv_dir", "[4, 5, 5]", 3, "  - conv: {filters: 4, kernel: 3, padding: same}\n"
+                                   "  - conv: {filters: 6, kernel: 3, padding: 1, tt: {in_modes: [2, 2], out_modes: [3, 2], ranks: [3, 2], order: left_to_right}}\n"
+                                   "  - dense: {units: 3}\n  - softmax: {}\n"},
+    {"ttconv_dir1", "[4, 6, 6]", 3, "  - conv: {filters: 6, kernel: [3, 2], stride: 2, tt: {in_modes: [4], out_modes: [6], rank: 3, order: left_to_right}}\n"
+                                    "  - relu: {}\n  - dense: {units: 3}\n  - softmax: {}\n"},
     {"ttconv_first", "[4, 6, 6]", 3, "  - conv: {filters: 6, kernel: [3, 2], stride: 2, bias: false, tt: {in_modes: [4], out_modes: [6], rank: 3}}\n"
                                      "  - relu: {}\n  - dense: {units: 3}\n  - softmax: {}\n"},
 };
@@ -1597,7 +1602,9 @@ static const struct { const char *input, *layer; bool conv; int classes; } tt_fw
     {"[30]", "  - dense: {units: 7, tt: {rank: 3, order: right_to_left}}\n", false, 7},
     {"[30]", "  - dense: {units: 7, bias: false, tt: {rank: 3, order: form_w}}\n", false, 7},
     {"[16]", "  - dense: {units: 16, tt: {in_modes: [2, 2, 2, 2], out_modes: [2, 2, 2, 2], ranks: [2, 4, 2], order: left_to_right}}\n", false, 16},
-    {"[4, 5, 5]", "  - conv: {filters: 6, kernel: 3, padding: 1, tt: {in_modes: [2, 2], out_modes: [3, 2], ranks: [3, 2]}}\n", true, 150},
+    {"[4, 5, 5]", "  - conv: {filters: 6, kernel: 3, padding: 1, tt: {in_modes: [2, 2], out_modes: [3, 2], ranks: [3, 2], order: form_w}}\n", true, 150},
+    {"[4, 5, 5]", "  - conv: {filters: 6, kernel: 3, padding: 1, tt: {in_modes: [2, 2], out_modes: [3, 2], ranks: [3, 2], order: left_to_right}}\n", true, 150},
+    {"[4, 7, 7]", "  - conv: {filters: 4, kernel: 3, stride: 2, bias: false, tt: {in_modes: [2, 2], out_modes: [2, 2], ranks: [2, 3], order: left_to_right}}\n", true, 36},
 };
 
 START_TEST(tt_forward_rebuilt) {

@@ -150,6 +150,12 @@ LLVMValueRef cg_act(Cg *g, LLVMValueRef y, double slope);
 /* dense TT_LTR / TT_RTL: y = act(x W^T + b) as a chain of GEMMs over the cores */
 void tt_emit_chain_fwd(Cg *g, const EmitLayer *e);
 void tt_emit_chain_bwd(Cg *g, const EmitLayer *e);
+/* the chain's steps alone, S_0 -> S_d and back to dS_0 (need_ds0) in the plan's states:
+ * conv's direct path fills S_0 (r0, C, B, H' W') from its spatial core and reads S_d (K, B,
+ * H' W') itself (op_conv.c); tt_dstate: where dS_k is */
+void tt_emit_chain_steps_fwd(Cg *g, const EmitLayer *e);
+void tt_emit_chain_steps_bwd(Cg *g, const EmitLayer *e, bool need_ds0);
+int64_t tt_dstate(const EmitLayer *e, int k);
 /* TT_FORM (dense and conv): the full weight from the cores into w[0] (dense (IN, OUT), conv
  * (K, C, kh, kw)); and back: the cores' gradients from dw[0], which it zeroes */
 void tt_emit_form(Cg *g, const EmitLayer *e);

@@ -36,6 +36,15 @@ typedef struct Chain {
 static Chain chain_of(const EmitLayer *e) {
   const TTPlan *t = &e->pl->tt;
   Chain c = {.d = t->d, .B = e->B};
+  if (e->l->op == OP_conv) {   /* the direct path: channel cores after the spatial one, whose
+                                  r[0] outputs per channel lead S_0; trailing (B, H' W') */
+    for (int k = 0; k < t->d; k++)
+      c.m[k] = t->m[k], c.n[k] = t->n[k], c.core[k] = e->core[k + 1], c.dcore[k] = e->dcore[k + 1];
+    for (int k = 0; k < t->d; k++) c.r[k] = t->r[k];
+    c.r[t->d] = 1;
+    c.B = e->B * shape_elems(&e->l->out) / e->l->out.d[0];
+    return c;
+  }
   bool rev = t->order == TT_RTL;
   for (int k = 0; k < t->d; k++) {
     int s = rev ? t->d - 1 - k : k;
@@ -229,11 +238,16 @@ static void fwd_step_tile(Cg *g, LLVMValueRef t, void *arg) { step_tile(g, arg, 
 
 void tt_emit_chain_fwd(Cg *g, const EmitLayer *e) {
   const TTPlan *tp = &e->pl->tt;
-  Chain c = chain_of(e);
   int64_t B = e->B, M = tp->M, N = tp->N;
   /* S_0 (Mp, B) = x^T in chain order; padded rows zero */
   if (tp->Mp != M) zero(g, tp->aux + tp->state[0], tp->Mp * B);
   perm(g, e, PERM_IN, M);
+  tt_emit_chain_steps_fwd(g, e);
+  perm(g, e, PERM_OUT, N);   /* y[b, j] = act(S_d[pos(j), b] + bias[j]) */
+}
+
+void tt_emit_chain_steps_fwd(Cg *g, const EmitLayer *e) {
+  Chain c = chain_of(e);
   for (int k = 0; k < c.d; k++) {
     StepArg a = step_arg(e, c, k);
     char name[256], what[32];
@@ -241,7 +255,6 @@ void tt_emit_chain_fwd(Cg *g, const EmitLayer *e) {
     cg_tile_name(name, sizeof name, e, what);
     tiles(g, name, step_tiles(&a), step_macs(&c, k), fwd_step_tile, &a);
   }
-  perm(g, e, PERM_OUT, N);   /* y[b, j] = act(S_d[pos(j), b] + bias[j]) */
 }
 
 /* ---- backward --------------------------------------------------------------------------- */
@@ -303,11 +316,19 @@ static void dstate_tile(Cg *g, LLVMValueRef t, void *arg) { step_tile(g, arg, t,
 
 void tt_emit_chain_bwd(Cg *g, const EmitLayer *e) {
   const TTPlan *tp = &e->pl->tt;
-  Chain c = chain_of(e);
   int64_t B = e->B, M = tp->M, N = tp->N;
   /* dS_d[pos(j), b] = dy[b, j] (padded rows zero), db[j] += sum_b dy[b, j] */
-  if (tp->Np != N) zero(g, dstate(tp, c.d), tp->Np * B);
+  if (tp->Np != N) zero(g, dstate(tp, tp->d), tp->Np * B);
   perm(g, e, PERM_DY, N);
+  tt_emit_chain_steps_bwd(g, e, e->din >= 0);
+  if (e->din < 0) return;
+  perm(g, e, PERM_DX, M);   /* dx[b, i] = dS_0[pos(i), b] */
+}
+
+int64_t tt_dstate(const EmitLayer *e, int k) { return dstate(&e->pl->tt, k); }
+
+void tt_emit_chain_steps_bwd(Cg *g, const EmitLayer *e, bool need_ds0) {
+  Chain c = chain_of(e);
   for (int k = c.d - 1; k >= 0; k--) {
     int64_t K = c.r[k] * c.m[k];
     DcArg da = {e, c, k, K >= 64 ? cg_ceil_div(K, 4) : K >= 8 ? cg_ceil_div(K, 2) : K};
@@ -315,14 +336,12 @@ void tt_emit_chain_bwd(Cg *g, const EmitLayer *e) {
     snprintf(what, sizeof what, "tt_dcore%d", k);
     cg_tile_name(name, sizeof name, e, what);
     tiles(g, name, cg_ceil_div(K, da.rt), step_macs(&c, k), dcore_tile, &da);
-    if (k == 0 && e->din < 0) break;
+    if (k == 0 && !need_ds0) break;
     StepArg a = step_arg(e, c, k);
     snprintf(what, sizeof what, "tt_dstate%d", k);
     cg_tile_name(name, sizeof name, e, what);
     tiles(g, name, step_tiles(&a), step_macs(&c, k), dstate_tile, &a);
   }
-  if (e->din < 0) return;
-  perm(g, e, PERM_DX, M);   /* dx[b, i] = dS_0[pos(i), b] */
 }
 
 /* ---- forming the weight ----------------------------------------------------------------- */

@@ -251,9 +251,149 @@ static void conv_fwd_sample(Cg *g, const EmitLayer *e, LLVMValueRef b) {
 
 static void conv_fwd_tile(Cg *g, LLVMValueRef t, void *arg) { conv_group(g, arg, t, conv_fwd_sample); }
 
+
+/* ---- tensor train, the direct path (Garipov et al. 2016) -----------------------------------
+ *
+ * The kernel is never formed. Legend: R = r[0] (the spatial core's rank), S = kh kw, T = B P.
+ *   forward    per sample b: col_b = im2col(x_b) (C, S, P), as for a dense conv; per channel c
+ *              S_0[:, c, b, :] (R, P) = G0^T (R, S) @ col_b[c] (S, P), straight into the chain's
+ *              first state (R, C, B, P) (tt_emit.c); the chain over the channel modes leaves
+ *              S_d (K, B, P), and y[b, k, p] = S_d[k, b, p] + bias[k]
+ *   backward   dS_d from dy (and the bias gradient), the chain back to dS_0; then
+ *              dG0 (S, R) += sum over (b, c) of col_b[c] @ dS_0[:, c, b, :]^T (in one thread:
+ *              the same order every time), and, for dx, dcol_b[c] = G0 @ dS_0[:, c, b, :] over
+ *              col_b, scattered back by col2im */
+
+static LLVMValueRef ttd_S0(Cg *g, const EmitLayer *e, bool grad, LLVMValueRef b, LLVMValueRef c) {
+  ConvDims d = conv_dims(e);
+  int64_t T = e->B * d.P;
+  int64_t at = grad ? tt_dstate(e, 0) : e->pl->tt.aux + e->pl->tt.state[0];
+  return cg_at(g, TS_A, at, cg_add(g, cg_mul(g, c, cg_i64(g, T)), cg_mul(g, b, cg_i64(g, d.P))));
+}
+
+static void ttd_fwd_sample(Cg *g, const EmitLayer *e, LLVMValueRef b) {
+  ConvDims d = conv_dims(e);
+  int64_t R = e->pl->tt.r[0], S = d.kh * d.kw, T = e->B * d.P;
+  LLVMValueRef x = cg_gep(g, cg_in_ptr(g, e), cg_mad(g, b, d.C * d.H * d.W, NULL));
+  LLVMValueRef col = conv_col(g, e, &d, b);
+  conv_taps(g, &d, x, col, true);
+  CgLoop Lc;
+  LLVMValueRef c = cg_for(g, &Lc, "ttd_c", cg_i64(g, 0), cg_i64(g, d.C));
+  LLVMValueRef args[] = {cg_i64(g, R), cg_i64(g, d.P), cg_i64(g, S), cg_at(g, TS_P, e->core[0], NULL), cg_i64(g, R),
+                         cg_gep(g, col, cg_mul(g, c, cg_i64(g, S * d.P))), cg_i64(g, d.P),
+                         ttd_S0(g, e, false, b, c), cg_i64(g, d.C * T), cg_i32(g, 0),
+                         cg_i64(g, 0), cg_i64(g, R), cg_i64(g, 0), cg_i64(g, d.P)};
+  cg_kernel(g, "tk_gemm_tn", args, 14);
+  cg_for_end(g, &Lc);
+}
+
+static void ttd_fwd_tile(Cg *g, LLVMValueRef t, void *arg) { conv_group(g, arg, t, ttd_fwd_sample); }
+
+/* y[b, k, p] = S_d[k, b, p] + bias[k] (out), or dS_d[k, b, p] = dy[b, k, p], db[k] += sum */
+typedef struct TtdOut { const EmitLayer *e; bool grad; } TtdOut;
+
+static void ttd_out_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const TtdOut *a = arg;
+  const EmitLayer *e = a->e;
+  ConvDims d = conv_dims(e);
+  int64_t T = e->B * d.P, kt = cg_ceil_div(d.K, 8);
+  int64_t Sd = e->pl->tt.aux + e->pl->tt.state[e->pl->tt.d], dSd = tt_dstate(e, e->pl->tt.d);
+  LLVMValueRef lo, hi;
+  cg_tile_range(g, t, kt, d.K, &lo, &hi);
+  CgLoop Lk, Lb, Lp;
+  LLVMValueRef k = cg_for(g, &Lk, "ttd_k", lo, hi);
+  LLVMValueRef sum = a->grad ? cg_var(g, "ttd_db", cg_f32(g, 0)) : NULL;
+  LLVMValueRef bias = !a->grad && e->w[1] >= 0 ? cg_load(g, cg_at(g, TS_P, e->w[1], k)) : NULL;
+  LLVMValueRef b = cg_for(g, &Lb, "ttd_b", cg_i64(g, 0), cg_i64(g, e->B));
+  LLVMValueRef p = cg_for(g, &Lp, "ttd_p", cg_i64(g, 0), cg_i64(g, d.P));
+  LLVMValueRef chain = cg_add(g, cg_mul(g, k, cg_i64(g, T)), cg_mad(g, b, d.P, p));
+  LLVMValueRef layer = cg_add(g, cg_mul(g, b, cg_i64(g, d.K * d.P)), cg_mad(g, k, d.P, p));
+  if (a->grad) {
+    LLVMValueRef dy = cg_load(g, cg_at(g, TS_A, e->dout, layer));
+    cg_store(g, dy, cg_at(g, TS_A, dSd, chain));
+    cg_store(g, cg_fadd(g, cg_load(g, sum), dy), sum);
+  } else {
+    LLVMValueRef y = cg_load(g, cg_at(g, TS_A, Sd, chain));
+    if (bias) y = cg_fadd(g, y, bias);
+    cg_store(g, y, cg_at(g, TS_A, e->out, layer));
+  }
+  cg_for_end(g, &Lp);
+  cg_for_end(g, &Lb);
+  if (a->grad && e->dw[1] >= 0) {
+    LLVMValueRef pb = cg_at(g, TS_G, e->dw[1], k);
+    cg_store(g, cg_fadd(g, cg_load(g, pb), cg_load(g, sum)), pb);
+  }
+  cg_for_end(g, &Lk);
+}
+
+static void ttd_fwd(Cg *g, const EmitLayer *e) {
+  char name[256];
+  cg_tile_name(name, sizeof name, e, "ttd_fwd");
+  cg_parallel(g, name, ngroups(e->B), ttd_fwd_tile, (void *)e);
+  tt_emit_chain_steps_fwd(g, e);
+  TtdOut a = {e, false};
+  cg_tile_name(name, sizeof name, e, "ttd_out");
+  cg_parallel(g, name, cg_ceil_div(e->l->u.conv.filters, cg_ceil_div(e->l->u.conv.filters, 8)), ttd_out_tile, &a);
+}
+
+/* dG0 += col_b[c] (S, P) @ dS_0[:, c, b, :]^T for every (b, c), in order */
+static void ttd_dcore0_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  ConvDims d = conv_dims(e);
+  int64_t R = e->pl->tt.r[0], S = d.kh * d.kw, T = e->B * d.P;
+  CgLoop Lb, Lc;
+  LLVMValueRef b = cg_for(g, &Lb, "ttd_gb", cg_i64(g, 0), cg_i64(g, e->B));
+  LLVMValueRef c = cg_for(g, &Lc, "ttd_gc", cg_i64(g, 0), cg_i64(g, d.C));
+  LLVMValueRef args[] = {cg_i64(g, S), cg_i64(g, R), cg_i64(g, d.P),
+                         cg_gep(g, conv_col(g, e, &d, b), cg_mul(g, c, cg_i64(g, S * d.P))), cg_i64(g, d.P),
+                         ttd_S0(g, e, true, b, c), cg_i64(g, d.C * T),
+                         cg_at(g, TS_G, e->dcore[0], NULL), cg_i64(g, R), cg_i32(g, 1),
+                         cg_i64(g, 0), cg_i64(g, S), cg_i64(g, 0), cg_i64(g, R)};
+  cg_kernel(g, "tk_gemm_nt", args, 14);
+  cg_for_end(g, &Lc);
+  cg_for_end(g, &Lb);
+}
+
+/* dcol_b[c] = G0 (S, R) @ dS_0[:, c, b, :] (R, P) over col_b; dx_b = col2im */
+static void ttd_dx_sample(Cg *g, const EmitLayer *e, LLVMValueRef b) {
+  ConvDims d = conv_dims(e);
+  int64_t R = e->pl->tt.r[0], S = d.kh * d.kw, T = e->B * d.P;
+  LLVMValueRef col = conv_col(g, e, &d, b);
+  CgLoop Lc;
+  LLVMValueRef c = cg_for(g, &Lc, "ttd_dc", cg_i64(g, 0), cg_i64(g, d.C));
+  LLVMValueRef args[] = {cg_i64(g, S), cg_i64(g, d.P), cg_i64(g, R), cg_at(g, TS_P, e->core[0], NULL), cg_i64(g, R),
+                         ttd_S0(g, e, true, b, c), cg_i64(g, d.C * T),
+                         cg_gep(g, col, cg_mul(g, c, cg_i64(g, S * d.P))), cg_i64(g, d.P), cg_i32(g, 0),
+                         cg_i64(g, 0), cg_i64(g, S), cg_i64(g, 0), cg_i64(g, d.P)};
+  cg_kernel(g, "tk_gemm_nn", args, 14);
+  cg_for_end(g, &Lc);
+  LLVMValueRef dx = cg_at(g, TS_A, e->din, cg_mad(g, b, d.C * d.H * d.W, NULL));
+  conv_zero(g, dx, 0, d.C * d.H * d.W);
+  conv_taps(g, &d, dx, col, false);
+}
+
+static void ttd_dx_tile(Cg *g, LLVMValueRef t, void *arg) { conv_group(g, arg, t, ttd_dx_sample); }
+
+static void ttd_bwd(Cg *g, const EmitLayer *e) {
+  char name[256];
+  TtdOut a = {e, true};
+  cg_tile_name(name, sizeof name, e, "ttd_dy");
+  cg_parallel(g, name, cg_ceil_div(e->l->u.conv.filters, cg_ceil_div(e->l->u.conv.filters, 8)), ttd_out_tile, &a);
+  tt_emit_chain_steps_bwd(g, e, true);
+  cg_tile_name(name, sizeof name, e, "ttd_dcore0");
+  cg_serial(g, name, 1, ttd_dcore0_tile, (void *)e);
+  if (e->din < 0) return;
+  cg_tile_name(name, sizeof name, e, "ttd_dx");
+  cg_parallel(g, name, ngroups(e->B), ttd_dx_tile, (void *)e);
+}
+
 /* One tile function for train and eval (the same code: eval keeps col too, unused): a second
  * instance of the inlined GEMM would cost ~0.4 s of compile time per conv. */
 static void conv_fwd(Cg *g, const EmitLayer *e) {
+  if (e->pl->storage == ST_TT && e->pl->tt.order != TT_FORM) {   /* a tensor train, direct */
+    ttd_fwd(g, e);
+    return;
+  }
   if (e->pl->storage == ST_TT) tt_emit_form(g, e);   /* a tensor train: the kernel from its cores */
   char name[256];
   cg_tile_name(name, sizeof name, e, "conv_fwd");
@@ -325,6 +465,10 @@ static void conv_dx_sample(Cg *g, const EmitLayer *e, LLVMValueRef b) {
 static void conv_dx_tile(Cg *g, LLVMValueRef t, void *arg) { conv_group(g, arg, t, conv_dx_sample); }
 
 static void conv_bwd(Cg *g, const EmitLayer *e) {
+  if (e->pl->storage == ST_TT && e->pl->tt.order != TT_FORM) {
+    ttd_bwd(g, e);
+    return;
+  }
   ConvDims d = conv_dims(e);
   char name[256];
   cg_tile_name(name, sizeof name, e, "conv_dw");
