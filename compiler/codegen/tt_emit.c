@@ -397,8 +397,52 @@ static LLVMValueRef form_src(Cg *g, const EmitLayer *e, const Form *f, LLVMValue
   return src;
 }
 
+/* Between the last product F (interleaved order) and the layer's weight layout: forward,
+ * W = gather(F); backward, dF = scatter(dW) with dW zeroed behind. Tiles over the weight's
+ * first dim (dense: its inputs; conv: its filters), over the pool when it is big. */
+typedef struct FormMove { const EmitLayer *e; bool back; int64_t w; } FormMove;
+
+static void form_move_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const FormMove *a = arg;
+  const EmitLayer *e = a->e;
+  const TTPlan *tp = &e->pl->tt;
+  Form f = form_of(e);
+  bool conv = e->l->op == OP_conv;
+  int64_t S = conv ? f.q[0] : 1, outer = conv ? tp->N : tp->M, inner = conv ? tp->M : tp->N;
+  int64_t dF = tp->aux + tp->scratch[(f.nc - 1) & 1];
+  LLVMValueRef lo, hi;
+  cg_tile_range(g, t, a->w, outer, &lo, &hi);
+  CgLoop L1, L2, L3;
+  LLVMValueRef x = cg_for(g, &L1, "form_a", lo, hi);
+  LLVMValueRef y = cg_for(g, &L2, "form_b", cg_i64(g, 0), cg_i64(g, inner));
+  LLVMValueRef sp = conv ? cg_for(g, &L3, "form_xy", cg_i64(g, 0), cg_i64(g, S)) : NULL;
+  /* dense: (i, o) = (x, y), W (IN, OUT); conv: (o, i) = (x, y), W (K, C, S) */
+  LLVMValueRef src = conv ? form_src(g, e, &f, x, y, sp) : form_src(g, e, &f, y, x, NULL);
+  LLVMValueRef w = conv ? cg_mad(g, cg_mad(g, x, inner, y), S, sp) : cg_mad(g, x, inner, y);
+  if (!a->back)
+    cg_store(g, cg_load(g, form_F(g, e, &f, f.nc - 1, src)), cg_at(g, TS_P, e->w[0], w));
+  else {
+    LLVMValueRef p = cg_at(g, TS_G, e->dw[0], w);
+    cg_store(g, cg_load(g, p), cg_at(g, TS_A, dF, src));
+    cg_store(g, cg_f32(g, 0), p);
+  }
+  if (conv) cg_for_end(g, &L3);
+  cg_for_end(g, &L2);
+  cg_for_end(g, &L1);
+}
+
+static void form_move(Cg *g, const EmitLayer *e, bool back) {
+  const TTPlan *tp = &e->pl->tt;
+  bool conv = e->l->op == OP_conv;
+  int64_t outer = conv ? tp->N : tp->M, total = tp->M * tp->N * (conv ? e->l->u.conv.kh * e->l->u.conv.kw : 1);
+  FormMove a = {e, back, cg_ceil_div(outer, 8)};
+  char name[256];
+  cg_tile_name(name, sizeof name, e, back ? "tt_unform" : "tt_form");
+  if (total < 65536) cg_serial(g, name, cg_ceil_div(outer, a.w), form_move_tile, &a);
+  else cg_parallel(g, name, cg_ceil_div(outer, a.w), form_move_tile, &a);
+}
+
 void tt_emit_form(Cg *g, const EmitLayer *e) {
-  const TTPlan *t = &e->pl->tt;
   Form f = form_of(e);
   int64_t P = f.q[0];
   for (int k = 1; k < f.nc; k++) {   /* F_k (P, q_k r_{k+1}) = F_{k-1} (P, r_k) @ core_k */
@@ -410,27 +454,7 @@ void tt_emit_form(Cg *g, const EmitLayer *e) {
     cg_kernel(g, "tk_gemm_nn", args, 14);
     P *= f.q[k];
   }
-  /* gather into the layer's layout */
-  CgLoop L1, L2, L3;
-  bool conv = e->l->op == OP_conv;
-  if (!conv) {   /* Wt (IN, OUT) */
-    LLVMValueRef i = cg_for(g, &L1, "form_i", cg_i64(g, 0), cg_i64(g, t->M));
-    LLVMValueRef o = cg_for(g, &L2, "form_o", cg_i64(g, 0), cg_i64(g, t->N));
-    LLVMValueRef v = cg_load(g, form_F(g, e, &f, f.nc - 1, form_src(g, e, &f, o, i, NULL)));
-    cg_store(g, v, cg_at(g, TS_P, e->w[0], cg_mad(g, i, t->N, o)));
-    cg_for_end(g, &L2);
-    cg_for_end(g, &L1);
-  } else {       /* W (K, C, kh kw) */
-    int64_t S = f.q[0];
-    LLVMValueRef o = cg_for(g, &L1, "form_s", cg_i64(g, 0), cg_i64(g, t->N));
-    LLVMValueRef i = cg_for(g, &L2, "form_c", cg_i64(g, 0), cg_i64(g, t->M));
-    LLVMValueRef s = cg_for(g, &L3, "form_xy", cg_i64(g, 0), cg_i64(g, S));
-    LLVMValueRef v = cg_load(g, form_F(g, e, &f, f.nc - 1, form_src(g, e, &f, o, i, s)));
-    cg_store(g, v, cg_at(g, TS_P, e->w[0], cg_mad(g, cg_mad(g, o, t->M, i), S, s)));
-    cg_for_end(g, &L3);
-    cg_for_end(g, &L2);
-    cg_for_end(g, &L1);
-  }
+  form_move(g, e, false);   /* gather into the layer's layout */
 }
 
 void tt_emit_form_bwd(Cg *g, const EmitLayer *e) {
@@ -443,29 +467,7 @@ void tt_emit_form_bwd(Cg *g, const EmitLayer *e) {
   if (padded)
     LLVMBuildMemSet(g->b, cg_at(g, TS_A, dF, NULL), LLVMConstInt(LLVMInt8TypeInContext(g->ctx), 0, 0),
                     cg_i64(g, 4 * total), 4);
-  /* scatter the weight's gradient into interleaved order, zeroing it behind */
-  CgLoop L1, L2, L3;
-  bool conv = e->l->op == OP_conv;
-  if (!conv) {
-    LLVMValueRef i = cg_for(g, &L1, "unform_i", cg_i64(g, 0), cg_i64(g, t->M));
-    LLVMValueRef o = cg_for(g, &L2, "unform_o", cg_i64(g, 0), cg_i64(g, t->N));
-    LLVMValueRef p = cg_at(g, TS_G, e->dw[0], cg_mad(g, i, t->N, o));
-    cg_store(g, cg_load(g, p), cg_at(g, TS_A, dF, form_src(g, e, &f, o, i, NULL)));
-    cg_store(g, cg_f32(g, 0), p);
-    cg_for_end(g, &L2);
-    cg_for_end(g, &L1);
-  } else {
-    int64_t S = f.q[0];
-    LLVMValueRef o = cg_for(g, &L1, "unform_s", cg_i64(g, 0), cg_i64(g, t->N));
-    LLVMValueRef i = cg_for(g, &L2, "unform_c", cg_i64(g, 0), cg_i64(g, t->M));
-    LLVMValueRef s = cg_for(g, &L3, "unform_xy", cg_i64(g, 0), cg_i64(g, S));
-    LLVMValueRef p = cg_at(g, TS_G, e->dw[0], cg_mad(g, cg_mad(g, o, t->M, i), S, s));
-    cg_store(g, cg_load(g, p), cg_at(g, TS_A, dF, form_src(g, e, &f, o, i, s)));
-    cg_store(g, cg_f32(g, 0), p);
-    cg_for_end(g, &L3);
-    cg_for_end(g, &L2);
-    cg_for_end(g, &L1);
-  }
+  form_move(g, e, true);   /* the weight's gradient into interleaved order, zeroed behind */
   /* back through the products: dF_k lives in scratch[k & 1] */
   int64_t P = total / f.q[f.nc - 1];
   for (int k = f.nc - 1; k >= 1; k--) {
