@@ -357,7 +357,7 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl);
 void    tt_plan(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl, int64_t fixed_params,
                 int64_t dense_total);
 /* the chain states and scratch of a planned TT layer in its aux area, at batch B */
-void    tt_plan_scratch(const Layer *l, TTPlan *t, int64_t B);
+bool    tt_plan_scratch(const Layer *l, TTPlan *t, int64_t B);   /* false: too large */
 int64_t tt_core_params(const TTPlan *t, int64_t kh_kw);   /* kh_kw 0: dense */
 /* a planned TT layer's tensors: core.0 .. core.{n-1} (conv: the spatial core first), then the
  * bias; returns how many */

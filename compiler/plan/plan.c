@@ -118,7 +118,11 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
       acts += align_up(col) + 4 * align_up(l->u.conv.filters * (q + 1));
     }
     if (tt->d) {   /* the chain's states and scratch (tt.c), after the op's own */
-      tt_plan_scratch(l, tt, batch);
+      if (!tt_plan_scratch(l, tt, batch)) {
+        diag_at(cx, l->tt.loc, "this tensor train's intermediate states at batch %lld are too large "
+                               "(more than 2^40 elements); use smaller ranks or a smaller batch", (long long)batch);
+        return;
+      }
       tt->aux = acts, acts += align_up(tt->act_floats);
       if (tt->order == TT_FORM) {   /* the formed weight and its gradient: not saved, not optimized */
         int64_t w = l->op == OP_dense ? tt->M * tt->N : tt->M * tt->N * l->u.conv.kh * l->u.conv.kw;

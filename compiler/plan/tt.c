@@ -374,8 +374,9 @@ void tt_plan(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl, int64_t fixed_par
   }
 }
 
-/* Where the layer's chain states and scratch go in its aux area (floats), for batch B. */
-void tt_plan_scratch(const Layer *l, TTPlan *t, int64_t B) {
+/* Where the layer's chain states and scratch go in its aux area (floats), for batch B; false
+ * when one of them would pass TS_MAX_ELEMS. */
+bool tt_plan_scratch(const Layer *l, TTPlan *t, int64_t B) {
   int64_t at = 0, mx = 0;
 #define AL(x) (((x) + 15) / 16 * 16)
   if (t->order == TT_FORM) {
@@ -386,9 +387,11 @@ void tt_plan_scratch(const Layer *l, TTPlan *t, int64_t B) {
       int64_t q, rr;
       if (l->op == OP_conv) q = k ? t->m[k - 1] * t->n[k - 1] : l->u.conv.kh * l->u.conv.kw, rr = k < t->d ? t->r[k] : 1;
       else q = t->m[k] * t->n[k], rr = t->r[k + 1];
-      P *= q;
-      t->state[k] = at, at += AL(P * rr);
-      if (P * rr > mx) mx = P * rr;
+      P = sat_mul(P, q);
+      int64_t e = sat_mul(P, rr);
+      if (e > TS_MAX_ELEMS) return false;
+      t->state[k] = at, at += AL(e);
+      if (e > mx) mx = e;
     }
   } else {
     /* S_k (prod_{j<k} n_j, r_{k-1}, m_k..m_d, B), k = 0..d in the chain's own mode order;
@@ -401,11 +404,12 @@ void tt_plan_scratch(const Layer *l, TTPlan *t, int64_t B) {
     }
     for (int k = 0; k <= d; k++) r[k] = t->order == TT_RTL ? t->r[d - k] : t->r[k];
     r[0] = r[d] = 1;
-    if (l->op == OP_conv) r[0] = t->r[0], B *= shape_elems(&l->out) / l->out.d[0];
+    if (l->op == OP_conv) r[0] = t->r[0], B = sat_mul(B, shape_elems(&l->out) / l->out.d[0]);
     for (int k = 0; k <= d; k++) {
-      int64_t e = B * r[k];
-      for (int j = 0; j < k; j++) e *= n[j];
-      for (int j = k; j < d; j++) e *= m[j];
+      int64_t e = sat_mul(B, r[k]);
+      for (int j = 0; j < k; j++) e = sat_mul(e, n[j]);
+      for (int j = k; j < d; j++) e = sat_mul(e, m[j]);
+      if (e > TS_MAX_ELEMS) return false;
       t->state[k] = at, at += AL(e);
       if (e > mx) mx = e;
     }
@@ -413,6 +417,7 @@ void tt_plan_scratch(const Layer *l, TTPlan *t, int64_t B) {
   t->scratch[0] = at, at += AL(mx);
   t->scratch[1] = at, at += AL(mx);
   t->act_floats = at;
+  return at <= 4 * TS_MAX_ELEMS;
 #undef AL
 }
 
