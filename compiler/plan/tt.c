@@ -139,12 +139,14 @@ static void tt_price(const Layer *l, TTPlan *t, int64_t B, bool need_dx) {
 
 typedef struct Facts { int n; int64_t f[TT_MAX_CANDS][TT_MAXD]; } Facts;
 
-/* every ordered factorization of x into d factors >= 2, appended to a scratch list */
+/* every ordered factorization of x into d factors in [2, fmax], appended to a scratch list;
+ * the factors are taken from dv, the divisors of the dim being factored (ascending) */
 typedef struct FactList { int n, cap; int64_t (*f)[TT_MAXD]; } FactList;
 
-static void enum_facts(Ctx *cx, int64_t x, int d, int at, int64_t *cur, FactList *out) {
+static void enum_facts(Ctx *cx, int64_t x, int d, int at, int64_t *cur, const int64_t *dv, int ndv,
+                       int64_t fmax, FactList *out) {
   if (at == d - 1) {
-    if (x < 2) return;
+    if (x < 2 || x > fmax) return;
     cur[at] = x;
     if (out->n == out->cap) {
       int cap = out->cap ? 2 * out->cap : 256;
@@ -155,13 +157,26 @@ static void enum_facts(Ctx *cx, int64_t x, int d, int at, int64_t *cur, FactList
     memcpy(out->f[out->n++], cur, sizeof(int64_t) * TT_MAXD);
     return;
   }
-  for (int64_t f = 2; f * f <= x || f <= x / 2; f++) {
-    if (x % f) continue;
-    if (x / f < 2 && at + 1 < d) break;
-    cur[at] = f;
-    enum_facts(cx, x / f, d, at + 1, cur, out);
+  for (int i = 0; i < ndv && dv[i] <= fmax && dv[i] <= x / 2; i++) {
+    if (x % dv[i]) continue;
+    cur[at] = dv[i];
+    enum_facts(cx, x / dv[i], d, at + 1, cur, dv, ndv, fmax, out);
     if (out->n > 20000) return;   /* enough to find the balanced ones */
   }
+}
+
+/* the divisors >= 2 of x, ascending (at most cap; trial division to sqrt x) */
+static int divisors(int64_t x, int64_t *dv, int cap) {
+  int lo = 0, nhi = 0;
+  int64_t hi[4096];
+  for (int64_t f = 2; f <= x / f && lo < cap / 2; f++)
+    if (x % f == 0) {
+      dv[lo++] = f;
+      if (f != x / f && nhi < 4096) hi[nhi++] = x / f;
+    }
+  for (int i = nhi - 1; i >= 0 && lo < cap; i--) dv[lo++] = hi[i];
+  if (lo < cap && x >= 2) dv[lo++] = x;
+  return lo;
 }
 
 /* imbalance: sum of squared log deviations from the geometric mean */
@@ -178,15 +193,16 @@ static double imbalance(const int64_t *f, int d) {
 static void best_facts(Ctx *cx, int64_t x, int d, Facts *out) {
   out->n = 0;
   FactList all = {0};
-  int64_t cur[TT_MAXD] = {0};
-  enum_facts(cx, x, d, 0, cur, &all);
+  int64_t cur[TT_MAXD] = {0}, dv[8192];
+  double root = pow((double)x, 1.0 / d);
+  int ndv = divisors(x, dv, 8192);
+  enum_facts(cx, x, d, 0, cur, dv, ndv, (int64_t)(2 * root + 1), &all);
   if (!all.n) return;
   double best = 1e300;
   for (int i = 0; i < all.n; i++) {
     double b = imbalance(all.f[i], d);
     if (b < best) best = b;
   }
-  double root = pow((double)x, 1.0 / d);
   for (int i = 0; i < all.n && out->n < TT_MAX_CANDS; i++) {
     if (imbalance(all.f[i], d) > best + 1e-9) continue;
     bool ok = true;
@@ -196,14 +212,26 @@ static void best_facts(Ctx *cx, int64_t x, int d, Facts *out) {
   }
 }
 
-/* x itself when it factors well into d modes, else the next dim up to 25% larger that does */
+/* x itself when it factors well into d modes, else the next dim up (among the next 256, then
+ * the smallest product of d factors near the d-th root) that does */
 static int64_t padded_dim(Ctx *cx, int64_t x, int d, Facts *f) {
-  for (int64_t y = x; y <= x + x / 4 + 2; y++) {
+  for (int64_t y = x; y <= x + 256; y++) {
     best_facts(cx, y, d, f);
     if (f->n) return y;
   }
-  f->n = 0;
-  return 0;
+  int64_t base = (int64_t)floor(pow((double)x, 1.0 / d)), best = INT64_MAX;
+  for (int64_t b = base > 2 ? base - 1 : 2; b <= base + 1; b++)
+    for (int a = 0; a <= d; a++) {   /* a factors of b + 1, d - a of b */
+      int64_t y = 1;
+      for (int k = 0; k < d; k++) y = sat_mul(y, k < a ? b + 1 : b);
+      if (y >= x && y < best) best = y;
+    }
+  if (best == INT64_MAX || best > TS_MAX_DIM) {
+    f->n = 0;
+    return 0;
+  }
+  best_facts(cx, best, d, f);
+  return f->n ? best : 0;
 }
 
 /* ---- ranks ------------------------------------------------------------------------------- */
