@@ -19,6 +19,8 @@
 #include "model.h"
 
 #include <check.h>
+
+#include "cli.h"
 #include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
@@ -34,15 +36,6 @@
 static const char *teslac_bin;   /* the built teslac ($TESLAC) */
 static char tmpdir[64];          /* scratch folder: the synthetic dataset, specs, checkpoints */
 
-static char *xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xprintf(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  char *s = NULL;
-  if (vasprintf(&s, fmt, ap) < 0) abort();
-  va_end(ap);
-  return s;
-}
 
 static char *tmp_path(const char *name) { return xprintf("%s/%s", tmpdir, name); }
 
@@ -978,54 +971,12 @@ END_TEST
 /* ---- the command line: a synthetic IDX dataset and the built teslac ------------------------ */
 
 /* Run teslac with the given arguments (NULL-terminated); stdout and stderr captured. */
-typedef struct Cli {
-  int   status;     /* exit status, or 128 + signal */
-  char *out, *err;
-} Cli;
 
-static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return strdup("");
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  size_t got = fread(s, 1, (size_t)n, f);
-  s[got] = 0;
-  fclose(f);
-  if (len) *len = got;
-  return s;
-}
 
-static Cli cli_v(const char *const *args) {
-  static int serial;
-  char *op = xprintf("%s/cli-%d-%d.out", tmpdir, (int)getpid(), serial);
-  char *ep = xprintf("%s/cli-%d-%d.err", tmpdir, (int)getpid(), serial++);
-  const char *argv[32];
-  int k = 0;
-  argv[k++] = teslac_bin;
-  for (; *args && k < 31; args++) argv[k++] = *args;
-  argv[k] = NULL;
-  fflush(stdout);
-  pid_t pid = fork();
-  ck_assert_int_ge(pid, 0);
-  if (pid == 0) {
-    int o = open(op, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(ep, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(o, 1), dup2(e, 2);
-    execv(teslac_bin, (char *const *)argv);
-    _exit(127);
-  }
-  int st;
-  waitpid(pid, &st, 0);
-  Cli r = {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), slurp(op, NULL), slurp(ep, NULL)};
-  unlink(op), unlink(ep);
-  free(op), free(ep);
-  return r;
-}
+static Cli cli_v(const char *const *args) { return cli_run(teslac_bin, tmpdir, NULL, args); }
 
 #define CLI(...) cli_v((const char *const[]){__VA_ARGS__, NULL})
 
-static void cli_free(Cli *c) { free(c->out), free(c->err); }
 
 static void cli_ok(const Cli *c) {
   ck_assert_msg(c->status == 0, "teslac exited %d\nstdout:\n%s\nstderr:\n%s", c->status, c->out, c->err);
@@ -1263,10 +1214,13 @@ START_TEST(cli_resume) {
 }
 END_TEST
 
-/* a TT layer (right to left: its cores are kept rank-swapped) resumes to the same bytes, and
- * eval and predict read its checkpoint */
+/* a CNN with TT layers (a TT conv on the direct path, a TT dense right to left: its cores are
+ * kept rank-swapped) resumes to the same bytes, and eval and predict read its checkpoint */
 START_TEST(cli_resume_tt) {
   char *spec = write_spec("synth_tt.yaml",
+                          "  - conv: {filters: 4, kernel: 3, padding: same, tt: {in_modes: [1], out_modes: [4], rank: 3, order: left_to_right}}\n"
+                          "  - relu: {}\n"
+                          "  - maxpool: {size: 2}\n"
                           "  - dense: {units: 32, tt: {in_modes: [4, 4, 4], out_modes: [2, 4, 4], rank: 3, order: right_to_left}}\n"
                           "  - relu: {}\n"
                           "  - dense: {units: 4, tt: {rank: 2}}\n"
@@ -1722,6 +1676,23 @@ START_TEST(tt_planner) {
     fclose(errf);
     free(err), free(full), free(src);
   }
+  /* chain states past 2^40 elements: an error at the tt: line, not an overflow */
+  {
+    char *big = xprintf("tesla: 1\nname: big\ninput: [1048576]\nclasses: 10\nlayers:\n"
+                        "  - dense: {units: 1048576, tt: {in_modes: [1024, 1024], out_modes: [1024, 1024], rank: 4096, order: right_to_left}}\n"
+                        "  - dense: {units: 10}\n  - softmax: {}\ntrain: {batch: 1048576}\n");
+    char *err = NULL;
+    size_t errlen = 0;
+    FILE *errf = open_memstream(&err, &errlen);
+    Ctx cx;
+    Spec sp;
+    plan_of(&cx, &sp, big, errf);
+    fflush(errf);
+    ck_assert_msg(cx.nerrors == 1 && strstr(err, "mem.yaml:6:") && strstr(err, "too large"), "%s", err);
+    ctx_free(&cx);
+    fclose(errf);
+    free(err), free(big);
+  }
   /* the larger budget gives the larger rank; the smallest reachable size in the error */
   char *src = spec_src("plan", "[784]", 10, layers, "adam", 32);
   char *full = xprintf("%scompress: {max_params: 11000}\n", src);
@@ -1807,7 +1778,6 @@ static Suite *jit_suite(void) {
   return s;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) { return remove(path); }
 
 int main(int argc, char **argv) {
   teslac_bin = getenv("TESLAC");

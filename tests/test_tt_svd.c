@@ -20,6 +20,8 @@
 #include "tesla_rt.h"
 
 #include <check.h>
+
+#include "cli.h"
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -34,15 +36,6 @@
 static const char *teslac_bin;
 static char tmpdir[64];
 
-static char *xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xprintf(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  char *s = NULL;
-  if (vasprintf(&s, fmt, ap) < 0) abort();
-  va_end(ap);
-  return s;
-}
 
 static uint64_t rng_state = 88172645463325252ull;
 static void rng_seed(uint64_t s) { rng_state = s * 2654435761ull + 88172645463325252ull; }
@@ -374,51 +367,17 @@ END_TEST
 
 /* ---- teslac compress ---------------------------------------------------------------------- */
 
-typedef struct Cli { int status; char *out, *err; } Cli;
 
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return strdup("");
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  size_t got = fread(s, 1, (size_t)n, f);
-  s[got] = 0;
-  fclose(f);
-  return s;
-}
 
 /* runs teslac in tmpdir (the specs' relative data paths resolve there) */
 static Cli cli_v(const char *const *args) {
-  static int serial;
-  char *op = xprintf("%s/../tt_svd-cli-%d-%d.out", tmpdir, (int)getpid(), serial);
-  char *ep = xprintf("%s/../tt_svd-cli-%d-%d.err", tmpdir, (int)getpid(), serial++);
-  const char *argv[32];
-  int k = 0;
-  argv[k++] = teslac_bin;
-  for (; *args && k < 31; args++) argv[k++] = *args;
-  argv[k] = NULL;
-  fflush(stdout);
-  pid_t pid = fork();
-  ck_assert_int_ge(pid, 0);
-  if (pid == 0) {
-    int o = open(op, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(ep, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(o, 1), dup2(e, 2);
-    if (chdir(tmpdir)) _exit(126);
-    execv(teslac_bin, (char *const *)argv);
-    _exit(127);
-  }
-  int st;
-  waitpid(pid, &st, 0);
-  Cli r = {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), slurp(op), slurp(ep)};
-  unlink(op), unlink(ep);
-  free(op), free(ep);
+  char *scratch = xprintf("%s/..", tmpdir);
+  Cli r = cli_run(teslac_bin, scratch, tmpdir, args);
+  free(scratch);
   return r;
 }
 #define CLI(...) cli_v((const char *const[]){__VA_ARGS__, NULL})
 
-static void cli_free(Cli *c) { free(c->out), free(c->err); }
 
 static void cli_ok(const Cli *c, const char *what) {
   ck_assert_msg(c->status == 0, "%s: teslac exited %d\nstdout:\n%s\nstderr:\n%s", what, c->status, c->out, c->err);
@@ -733,7 +692,6 @@ static Suite *tt_svd_suite(void) {
   return s;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) { return remove(path); }
 
 int main(int argc, char **argv) {
   teslac_bin = getenv("TESLAC");

@@ -345,9 +345,14 @@ void tt_plan(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl, int64_t fixed_par
       continue;
     }
     t->forced = true;
-    if (l->tt.order && (int)t->order != l->tt.order - 1)
-      diag_at(cx, l->tt.loc, "a tensor-train conv runs left_to_right (the direct path: a spatial conv, "
-                             "then the chain over the channel modes) or form_w (its kernel rebuilt)");
+    if (l->tt.order && (int)t->order != l->tt.order - 1) {
+      if (l->op == OP_conv && l->tt.order - 1 == TT_RTL)
+        diag_at(cx, l->tt.loc, "a tensor-train conv runs left_to_right (the direct path: a spatial conv, "
+                               "then the chain over the channel modes) or form_w (its kernel rebuilt)");
+      else
+        diag_at(cx, l->tt.loc, "this tensor train is too large to run %s: its FLOPs at batch %lld overflow "
+                               "a 64-bit count", tt_order_name((TTOrder)(l->tt.order - 1)), (long long)batch);
+    }
   }
   if (!nauto) return;
 
