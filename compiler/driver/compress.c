@@ -11,7 +11,7 @@
  *                                                 q_0 = kh kw, q_{k+1} = m_k n_k
  * and core k (r_k, q_k, r_{k+1}) is the file's (r_k, m_k, n_k, r_{k+1}) (conv: core.0 is
  * (1, kh, kw, r_0)), since q_k's index is i_k n_k + j_k. */
-#include "teslac.h"
+#include "cmd.h"
 #include "tesla_rt.h"
 
 #include <errno.h>
@@ -46,12 +46,6 @@ typedef struct CompressOpts {
   int64_t batch;        /* 0: the spec's */
 } CompressOpts;
 
-static int usage(const char *fmt, const char *arg) {
-  fprintf(stderr, "teslac: ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, "\nsee 'teslac compress --help'\n");
-  return EXIT_USAGE;
-}
 
 /* -1: --help printed; 0: ok; 2: usage error reported */
 static int parse_opts(int argc, char **argv, CompressOpts *o) {
@@ -66,7 +60,7 @@ static int parse_opts(int argc, char **argv, CompressOpts *o) {
     bool str = !strcmp(a, "-o") || !strcmp(a, "--weights");
     bool num = !strcmp(a, "--eps") || !strcmp(a, "--rank") || !strcmp(a, "--batch");
     if (str || num) {
-      if (i + 1 >= argc) return usage("%s needs a value", a);
+      if (i + 1 >= argc) return cmd_usage("compress", "%s needs a value", a);
       const char *v = argv[++i];
       if (!strcmp(a, "-o")) o->out = v;
       else if (!strcmp(a, "--weights")) o->weights = v;
@@ -76,28 +70,28 @@ static int parse_opts(int argc, char **argv, CompressOpts *o) {
         double d = strtod(v, &end);
         bool ok = end != v && !*end && !errno && isfinite(d);
         if (!strcmp(a, "--eps")) {
-          if (!ok || !(d > 0 && d < 1)) return usage("--eps must be a number in (0, 1), got '%s'", v);
+          if (!ok || !(d > 0 && d < 1)) return cmd_usage("compress", "--eps must be a number in (0, 1), got '%s'", v);
           o->eps = d, have_eps = true;
         } else if (!strcmp(a, "--rank")) {
           if (!ok || d != floor(d) || d < 1 || d > 4096)
-            return usage("--rank must be an integer from 1 to 4096, got '%s'", v);
+            return cmd_usage("compress", "--rank must be an integer from 1 to 4096, got '%s'", v);
           o->rank = (int64_t)d;
         } else {
           if (!ok || d != floor(d) || d < 1 || d > (1 << 20))
-            return usage("--batch must be an integer from 1 to 1048576, got '%s'", v);
+            return cmd_usage("compress", "--batch must be an integer from 1 to 1048576, got '%s'", v);
           o->batch = (int64_t)d;
         }
       }
       continue;
     }
-    if (a[0] == '-' && a[1]) return usage("unknown option '%s'", a);
-    if (o->spec) return usage("one spec at a time; '%s' is one too many", a);
+    if (a[0] == '-' && a[1]) return cmd_usage("compress", "unknown option '%s'", a);
+    if (o->spec) return cmd_usage("compress", "one spec at a time; '%s' is one too many", a);
     o->spec = a;
   }
-  if (!o->spec) return usage("%smissing SPEC (the tensor-train spec, e.g. specs/fashion_cnn_tt.yaml)", "");
-  if (!o->weights) return usage("%scompress needs --weights DENSE (the dense weights to convert)", "");
-  if (!o->out) return usage("%scompress needs -o OUT (where to write the tensor trains)", "");
-  if (have_eps && o->rank) return usage("%sgive --eps or --rank, not both", "");
+  if (!o->spec) return cmd_usage("compress", "%smissing SPEC (the tensor-train spec, e.g. specs/fashion_cnn_tt.yaml)", "");
+  if (!o->weights) return cmd_usage("compress", "%scompress needs --weights DENSE (the dense weights to convert)", "");
+  if (!o->out) return cmd_usage("compress", "%scompress needs -o OUT (where to write the tensor trains)", "");
+  if (have_eps && o->rank) return cmd_usage("compress", "%sgive --eps or --rank, not both", "");
   return 0;
 }
 
