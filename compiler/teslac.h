@@ -114,7 +114,7 @@ typedef struct TTSpec {
 } TTSpec;
 
 typedef struct SparseSpec {
-  bool   on;
+  bool   on, autoplan;          /* autoplan: `sparsity: auto` (the planner's target) */
   double target;                /* fraction of zeros in (0, 1) */
   bool   gradual;               /* schedule: gradual (default) | oneshot */
   double start, end;            /* fractions of the training steps */
@@ -241,6 +241,8 @@ typedef struct Param {
                                    files always hold PyTorch's layout */
   bool    rank_swap;            /* a TT core (r, m, n, r') kept as (r', m, n, r) (TT_RTL) */
   int     core;                 /* a TT core: its index k + 1 (0: not a core) */
+  bool    sparse;               /* a pruned weight (sparse.c): its non-zeros are what counts,
+                                   and files hold it as CSR (values, crow and col indices) */
 } Param;
 
 /* Everything an op knows. Adding an op = one op_*.c defining an OpDef + one line in ops.def. */
@@ -312,6 +314,46 @@ typedef struct TTPlan {
                                        its gradient (gradient block, not optimized) */
 } TTPlan;
 
+/* ---- sparse.c: sparse weights (target, kernel, tables, cost) ------------------------------- */
+
+/* How a pruned weight runs. Its matrix view is (R, C): dense (OUT, IN), conv (K, C kh kw).
+ *   SK_MASK  the dense kernels on the dense weight, whose pruned entries are zero; a float
+ *            mask (1 kept, 0 pruned) zeroes their gradient before the optimizer
+ *   SK_CSR   values in CSR order (rows, then columns ascending) with an int32 table the
+ *            generated code walks: [0] nnz now; row pointers; column indices; and for the
+ *            data gradient a CSC view (column pointers, row indices, positions of the
+ *            values). Capacity: every entry (the weight starts dense). */
+typedef enum SparseKernel { SK_MASK, SK_CSR } SparseKernel;
+
+typedef struct SparsePlan {
+  bool    on;
+  double  target;               /* planned final fraction of zeros */
+  SparseKernel kernel;
+  int64_t R, C;                 /* the matrix view */
+  int64_t nnz;                  /* non-zeros at the target */
+  int64_t ldt;                  /* SK_CSR: rows of the transposed activations (batch padded) */
+  int64_t mask;                 /* SK_MASK: its mask in the parameter block (floats) */
+  int64_t tab;                  /* SK_CSR: its table in the parameter block (4-byte units) */
+  int64_t xt, yt;               /* SK_CSR: X^T (C, ldt) and Y^T / dY^T (R, ldt) in acts */
+  Flops   flops, dense_flops;   /* of the chosen kernel at the target; of dense storage */
+  double  cost, csr_cost;       /* estimated (dense-FLOP units): the chosen one, and CSR's */
+  bool    auto_chosen;          /* tt: auto + sparsity: auto: chose sparse over the TT plan */
+} SparsePlan;
+
+/* where the parts of an SK_CSR table are, in int32 units from its start */
+int64_t sp_tab_rowptr(const SparsePlan *s);
+int64_t sp_tab_col(const SparsePlan *s);
+int64_t sp_tab_colptr(const SparsePlan *s);
+int64_t sp_tab_rowidx(const SparsePlan *s);
+int64_t sp_tab_perm(const SparsePlan *s);
+int64_t sp_tab_size(const SparsePlan *s);
+/* the matrix view of a dense or conv layer's weight */
+void    sp_matrix(const Layer *l, int64_t *R, int64_t *C);
+/* Zhu & Gupta's schedule: the fraction of zeros due at optimizer step t of `total` (pruning
+ * events at start, start + every, ..., end; oneshot: the target from start on); and whether
+ * step t is an event */
+double  sp_sparsity_at(const SparseSpec *s, double target, int64_t t, int64_t total);
+bool    sp_is_event(const SparseSpec *s, int64_t t, int64_t total);
 
 typedef struct PlanTensor {
   const char *name;             /* "<layer>.<param>" */
@@ -336,6 +378,7 @@ typedef struct PlanLayer {
                                    inference: its folded weight and bias in the parameter
                                    block (not saved); -1: not folded */
   TTPlan  tt;                   /* storage ST_TT: modes, ranks, order, where its scratch is */
+  SparsePlan sp;                /* storage ST_SPARSE: target, kernel, table, cost */
 } PlanLayer;
 
 typedef struct Plan {
@@ -350,6 +393,10 @@ typedef struct Plan {
 } Plan;
 
 void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl);
+/* sparse.c, for plan.c: the targets of sparse layers (sparsity: auto meets compress with
+ * what the tensor trains leave; a layer marked tt: auto and sparsity: auto turns sparse when
+ * that runs faster at the TT plan's size), their kernels and costs, into pl->layers[i].sp */
+void sp_plan(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl, int64_t budget);
 
 /* tt.c: chooses every tt: layer's modes, ranks and order into pl->layers[i].tt, meeting
  * compress over the tt: auto layers; `fixed_params`: the parameters of the layers without

@@ -553,6 +553,27 @@ static float f16_to_f32(uint16_t h) {
   return v;
 }
 
+int ts_tensor_to_i64(const TsTensor *t, int64_t *dst, size_t count, TsErr *e) {
+  if (!t) return ts_fail(e, "no tensor given");
+  if ((unsigned)t->dtype >= TS_DTYPE_COUNT) return ts_fail(e, "tensor '%s': bad dtype", t->name);
+  int sz = t->dtype == TS_I64 ? 8 : t->dtype == TS_I32 ? 4 : t->dtype == TS_I16 ? 2
+         : t->dtype == TS_I8 || t->dtype == TS_U8 ? 1 : 0;
+  if (!sz) return ts_fail(e, "tensor '%s': indices must be an integer dtype (I64, I32, I16, I8, U8)", t->name);
+  size_t n = t->nbytes / (size_t)sz;
+  if (n != count) return ts_fail(e, "tensor '%s': has %zu elements, %zu expected", t->name, n, count);
+  const unsigned char *s = t->data;
+  for (size_t i = 0; i < n; i++, s += sz) {   /* little-endian, sign-extended */
+    uint64_t u = 0;
+    for (int k = sz - 1; k >= 0; k--) u = u << 8 | s[k];
+    if (t->dtype == TS_U8) dst[i] = (int64_t)u;
+    else {
+      int sh = 64 - 8 * sz;
+      dst[i] = sh ? (int64_t)(u << sh) >> sh : (int64_t)u;
+    }
+  }
+  return 0;
+}
+
 int ts_tensor_to_f32(const TsTensor *t, float *dst, size_t count, TsErr *e) {
   if (!t) return ts_fail(e, "no tensor given");
   if ((unsigned)t->dtype >= TS_DTYPE_COUNT) return ts_fail(e, "tensor '%s': bad dtype", t->name);

@@ -140,6 +140,8 @@ const char     *ts_st_meta(const TsStFile *f, const char *key);   /* NULL if abs
 /* Convert a tensor of any float dtype (F32, F64, F16, BF16) to f32; -1 with a message for
  * other dtypes or a count mismatch. */
 int             ts_tensor_to_f32(const TsTensor *t, float *dst, size_t count, TsErr *e);
+/* The same for integer dtypes (I64, I32, I16, I8, U8) to int64 (sparse indices). */
+int             ts_tensor_to_i64(const TsTensor *t, int64_t *dst, size_t count, TsErr *e);
 void            ts_st_free(TsStFile *f);
 
 /* Write atomically: a temporary file in the same folder, fsync, rename over `path`, fsync the

@@ -161,6 +161,11 @@ int64_t tt_dstate(const EmitLayer *e, int k);
 void tt_emit_form(Cg *g, const EmitLayer *e);
 void tt_emit_form_bwd(Cg *g, const EmitLayer *e);
 
+/* ---- sp_emit.c: pruned dense layers on the CSR kernels (the plan's SK_CSR) ---------------- */
+
+void sp_emit_dense_fwd(Cg *g, const EmitLayer *e);
+void sp_emit_dense_bwd(Cg *g, const EmitLayer *e);
+
 /* ---- emit.c: the module ----------------------------------------------------------------- */
 
 bool    emit_supported(Ctx *cx, const Spec *sp);      /* every layer has emitters */

@@ -158,13 +158,20 @@ static void opt_tile(Cg *g, LLVMValueRef v_tile, void *arg) {
   LLVMValueRef sbc2 = cg_call1(g, "llvm.sqrt.f32", cg_field(g, TS_BC2));        /* sqrt(bc2) */
   LLVMValueRef first = LLVMBuildICmp(g->b, LLVMIntEQ, cg_field(g, TS_T), cg_i32(g, 1), "");
   LLVMValueRef decay = cg_fsub(g, cg_f32(g, 1), cg_fmul(g, lr, cg_f32(g, tc->weight_decay)));
+  /* a pruned weight: on the CSR kernels only its nnz values (the table's first word) exist;
+   * with the mask the pruned entries' gradients are zeroed, so they stay zero */
+  const SparsePlan *sp = pt->p.sparse ? &a->pl->layers[pt->layer].sp : NULL;
+  LLVMValueRef n = cg_i64(g, pt->elems);
+  if (sp && sp->kernel == SK_CSR)
+    n = LLVMBuildSExt(g->b, LLVMBuildLoad2(g->b, g->t_i32, cg_at(g, TS_P, sp->tab, NULL), "nnz"), g->t_i64, "");
   LLVMValueRef lo = cg_mul(g, v_tile, cg_i64(g, OPT_TILE));
   LLVMValueRef hi = cg_add(g, lo, cg_i64(g, OPT_TILE));
-  hi = cg_select(g, LLVMBuildICmp(g->b, LLVMIntSGT, hi, cg_i64(g, pt->elems), ""), cg_i64(g, pt->elems), hi);
+  hi = cg_select(g, LLVMBuildICmp(g->b, LLVMIntSGT, hi, n, ""), n, hi);
   CgLoop L;
   LLVMValueRef i = cg_for(g, &L, "opt", lo, hi);
   LLVMValueRef pp = cg_at(g, TS_P, pt->offset, i), pg = cg_at(g, TS_G, pt->grad_offset, i);
   LLVMValueRef p = cg_load(g, pp), gr = cg_load(g, pg);
+  if (sp && sp->kernel == SK_MASK) gr = cg_fmul(g, gr, cg_load(g, cg_at(g, TS_P, sp->mask, i)));
   if (tc->opt != OPT_ADAMW && tc->weight_decay > 0)
     gr = cg_fadd(g, gr, cg_fmul(g, p, cg_f32(g, tc->weight_decay)));
   if (tc->opt == OPT_SGD) {
@@ -201,6 +208,21 @@ static void emit_optimizer(Cg *g, const Spec *sp, const Plan *pl) {
     char name[64];
     snprintf(name, sizeof name, "T%d.opt", t);
     cg_parallel(g, name, (pt->elems + OPT_TILE - 1) / OPT_TILE, opt_tile, &a);
+  }
+}
+
+/* _grad: a masked pruned weight's gradient is zero where it is pruned (train_step does this
+ * inside the optimizer) */
+static void emit_grad_masks(Cg *g, const Plan *pl) {
+  for (int t = 0; t < pl->ntensors; t++) {
+    const PlanTensor *pt = &pl->tensors[t];
+    const SparsePlan *sp = &pl->layers[pt->layer].sp;
+    if (!pt->p.sparse || sp->kernel != SK_MASK) continue;
+    CgLoop L;
+    LLVMValueRef i = cg_for(g, &L, "grad_mask", cg_i64(g, 0), cg_i64(g, pt->elems));
+    LLVMValueRef pg = cg_at(g, TS_G, pt->grad_offset, i);
+    cg_store(g, cg_fmul(g, cg_load(g, pg), cg_load(g, cg_at(g, TS_P, sp->mask, i))), pg);
+    cg_for_end(g, &L);
   }
 }
 
@@ -242,6 +264,7 @@ static void emit_train_step(Cg *g, const Spec *sp, const Plan *pl, EmitLayer *el
     cg_prof(g, 2 * i + 1);
   }
   if (with_opt) emit_optimizer(g, sp, pl);
+  else emit_grad_masks(g, pl);
   cg_prof(g, 2 * n + 1);
   cg_fn_end(g);
 }

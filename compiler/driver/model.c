@@ -15,6 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#define TS_ST_MAX_SPARSE_META 64   /* pruned weights whose shapes the metadata lists */
+
 void model_free(Model *m) {
   jit_free(m->jit);
   ts_aligned_free(m->P), ts_aligned_free(m->G), ts_aligned_free(m->O), ts_aligned_free(m->A);
@@ -113,6 +115,7 @@ void model_init(Model *m, uint64_t seed) {
       p[i] = (float)v;   /* stored_t weights: the distribution is the same either way */
     }
   }
+  sparse_reset(m);   /* pruned weights start with every entry kept */
 }
 
 /* ---- checkpoints -------------------------------------------------------------------------- */
@@ -169,16 +172,35 @@ static uint64_t spec_hash(const Ctx *cx) {
 int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *e) {
   int n = 0, nt = m->pl.ntensors;
   int slots = m->pl.opt_block ? (m->pl.opt_block == m->pl.grad_block ? 1 : 2) : 0;
-  TsStOut *out = calloc((size_t)(nt * (1 + slots)), sizeof *out);
+  /* a pruned weight takes three entries (values, crow_indices, col_indices), its optimizer
+   * state one per slot (values, on the weight's pattern) */
+  int cap = nt * (3 + slots) + m->sp.nlayers + 1;
+  TsStOut *out = calloc((size_t)cap, sizeof *out);
   float *tmp = ts_malloc(sizeof(float) * (size_t)(m->pl.param_block + m->pl.opt_block + 1));
-  if (!out || !tmp) {
-    free(out), ts_free(tmp);
+  int32_t **ints = calloc((size_t)nt * 2 + 1, sizeof(int32_t *));
+  int nints = 0;
+  int64_t *tracked = calloc((size_t)m->sp.nlayers + 1, sizeof(int64_t));
+  if (!out || !tmp || !ints || !tracked) {
+    free(out), ts_free(tmp), free(ints), free(tracked);
     return ts_fail(e, "out of memory writing %s", path);
   }
-  char **names = calloc((size_t)(nt * (1 + slots)), sizeof(char *));
   float *w = tmp;
+  int rc = 0;
   for (int t = 0; t < nt; t++) {
     const PlanTensor *pt = &m->pl.tensors[t];
+    if (pt->p.sparse) {
+      const SparsePlan *sp = &m->pl.layers[pt->layer].sp;
+      int64_t nnz = sparse_nnz(m, pt->layer);
+      int32_t *crow = malloc(sizeof(int32_t) * (size_t)(sp->R + 1)), *col = malloc(sizeof(int32_t) * (size_t)(nnz ? nnz : 1));
+      ints[nints++] = crow, ints[nints++] = col;
+      if (!crow || !col) { rc = ts_fail(e, "out of memory writing %s", path); goto done; }
+      sparse_export(m, pt->layer, crow, col, w, -1);
+      out[n++] = (TsStOut){arena_printf(cx, "%s.values", pt->name), TS_F32, 1, {nnz}, w};
+      out[n++] = (TsStOut){arena_printf(cx, "%s.crow_indices", pt->name), TS_I32, 1, {sp->R + 1}, crow};
+      out[n++] = (TsStOut){arena_printf(cx, "%s.col_indices", pt->name), TS_I32, 1, {nnz}, col};
+      w += nnz;
+      continue;
+    }
     tensor_export(m, pt, m->P + pt->offset, w);
     out[n] = (TsStOut){pt->name, TS_F32, pt->p.ndims, {0}, w};
     memcpy(out[n].shape, pt->p.dims, sizeof(int64_t) * (size_t)pt->p.ndims);
@@ -188,30 +210,145 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
     for (int t = 0; t < nt; t++) {
       const PlanTensor *pt = &m->pl.tensors[t];
       if (pt->grad_offset < 0) continue;
+      const char *nm = arena_printf(cx, "__opt__.%s.%s", s ? "exp_avg_sq" : (m->sp.train.opt == OPT_SGD ? "momentum" : "exp_avg"), pt->name);
+      if (pt->p.sparse) {
+        int64_t nnz = sparse_nnz(m, pt->layer);
+        sparse_export(m, pt->layer, NULL, NULL, w, s);
+        out[n++] = (TsStOut){arena_printf(cx, "%s.values", nm), TS_F32, 1, {nnz}, w};
+        w += nnz;
+        continue;
+      }
       tensor_export(m, pt, m->O + (int64_t)s * m->pl.grad_block + pt->grad_offset, w);
-      names[n] = arena_printf(cx, "__opt__.%s.%s", s ? "exp_avg_sq" : (m->sp.train.opt == OPT_SGD ? "momentum" : "exp_avg"), pt->name);
-      out[n] = (TsStOut){names[n], TS_F32, pt->p.ndims, {0}, w};
+      out[n] = (TsStOut){nm, TS_F32, pt->p.ndims, {0}, w};
       memcpy(out[n].shape, pt->p.dims, sizeof(int64_t) * (size_t)pt->p.ndims);
       n++, w += pt->elems;
     }
   /* PyTorch's BatchNorm state_dict also has num_batches_tracked (int64, 0-d): the batches
    * seen in training, so that model.load_state_dict(..., strict=True) takes the file */
-  int64_t *tracked = calloc((size_t)m->sp.nlayers + 1, sizeof(int64_t));
-  TsStOut *all = realloc(out, sizeof *out * (size_t)(nt * (1 + slots) + m->sp.nlayers));
-  if (all) out = all;
-  for (int i = 0; all && tracked && i < m->sp.nlayers; i++)
+  for (int i = 0; i < m->sp.nlayers; i++)
     if (m->sp.layers[i].op == OP_batchnorm) {
       tracked[i] = m->t;
       out[n++] = (TsStOut){arena_printf(cx, "%s.num_batches_tracked", m->sp.layers[i].name), TS_I64, 0, {0}, &tracked[i]};
     }
-  char hash[32], ep[32], st[32], bt[32];
+  char hash[32], ep[32], st[32], bt[32], pt_[32];
   snprintf(hash, sizeof hash, "%016llx", (unsigned long long)spec_hash(cx));
   snprintf(ep, sizeof ep, "%lld", (long long)epoch);
   snprintf(st, sizeof st, "%lld", (long long)m->t);
   snprintf(bt, sizeof bt, "%lld", (long long)m->pl.batch);
-  const char *meta[] = {"format", "tesla", "model", m->sp.name, "spec_hash", hash, "epoch", ep, "step", st, "batch", bt};
-  int rc = ts_st_write(path, out, n, meta, 6, e);
-  free(out), free(names), free(tracked), ts_free(tmp);
+  snprintf(pt_, sizeof pt_, "%lld", (long long)m->prune_total);
+  const char *meta[8 + 2 * TS_ST_MAX_SPARSE_META] = {"format", "tesla", "model", m->sp.name, "spec_hash", hash,
+                                                     "epoch", ep, "step", st, "batch", bt};
+  int nmeta = 6;
+  bool pruned = false;
+  for (int t = 0; t < nt; t++) pruned |= m->pl.tensors[t].p.sparse;
+  /* the schedule's length in steps (resume keeps it) */
+  if (pruned && m->prune_total > 0) meta[2 * nmeta] = "prune_total_steps", meta[2 * nmeta + 1] = pt_, nmeta++;
+  /* the dense shape of each pruned weight, for torch.sparse_csr_tensor(..., size=...) */
+  for (int t = 0; t < nt && nmeta < 7 + TS_ST_MAX_SPARSE_META; t++) {
+    const PlanTensor *q = &m->pl.tensors[t];
+    if (!q->p.sparse) continue;
+    char sh[128] = "[";
+    for (int d = 0; d < q->p.ndims; d++) snprintf(sh + strlen(sh), sizeof sh - strlen(sh), "%s%lld", d ? ", " : "", (long long)q->p.dims[d]);
+    strcat(sh, "]");
+    meta[2 * nmeta] = arena_printf(cx, "%s.shape", q->name), meta[2 * nmeta + 1] = arena_strndup(cx, sh, strlen(sh)), nmeta++;
+  }
+  rc = ts_st_write(path, out, n, meta, nmeta, e);
+done:
+  for (int k = 0; k < nints; k++) free(ints[k]);
+  free(out), free(ints), free(tracked), ts_free(tmp);
+  return rc;
+}
+
+/* A pruned weight (and with `opt` its optimizer state) from CSR entries NAME.values,
+ * NAME.crow_indices, NAME.col_indices, validated against the spec; or from a dense NAME (a
+ * PyTorch state_dict: every entry kept). */
+static int load_sparse(Ctx *cx, Model *m, const TsStFile *f, const char *path, const PlanTensor *pt, bool opt, TsErr *e) {
+  const SparsePlan *sp = &m->pl.layers[pt->layer].sp;
+  int ns = opt && m->pl.opt_block ? (m->pl.opt_block == m->pl.grad_block ? 1 : 2) : 0;
+  int64_t R = sp->R, C = sp->C, full = R * C, nnz = 0;
+  const TsTensor *tv = ts_st_find(f, arena_printf(cx, "%s.values", pt->name));
+  const TsTensor *tc = ts_st_find(f, arena_printf(cx, "%s.crow_indices", pt->name));
+  const TsTensor *tl = ts_st_find(f, arena_printf(cx, "%s.col_indices", pt->name));
+  const TsTensor *td = ts_st_find(f, pt->name);
+  int64_t *crow = malloc(sizeof(int64_t) * (size_t)(R + 1)), *col = malloc(sizeof(int64_t) * (size_t)full);
+  float *vals[3] = {malloc(sizeof(float) * (size_t)full), NULL, NULL};
+  int rc = 0;
+  bool csr = tv || tc || tl;
+  if (!crow || !col || !vals[0]) { rc = ts_fail(e, "out of memory reading %s", path); goto out; }
+  if (csr) {
+    if (!tv || !tc || !tl) {
+      rc = ts_fail(e, "%s: the pruned weight '%s' needs %s.values, %s.crow_indices and %s.col_indices; '%s.%s' is missing",
+                   path, pt->name, pt->name, pt->name, pt->name, pt->name, !tv ? "values" : !tc ? "crow_indices" : "col_indices");
+      goto out;
+    }
+    if (tv->ndims != 1 || tc->ndims != 1 || tl->ndims != 1 || tc->shape[0] != R + 1 || tv->shape[0] != tl->shape[0] ||
+        tv->shape[0] > full) {
+      rc = ts_fail(e, "%s: the pruned weight '%s' of shape (%lld, %lld) needs crow_indices (%lld) and values and "
+                      "col_indices of one length <= %lld; the file has (%lld), (%lld), (%lld)",
+                   path, pt->name, (long long)R, (long long)C, (long long)(R + 1), (long long)full,
+                   (long long)(tc->ndims ? tc->shape[0] : 0), (long long)(tv->ndims ? tv->shape[0] : 0),
+                   (long long)(tl->ndims ? tl->shape[0] : 0));
+      goto out;
+    }
+    nnz = tv->shape[0];
+    if (ts_tensor_to_i64(tc, crow, (size_t)(R + 1), e) < 0 || ts_tensor_to_i64(tl, col, (size_t)nnz, e) < 0 ||
+        ts_tensor_to_f32(tv, vals[0], (size_t)nnz, e) < 0) { rc = -1; goto out; }
+    if (crow[0] != 0 || crow[R] != nnz) {
+      rc = ts_fail(e, "%s: '%s.crow_indices' must run from 0 to the number of values (%lld); it runs from %lld to %lld",
+                   path, pt->name, (long long)nnz, (long long)crow[0], (long long)crow[R]);
+      goto out;
+    }
+    for (int64_t r = 0; r < R && rc == 0; r++) {
+      if (crow[r + 1] < crow[r]) {
+        rc = ts_fail(e, "%s: '%s.crow_indices' decreases at row %lld (%lld then %lld)", path, pt->name, (long long)r,
+                     (long long)crow[r], (long long)crow[r + 1]);
+        break;
+      }
+      for (int64_t p = crow[r]; p < crow[r + 1]; p++) {
+        if (col[p] < 0 || col[p] >= C) {
+          rc = ts_fail(e, "%s: '%s.col_indices'[%lld] is %lld, outside [0, %lld)", path, pt->name, (long long)p,
+                       (long long)col[p], (long long)C);
+          break;
+        }
+        if (p > crow[r] && col[p] <= col[p - 1]) {
+          rc = ts_fail(e, "%s: '%s.col_indices' are not sorted and unique in row %lld (position %lld: %lld after %lld)",
+                       path, pt->name, (long long)r, (long long)p, (long long)col[p], (long long)col[p - 1]);
+          break;
+        }
+      }
+    }
+    if (rc) goto out;
+  } else if (td) {
+    bool same = td->ndims == pt->p.ndims;
+    for (int d = 0; same && d < td->ndims; d++) same = td->shape[d] == pt->p.dims[d];
+    if (!same) {
+      rc = ts_fail(e, "%s: tensor '%s' does not have the shape the spec needs (%lld x %lld as a matrix)", path, pt->name,
+                   (long long)R, (long long)C);
+      goto out;
+    }
+    if (ts_tensor_to_f32(td, vals[0], (size_t)full, e) < 0) { rc = -1; goto out; }
+    nnz = full;
+    for (int64_t r = 0; r <= R; r++) crow[r] = r * C;
+    for (int64_t p = 0; p < full; p++) col[p] = p % C;
+  } else {
+    rc = ts_fail(e, "%s: no tensor '%s' (a pruned weight: '%s.values', '.crow_indices', '.col_indices'; or a dense '%s')",
+                 path, pt->name, pt->name, pt->name);
+    goto out;
+  }
+  for (int k = 0; k < ns; k++) {
+    const char *nm = arena_printf(cx, "__opt__.%s.%s", k ? "exp_avg_sq" : (m->sp.train.opt == OPT_SGD ? "momentum" : "exp_avg"), pt->name);
+    const TsTensor *to = ts_st_find(f, csr ? arena_printf(cx, "%s.values", nm) : nm);
+    if (!to) {
+      rc = ts_fail(e, "%s: no tensor '%s%s' (this checkpoint is not from this spec)", path, nm, csr ? ".values" : "");
+      goto out;
+    }
+    vals[1 + k] = malloc(sizeof(float) * (size_t)(nnz ? nnz : 1));
+    if (!vals[1 + k]) { rc = ts_fail(e, "out of memory reading %s", path); goto out; }
+    if (ts_tensor_to_f32(to, vals[1 + k], (size_t)nnz, e) < 0) { rc = -1; goto out; }
+  }
+  sparse_set(m, pt->layer, crow, col, nnz, (const float *const *)vals);
+out:
+  free(crow), free(col), free(vals[0]), free(vals[1]), free(vals[2]);
   return rc;
 }
 
@@ -233,9 +370,18 @@ int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, Ts
     for (int t = 0; t < m->pl.ntensors && rc == 0; t++) {
       const PlanTensor *pt = &m->pl.tensors[t];
       if (s > 0 && pt->grad_offset < 0) continue;
+      if (pt->p.sparse) {   /* the weight and its optimizer state together */
+        if (s == 0) rc = load_sparse(cx, m, &f, path, pt, opt, e);
+        continue;
+      }
       const char *name = s == 0 ? pt->name
                                 : arena_printf(cx, "__opt__.%s.%s", s == 2 ? "exp_avg_sq" : (m->sp.train.opt == OPT_SGD ? "momentum" : "exp_avg"), pt->name);
       const TsTensor *tt = ts_st_find(&f, name);
+      if (!tt && ts_st_find(&f, arena_printf(cx, "%s.values", name))) {
+        rc = ts_fail(e, "%s: '%s' is a pruned (CSR) weight there, but layer %s is not sparse in the spec; add "
+                        "'sparsity:' to it, or densify the file first", path, name, m->sp.layers[pt->layer].name);
+        break;
+      }
       if (!tt) {
         rc = ts_fail(e, "%s: no tensor '%s' (this checkpoint is not from this spec)", path, name);
         break;
@@ -256,6 +402,8 @@ int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, Ts
   }
   if (rc == 0 && opt) {
     m->t = atoll(ts_st_meta(&f, "step")), *epoch = atoll(ts_st_meta(&f, "epoch"));
+    const char *pts = ts_st_meta(&f, "prune_total_steps");
+    if (pts) m->prune_total = atoll(pts);
     /* the position in the epoch is counted in batches: another batch size would misplace it */
     const char *bt = ts_st_meta(&f, "batch");
     if (bt && atoll(bt) != m->pl.batch)

@@ -18,6 +18,8 @@ typedef struct Model {
   int32_t *Y;
   int64_t  in_elems;
   int64_t  t;                          /* optimizer steps taken */
+  int64_t  prune_total;                /* the pruning schedule's length in steps (train.c sets
+                                          it; checkpoints keep it) */
   TsPool  *pool;
 } Model;
 
@@ -37,5 +39,18 @@ int  model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr 
 /* weights (opt false: any safetensors with the right names, e.g. a PyTorch state_dict), or a
  * whole teslac checkpoint (opt true: optimizer state, step, epoch) */
 int  model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, TsErr *e);
+
+/* ---- prune.c: pruned weights on the host (patterns, magnitude pruning, CSR in and out) ---- */
+
+const PlanTensor *sparse_tensor(const Model *m, int layer);   /* NULL: the layer is not pruned */
+int64_t sparse_nnz(const Model *m, int layer);
+void sparse_reset(Model *m);                                  /* every weight kept */
+/* the pattern from validated CSR; vals[0] weights, vals[1..] optimizer slots (NULL: zero) */
+void sparse_set(Model *m, int layer, const int64_t *crow, const int64_t *col, int64_t nnz,
+                const float *const *vals);
+/* as CSR: crow (R + 1), col, values of the weight (slot -1) or optimizer slot; NULL: skip */
+void sparse_export(const Model *m, int layer, int32_t *crow, int32_t *col, float *vals, int slot);
+int  sparse_prune(Model *m, int64_t total);                   /* at step m->t of total */
+void sparse_report(const Model *m, FILE *out);
 
 #endif

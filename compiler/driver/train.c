@@ -78,6 +78,10 @@ int train_main(int argc, char **argv) {
     goto out;
   }
   int64_t per_epoch = (int64_t)tr.count / batch;
+  /* the pruning schedule runs over the whole training (epochs x steps); a resumed run keeps the
+   * length it started with */
+  if (m.prune_total <= 0) m.prune_total = tc->epochs * per_epoch;
+  if (m.t == 0) sparse_prune(&m, m.prune_total);   /* oneshot at start 0 */
   uint32_t *order = ts_malloc(sizeof(uint32_t) * tr.count);
   printf("training %s: %zu samples, %lld steps per epoch, %d threads\n", m.sp.name, tr.count,
          (long long)per_epoch, ts_pool_threads(m.pool));
@@ -118,6 +122,7 @@ int train_main(int argc, char **argv) {
       s.bc1 = (float)(1 - pow(tc->beta1, (double)m.t)), s.bc2 = (float)(1 - pow(tc->beta2, (double)m.t));
       s.seed = tc->seed * 0x9E3779B97F4A7C15ull + (uint64_t)m.t;
       m.train_step(&s);
+      sparse_prune(&m, m.prune_total);
       loss_sum += s.loss, correct += s.correct, seen += batch;
       ts_progress_update(&pr, (size_t)seen, loss_sum / (double)seen);
       if (o.steps && m.t >= o.steps) { stop = true; break; }
@@ -151,6 +156,7 @@ int train_main(int argc, char **argv) {
   }
   ts_free(order);
   if (o.profile) print_profile(&m);
+  sparse_report(&m, stdout);
   printf("done in %.1f s; weights in %s\n", ts_now() - t_start, out_path);
   rc = 0;
 out:

@@ -355,12 +355,17 @@ static void parse_tt(Ctx *cx, Layer *l, YNode *v) {
   memcpy(t->ranks, ranks, sizeof ranks);
 }
 
-/* sparsity: s | {target: s, schedule: gradual | oneshot, start: f, end: f, every: n} */
+/* sparsity: s | auto | {target: s | auto, schedule: gradual | oneshot, start: f, end: f,
+ * every: n} */
 static void parse_sparsity(Ctx *cx, Layer *l, YNode *v) {
   static const char *const keys[] = {"target", "schedule", "start", "end", "every", NULL};
   SparseSpec *s = &l->sparse;
   s->loc = v->loc;
   s->gradual = true, s->start = 0.15, s->end = 0.75, s->every = 100;
+  if (v->kind == Y_SCALAR && !strcmp(v->str, "auto")) {
+    s->on = s->autoplan = true;
+    return;
+  }
   if (v->kind == Y_SCALAR) {
     if (spec_num(cx, v, "sparsity", 0, 1, true, true, &s->target)) s->on = true;
     return;
@@ -371,7 +376,9 @@ static void parse_sparsity(Ctx *cx, Layer *l, YNode *v) {
   if (!(x = spec_get(v, "target"))) {
     diag_at(cx, v->loc, "'sparsity' needs a 'target' (the fraction of zero weights, e.g. 0.9)");
     ok = false;
-  } else
+  } else if (x->kind == Y_SCALAR && !strcmp(x->str, "auto"))
+    s->autoplan = true;
+  else
     ok &= spec_num(cx, x, "target", 0, 1, true, true, &s->target);
   if ((x = spec_get(v, "schedule"))) {
     if (x->kind == Y_SCALAR && !strcmp(x->str, "gradual")) s->gradual = true;
@@ -506,8 +513,10 @@ static void parse_layer(Ctx *cx, Spec *sp, int idx, YNode *item) {
   if ((v = spec_get(val, "tt"))) parse_tt(cx, l, v);
   if ((v = spec_get(val, "sparsity"))) parse_sparsity(cx, l, v);
   if ((v = spec_get(val, "init"))) parse_init(cx, l, v);
-  if (l->tt.on && l->sparse.on)
-    diag_at(cx, l->sparse.loc, "a weight is stored either as a tensor train or sparse, not both");
+  /* both auto: the planner chooses one of them (sparse.c) */
+  if (l->tt.on && l->sparse.on && !(l->tt.autoplan && l->sparse.autoplan))
+    diag_at(cx, l->sparse.loc, "a weight is stored either as a tensor train or sparse, not both "
+                               "(with 'tt: auto' and 'sparsity: auto' the planner chooses one)");
 }
 
 /* ---- train ---------------------------------------------------------------------------- */

@@ -1,7 +1,9 @@
 /* op_dense.c: the fully connected layer, y = x W^T + b (PyTorch's nn.Linear). Weight (out, in),
  * bias (out). A (C, H, W) input is flattened in (C, H, W) order first (the implicit flatten).
  * This file holds everything the compiler knows about the op: its keys, its shape rule, its
- * tensors, its cost, and its forward and backward emitters (bottom of the file). */
+ * tensors, its cost, and its forward and backward emitters (bottom of the file). A tensor
+ * train runs through tt_emit.c, a pruned weight on the CSR kernels through sp_emit.c (with
+ * SK_MASK it runs here, as dense). */
 #include "cg.h"
 
 static const char *const keys[] = {"units", "bias", NULL};
@@ -85,6 +87,10 @@ static void dense_fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
 }
 
 static void dense_fwd(Cg *g, const EmitLayer *e) {
+  if (e->pl->storage == ST_SPARSE && e->pl->sp.kernel == SK_CSR) {   /* sp_emit.c */
+    sp_emit_dense_fwd(g, e);
+    return;
+  }
   if (e->pl->storage == ST_TT) {   /* a tensor train: tt_emit.c */
     if (e->pl->tt.order != TT_FORM) {
       tt_emit_chain_fwd(g, e);
@@ -124,6 +130,10 @@ static void dense_dw_tile(Cg *g, LLVMValueRef t, void *arg) {
 
 /* dX = dY Wt^T (when needed), dWt += X^T dY, db += sum_b dY */
 static void dense_bwd(Cg *g, const EmitLayer *e) {
+  if (e->pl->storage == ST_SPARSE && e->pl->sp.kernel == SK_CSR) {
+    sp_emit_dense_bwd(g, e);
+    return;
+  }
   if (e->pl->storage == ST_TT && e->pl->tt.order != TT_FORM) {
     tt_emit_chain_bwd(g, e);
     return;

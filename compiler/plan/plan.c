@@ -1,7 +1,7 @@
 /* plan.c: the fourth stage. For each weight it chooses the storage (dense, or a tensor train
- * whose modes, ranks and order tt.c chooses; sparse planning comes with its own work), counts
+ * whose modes, ranks and order tt.c chooses, or pruned: target and kernel from sparse.c), counts
  * parameters the way PyTorch does (trainable tensors only; batchnorm running statistics are
- * buffers), prices forward and backward FLOPs at the compiled batch size, and lays out memory:
+ * buffers; a pruned weight counts its non-zeros at the target), prices forward and backward FLOPs at the compiled batch size, and lays out memory:
  * one block each for parameters, gradients, optimizer state and activations, every tensor at
  * a 64-byte aligned offset. `teslac plan` prints it as a table or as JSON (specs/README.md
  * documents the fields).
@@ -10,6 +10,7 @@
  * before it, skips the input gradient nobody needs. */
 #include "teslac.h"
 
+#include <math.h>
 #include <string.h>
 
 #define ALIGN_FLOATS 16   /* 64 bytes */
@@ -24,8 +25,11 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
   int nerr = cx->nerrors;
 
   /* dense sizes first: compress.ratio is measured against them, and the layers without tt:
-   * keep them; then the tensor trains (tt.c) */
-  int64_t dense_total = 0, fixed = 0;
+   * or sparsity: keep them; a pruned layer counts its non-zeros. Then the tensor trains
+   * (tt.c), which get the budget less the fixed layers and less the share of the
+   * sparsity: auto layers (in proportion to the dense sizes of the auto layers); then the
+   * sparse layers (sparse.c), the auto ones taking what is left. */
+  int64_t dense_total = 0, fixed = 0, tt_auto = 0, sp_auto = 0;
   for (int i = 0; i < sp->nlayers; i++) {
     const Layer *l = &sp->layers[i];
     Param p[4];
@@ -35,10 +39,25 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
       int64_t e = 1;
       for (int d = 0; d < p[j].ndims; d++) e *= p[j].dims[d];
       dense_total += e;
-      if (!l->tt.on) fixed += e;
+      bool weight = !strcmp(p[j].pname, "weight");
+      if (l->tt.on) {
+        if (weight && l->tt.autoplan) tt_auto += e;
+      } else if (l->sparse.on && weight) {
+        if (l->sparse.autoplan) sp_auto += e;
+        else fixed += (int64_t)llround((1 - l->sparse.target) * (double)e);
+      } else
+        fixed += e;
     }
   }
-  tt_plan(cx, sp, batch, pl, fixed, dense_total);
+  int64_t budget = INT64_MAX;
+  if (sp->compress.max_params) budget = sp->compress.max_params;
+  else if (sp->compress.ratio > 1) budget = (int64_t)floor((double)dense_total / sp->compress.ratio);
+  int64_t sp_share = 0;
+  if (budget != INT64_MAX && sp_auto && budget > fixed)
+    sp_share = (int64_t)((double)(budget - fixed) * (double)sp_auto / (double)(sp_auto + tt_auto));
+  tt_plan(cx, sp, batch, pl, fixed + sp_share, dense_total);
+  if (cx->nerrors > nerr) return;
+  sp_plan(cx, sp, batch, pl, budget);
   if (cx->nerrors > nerr) return;
 
   bool need_dx = false;      /* a layer before this one has weights */
@@ -63,7 +82,13 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
         dense_params += e;
       }
     TTPlan *tt = &pli->tt;
+    SparsePlan *spp = &pli->sp;
     if (tt->d) np = tt_params(l, tt, p);   /* the cores replace the weight */
+    for (int j = 0; j < np && spp->on; j++)
+      if (!strcmp(p[j].pname, "weight")) {
+        p[j].sparse = true;
+        if (spp->kernel == SK_CSR) p[j].stored_t = false;   /* values in CSR order */
+      }
     for (int j = 0; j < np; j++) {
       int64_t e = 1;
       for (int d = 0; d < p[j].ndims; d++) e *= p[j].dims[d];   /* bounded by infer */
@@ -76,21 +101,26 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
       if (p[j].trainable) {
         t->grad_offset = pl->grad_block;
         pl->grad_block += align_up(e);
-        pli->params += e;
+        pli->params += p[j].sparse ? spp->nnz : e;   /* a pruned weight: its non-zeros */
       } else
         pli->buffers += e;
     }
     pli->dense_params = dense_params;
-    pli->requested = l->tt.on ? ST_TT : l->sparse.on ? ST_SPARSE : ST_DENSE;
-    pli->storage = tt->d ? ST_TT : ST_DENSE;
+    pli->requested = l->tt.on && !(l->sparse.on && spp->on) ? ST_TT : l->sparse.on ? ST_SPARSE : ST_DENSE;
+    pli->storage = tt->d ? ST_TT : spp->on ? ST_SPARSE : ST_DENSE;
     pli->bytes = 4 * (pli->params + pli->buffers);
+    if (spp->on) {   /* as saved: CSR, int32 row pointers and column indices */
+      pli->bytes += 4 * (spp->R + 1 + spp->nnz);
+      if (spp->kernel == SK_MASK) spp->mask = pl->param_block, pl->param_block += align_up(spp->R * spp->C);
+      else spp->tab = pl->param_block, pl->param_block += align_up(sp_tab_size(spp));
+    }
     int64_t out;
     if (!size_mul(shape_elems(&l->out), batch, &out)) {
       diag_at(cx, l->loc, "this layer's output at batch %lld is too large", (long long)batch);
       return;
     }
     pli->act_elems = out;
-    pli->flops = tt->d ? tt->flops[tt->order] : op->flops(l, batch, need_dx);
+    pli->flops = tt->d ? tt->flops[tt->order] : spp->on ? spp->flops : op->flops(l, batch, need_dx);
     if (pli->flops.fwd == INT64_MAX || pli->flops.bwd == INT64_MAX ||
         __builtin_add_overflow(pl->flops.fwd, pli->flops.fwd, &pl->flops.fwd) ||
         __builtin_add_overflow(pl->flops.bwd, pli->flops.bwd, &pl->flops.bwd)) {
@@ -117,6 +147,10 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
       }
       acts += align_up(col) + 4 * align_up(l->u.conv.filters * (q + 1));
     }
+    if (spp->on && spp->kernel == SK_CSR) {   /* X^T, then Y^T (reused for dY^T) */
+      spp->xt = acts, acts += align_up(spp->C * spp->ldt);
+      spp->yt = acts, acts += align_up(spp->R * spp->ldt);
+    }
     if (tt->d) {   /* the chain's states and scratch (tt.c), after the op's own */
       if (!tt_plan_scratch(l, tt, batch)) {
         diag_at(cx, l->tt.loc, "this tensor train's intermediate states at batch %lld are too large "
@@ -142,8 +176,10 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
     if (i + 1 >= sp->nlayers || sp->layers[i + 1].op != OP_batchnorm) continue;
     const Layer *l = &sp->layers[i];
     if ((l->op != OP_dense && l->op != OP_conv) || pli->storage == ST_TT) continue;
+    if (pli->sp.on && pli->sp.kernel == SK_CSR) continue;   /* the CSR kernels read the values */
     int64_t K = l->op == OP_dense ? l->u.dense.units : l->u.conv.filters;
-    int64_t w = pli->params - (l->op == OP_dense ? (l->u.dense.bias ? K : 0) : (l->u.conv.bias ? K : 0));
+    int64_t w = pli->sp.on ? pli->sp.R * pli->sp.C
+                           : pli->params - (l->op == OP_dense ? (l->u.dense.bias ? K : 0) : (l->u.conv.bias ? K : 0));
     if (pli->act_elems <= w) continue;
     pli->fold_w = pl->param_block, pl->param_block += align_up(w);
     pli->fold_b = pl->param_block, pl->param_block += align_up(K);
@@ -164,17 +200,14 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
               i, tt_order_name(t->order), (double)tt_cost(pli->flops) / (double)tt_cost(t->dense_flops),
               (long long)batch, (double)tt_cost(pli->flops), (double)tt_cost(t->dense_flops),
               (long long)pli->params, (long long)pli->dense_params);
-    if (pli->requested == ST_SPARSE)
-      warn_at(cx, sp->layers[i].sparse.loc, "sparse storage is not planned yet by this teslac; "
-                                            "layer %d is planned dense", i);
   }
   if (sp->compress.max_params && pl->params > sp->compress.max_params)
     warn_at(cx, sp->compress.loc, "compress: max_params %lld is not met: the plan has %lld "
-                                  "parameters (mark layers 'tt: auto' to let the planner meet it)",
+                                  "parameters (mark layers 'tt: auto' or 'sparsity: auto' to let the planner meet it)",
             (long long)sp->compress.max_params, (long long)pl->params);
   if (sp->compress.ratio > 1 && (double)pl->dense_params / (double)pl->params < sp->compress.ratio)
     warn_at(cx, sp->compress.loc, "compress: ratio %g is not met: the plan keeps %lld of %lld "
-                                  "parameters (mark layers 'tt: auto' to let the planner meet it)",
+                                  "parameters (mark layers 'tt: auto' or 'sparsity: auto' to let the planner meet it)",
             sp->compress.ratio, (long long)pl->params, (long long)pl->dense_params);
 }
 
@@ -242,7 +275,8 @@ void plan_print_table(Ctx *cx, const Spec *sp, const Plan *pl, FILE *out) {
     bool w = p->params + p->buffers > 0;
     fprintf(out, "%3d  %-10s %-11s %-8s %-10s %-9s %10lld %10s %9s %9s %9s\n", i, l->name,
             op_registry[l->op]->name, w ? storage_name(p->storage) : "-", tt_ranks_str(cx, l, p),
-            p->storage == ST_SPARSE ? "?" : "-", (long long)p->params, w ? bytes_h(cx, (double)p->bytes) : "-",
+            p->storage == ST_SPARSE ? arena_printf(cx, "%.3g %s", p->sp.target, p->sp.kernel == SK_CSR ? "csr" : "mask") : "-",
+            (long long)p->params, w ? bytes_h(cx, (double)p->bytes) : "-",
             human(cx, (double)p->flops.fwd), human(cx, (double)p->flops.bwd),
             p->params ? arena_printf(cx, "%.2fx", (double)p->dense_params / (double)p->params) : "-");
   }
@@ -277,7 +311,32 @@ void plan_print_table(Ctx *cx, const Spec *sp, const Plan *pl, FILE *out) {
       fprintf(out, "    padded: %lld -> %lld inputs, %lld -> %lld outputs (the extra rows and columns are zero)\n",
               (long long)t->M, (long long)t->Mp, (long long)t->N, (long long)t->Np);
   }
-  if (any) fputc('\n', out);
+  bool sany = false;
+  for (int i = 0; i < sp->nlayers; i++) {
+    const Layer *l = &sp->layers[i];
+    const SparsePlan *s = &pl->layers[i].sp;
+    if (pl->layers[i].storage != ST_SPARSE) continue;
+    if (!any && !sany) fputc('\n', out);
+    if (!sany) fprintf(out, "sparse weights (forward + backward FLOP per step of %lld):\n", (long long)pl->batch);
+    sany = true;
+    fprintf(out, "  layer %d%s%s (%s, weight %lld x %lld): %.1f%% zeros (%s%s), %lld of %lld weights kept, "
+                 "stored as CSR: %s\n",
+            i, strcmp(l->name, arena_printf(cx, "%d", i)) ? " " : "", strcmp(l->name, arena_printf(cx, "%d", i)) ? l->name : "",
+            op_registry[l->op]->name, (long long)s->R, (long long)s->C, 100 * s->target,
+            s->auto_chosen ? "sparsity: auto, chosen over its tensor train" : l->sparse.autoplan ? "sparsity: auto" : "the spec's",
+            l->sparse.autoplan || s->auto_chosen ? "" : l->sparse.gradual ? ", gradual" : ", oneshot",
+            (long long)s->nnz, (long long)(s->R * s->C), bytes_h(cx, 4.0 * (double)(2 * s->nnz + s->R + 1)));
+    if (s->kernel == SK_CSR)
+      fprintf(out, "    runs csr: %s FLOP, estimated %.2fx dense's time (dense %s)\n", human(cx, (double)tt_cost(s->flops)),
+              s->cost / (double)tt_cost(s->dense_flops), human(cx, (double)tt_cost(s->dense_flops)));
+    else if (l->op == OP_conv)
+      fprintf(out, "    runs dense with a mask: %s FLOP (no sparse conv kernels in this teslac)\n",
+              human(cx, (double)tt_cost(s->flops)));
+    else
+      fprintf(out, "    runs dense with a mask: %s FLOP; csr would cost an estimated %.2fx dense's time\n",
+              human(cx, (double)tt_cost(s->flops)), s->csr_cost / (double)tt_cost(s->dense_flops));
+  }
+  if (any || sany) fputc('\n', out);
   fprintf(out, "memory: parameters %s, gradients %s, optimizer state %s, activations %s\n",
           bytes_h(cx, 4.0 * (double)pl->param_block), bytes_h(cx, 4.0 * (double)pl->grad_block),
           bytes_h(cx, 4.0 * (double)pl->opt_block), bytes_h(cx, 4.0 * (double)pl->act_block));
@@ -343,7 +402,17 @@ void plan_print_json(Ctx *cx, const Spec *sp, const Plan *pl, FILE *o) {
               (long long)t->dense_flops.bwd);
     } else
       fprintf(o, "null");
-    fprintf(o, ", \"sparsity\": %s", p->storage == ST_SPARSE ? arena_printf(cx, "%g", l->sparse.target) : "null");
+    fprintf(o, ", \"sparsity\": %s", p->storage == ST_SPARSE ? arena_printf(cx, "%.17g", p->sp.target) : "null");
+    if (p->storage == ST_SPARSE)
+      fprintf(o, ", \"sparse\": {\"kernel\": \"%s\", \"format\": \"csr\", \"rows\": %lld, \"cols\": %lld, "
+                 "\"nnz\": %lld, \"auto\": %s, \"chosen_over_tt\": %s, \"estimated_cost\": %.0f, "
+                 "\"csr_estimated_cost\": %s, \"dense_flops\": {\"forward\": %lld, \"backward\": %lld}}",
+              p->sp.kernel == SK_CSR ? "csr" : "mask", (long long)p->sp.R, (long long)p->sp.C, (long long)p->sp.nnz,
+              l->sparse.autoplan ? "true" : "false", p->sp.auto_chosen ? "true" : "false", p->sp.cost,
+              isinf(p->sp.csr_cost) ? "null" : arena_printf(cx, "%.0f", p->sp.csr_cost),
+              (long long)p->sp.dense_flops.fwd, (long long)p->sp.dense_flops.bwd);
+    else
+      fprintf(o, ", \"sparse\": null");
     fprintf(o, ", \"params\": %lld, \"buffers\": %lld, \"bytes\": %lld, \"dense_params\": %lld",
             (long long)p->params, (long long)p->buffers, (long long)p->bytes, (long long)p->dense_params);
     fprintf(o, ", \"flops\": {\"forward\": %lld, \"backward\": %lld}, \"activation_elems\": %lld",

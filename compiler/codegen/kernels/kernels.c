@@ -4,6 +4,7 @@
 // finds it by name) carrying always_inline (so LLVM's AlwaysInliner folds it into the
 // caller, where the constant dims specialize it); the emitter internalizes the leftovers.
 #include "tk_gemm.h"
+#include "tk_sparse.h"
 #include "tk_kernels.h"  // the prototypes: checks that they match
 
 #define TK_ENTRY __attribute__((always_inline)) void
@@ -220,4 +221,46 @@ TK_ENTRY tk_bn2d_dx(long B, long C, long S, const float *x, const float *dy, con
       for (; s + 16 <= S; s += 16) tk__store(o + s, tk__load(gr + s) * ca + tk__load(xr + s) * cb + cc);
       if (s < S) tk__storep(o + s, tk__loadp(gr + s, S - s) * ca + tk__loadp(xr + s, S - s) * cb + cc, S - s);
     }
+}
+
+// ---- pruned dense layers (tk_sparse.h): CSR across the batch ----
+
+// XT[i, b] = X[b, i] for i in [i0, i1); rows b >= B of XT are zero up to ldt
+TK_ENTRY tk_sp_in(long B, long IN, long ldt, const float *X, float *XT, long i0, long i1) {
+  tk__sp_transpose(B, IN, ldt, X, XT, i0, i1);
+}
+
+// Y[b, o] = YT[o, b] + bias[o] for o in [o0, o1); bias may be NULL
+TK_ENTRY tk_sp_out(long B, long OUT, long ldt, const float *YT, const float *bias, float *Y,
+                   long o0, long o1) {
+  for (long b = 0; b < B; b++)
+    for (long o = o0; o < o1; o++) Y[b * OUT + o] = YT[o * ldt + b] + (bias ? bias[o] : 0.0f);
+}
+
+// dYT[o, b] = dY[b, o] (zero past B); dbias[o] += sum_b dY[b, o] (dbias may be NULL)
+TK_ENTRY tk_sp_dy(long B, long OUT, long ldt, const float *dY, float *dYT, float *dbias,
+                  long o0, long o1) {
+  tk__sp_transpose(B, OUT, ldt, dY, dYT, o0, o1);
+  if (dbias) tk__colsum(B, dY, OUT, dbias, o0, o1);
+}
+
+// dX[b, i] = dXT[i, b] for i in [i0, i1)
+TK_ENTRY tk_sp_dx_out(long B, long IN, long ldt, const float *dXT, float *dX, long i0, long i1) {
+  for (long b = 0; b < B; b++)
+    for (long i = i0; i < i1; i++) dX[b * IN + i] = dXT[i * ldt + b];
+}
+
+TK_ENTRY tk_csr_fwd(long ldt, const int *rowptr, const int *col, const float *val, const float *XT,
+                    float *YT, long o0, long o1) {
+  tk__csr_fwd(ldt, rowptr, col, val, XT, YT, o0, o1);
+}
+
+TK_ENTRY tk_csc_dx(long ldt, const int *colptr, const int *rowidx, const int *perm, const float *val,
+                   const float *dYT, float *dXT, long i0, long i1) {
+  tk__csc_dx(ldt, colptr, rowidx, perm, val, dYT, dXT, i0, i1);
+}
+
+TK_ENTRY tk_csr_dw(long ldt, const int *rowptr, const int *col, const float *XT, const float *dYT,
+                   float *dval, long o0, long o1) {
+  tk__csr_dw(ldt, rowptr, col, XT, dYT, dval, o0, o1);
 }

@@ -54,4 +54,16 @@ void tk_conv_fwd(long K, long P, long Q,
 // s[m] += sum_n A[m * lda + n] for m in [m0, m1) (row sums; accumulates).
 void tk_rowsum(long N, const float *A, long lda, float *s, long m0, long m1);
 
+// ---- pruned dense layers (tk_sparse.h): the batch along the lanes, ldt its padded length ----
+void tk_sp_in(long B, long IN, long ldt, const float *X, float *XT, long i0, long i1);
+void tk_sp_out(long B, long OUT, long ldt, const float *YT, const float *bias, float *Y, long o0, long o1);
+void tk_sp_dy(long B, long OUT, long ldt, const float *dY, float *dYT, float *dbias, long o0, long o1);
+void tk_sp_dx_out(long B, long IN, long ldt, const float *dXT, float *dX, long i0, long i1);
+void tk_csr_fwd(long ldt, const int *rowptr, const int *col, const float *val, const float *XT,
+                float *YT, long o0, long o1);
+void tk_csc_dx(long ldt, const int *colptr, const int *rowidx, const int *perm, const float *val,
+               const float *dYT, float *dXT, long i0, long i1);
+void tk_csr_dw(long ldt, const int *rowptr, const int *col, const float *XT, const float *dYT,
+               float *dval, long o0, long o1);
+
 #endif

@@ -1,0 +1,154 @@
+// tk_sparse.h: the CSR kernels of pruned dense layers (codegen/sp_emit.c calls them; the
+// plan's SK_CSR). The batch runs along the vector lanes: activations are transposed to
+// (features, ldt) with ldt the batch padded to a multiple of 16 (or the batch itself below
+// 16), so every non-zero w[o, i] is one broadcast and ldt/16 FMAs of a contiguous row:
+//   forward      Y^T[o, :]  = sum_{p in row o} val[p] X^T[col[p], :]
+//   data grad    dX^T[i, :] = sum_{q in column i} val[perm[q]] dY^T[rowidx[q], :]   (CSC view)
+//   weight grad  dval[p]   += dot(dY^T[o, :], X^T[col[p], :])   (on the pattern only)
+// Up to 64 lanes of accumulators stay in registers (4 vectors); a longer batch takes more
+// passes over the pattern. Tiles: rows [o0, o1) (forward, weight gradient) or columns
+// [i0, i1) (data gradient), any split correct. Included by kernels.c (always_inline).
+#ifndef TK_SPARSE_H
+#define TK_SPARSE_H
+
+#include "tk_gemm.h"
+
+// as in tk_gemm.h: the v16f helpers are always inlined, no vector crosses a real call
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wpsabi"
+
+// AT[c, r] = A[r, c] (+ bias[c]) for c in [c0, c1), r < R; AT[c, r] = 0 for R <= r < ldt.
+// Blocks of 16 columns so that both sides stream.
+TK_AI void tk__sp_transpose(long R, long C, long ldt, const float *A, float *AT, long c0, long c1) {
+  for (long cb = c0; cb < c1; cb += 16) {
+    long ce = cb + 16 < c1 ? cb + 16 : c1;
+    for (long r = 0; r < R; r++)
+      for (long c = cb; c < ce; c++) AT[c * ldt + r] = A[r * C + c];
+  }
+  if (ldt > R)
+    for (long c = c0; c < c1; c++)
+      for (long r = R; r < ldt; r++) AT[c * ldt + r] = 0;
+}
+
+// the accumulators of one row: nv (1..4) vectors, lanes b0 .. b0 + 16 nv
+#define TK_SP_ACC(nv, expr_x, w)                                                   \
+  do {                                                                             \
+    const float *x_ = (expr_x);                                                    \
+    a0 += (w) * tk__load(x_);                                                      \
+    if ((nv) > 1) a1 += (w) * tk__load(x_ + 16);                                   \
+    if ((nv) > 2) a2 += (w) * tk__load(x_ + 32);                                   \
+    if ((nv) > 3) a3 += (w) * tk__load(x_ + 48);                                   \
+  } while (0)
+
+TK_AI void tk__sp_store(float *y, long nv, tk_v16f a0, tk_v16f a1, tk_v16f a2, tk_v16f a3) {
+  tk__store(y, a0);
+  if (nv > 1) tk__store(y + 16, a1);
+  if (nv > 2) tk__store(y + 32, a2);
+  if (nv > 3) tk__store(y + 48, a3);
+}
+
+// Y^T (R, ldt) rows [o0, o1) from the CSR pattern and X^T (C, ldt)
+TK_AI void tk__csr_fwd(long ldt, const int *rowptr, const int *col, const float *val,
+                       const float *XT, float *YT, long o0, long o1) {
+  if (ldt < 16) {
+    for (long o = o0; o < o1; o++) {
+      for (long b = 0; b < ldt; b++) YT[o * ldt + b] = 0;
+      for (int p = rowptr[o]; p < rowptr[o + 1]; p++) {
+        float w = val[p];
+        const float *x = XT + (long)col[p] * ldt;
+        for (long b = 0; b < ldt; b++) YT[o * ldt + b] += w * x[b];
+      }
+    }
+    return;
+  }
+  for (long b0 = 0; b0 < ldt; b0 += 64) {
+    long nv = (ldt - b0) / 16 < 4 ? (ldt - b0) / 16 : 4;
+    for (long o = o0; o < o1; o++) {
+      tk_v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+      for (int p = rowptr[o]; p < rowptr[o + 1]; p++) TK_SP_ACC(nv, XT + (long)col[p] * ldt + b0, val[p]);
+      tk__sp_store(YT + o * ldt + b0, nv, a0, a1, a2, a3);
+    }
+  }
+}
+
+// dX^T (C, ldt) columns [i0, i1) from the CSC view and dY^T (R, ldt)
+TK_AI void tk__csc_dx(long ldt, const int *colptr, const int *rowidx, const int *perm,
+                      const float *val, const float *dYT, float *dXT, long i0, long i1) {
+  if (ldt < 16) {
+    for (long i = i0; i < i1; i++) {
+      for (long b = 0; b < ldt; b++) dXT[i * ldt + b] = 0;
+      for (int q = colptr[i]; q < colptr[i + 1]; q++) {
+        float w = val[perm[q]];
+        const float *y = dYT + (long)rowidx[q] * ldt;
+        for (long b = 0; b < ldt; b++) dXT[i * ldt + b] += w * y[b];
+      }
+    }
+    return;
+  }
+  for (long b0 = 0; b0 < ldt; b0 += 64) {
+    long nv = (ldt - b0) / 16 < 4 ? (ldt - b0) / 16 : 4;
+    for (long i = i0; i < i1; i++) {
+      tk_v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+      for (int q = colptr[i]; q < colptr[i + 1]; q++)
+        TK_SP_ACC(nv, dYT + (long)rowidx[q] * ldt + b0, val[perm[q]]);
+      tk__sp_store(dXT + i * ldt + b0, nv, a0, a1, a2, a3);
+    }
+  }
+}
+
+TK_AI float tk__sp_hsum(tk_v16f v) {
+  tk_v8f h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+             __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  tk_v4f q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+  tk_v2f d = __builtin_shufflevector(q, q, 0, 1) + __builtin_shufflevector(q, q, 2, 3);
+  return d[0] + d[1];
+}
+
+// dval[p] += dot(dY^T[o, :], X^T[col[p], :]) for the non-zeros of rows [o0, o1)
+TK_AI void tk__csr_dw(long ldt, const int *rowptr, const int *col, const float *XT,
+                      const float *dYT, float *dval, long o0, long o1) {
+  if (ldt < 16) {
+    for (long o = o0; o < o1; o++)
+      for (int p = rowptr[o]; p < rowptr[o + 1]; p++) {
+        const float *x = XT + (long)col[p] * ldt, *y = dYT + o * ldt;
+        float s = 0;
+        for (long b = 0; b < ldt; b++) s += x[b] * y[b];
+        dval[p] += s;
+      }
+    return;
+  }
+  for (long o = o0; o < o1; o++) {
+    const float *y = dYT + o * ldt;
+    for (long b0 = 0; b0 < ldt; b0 += 64) {
+      long nv = (ldt - b0) / 16 < 4 ? (ldt - b0) / 16 : 4;
+      tk_v16f y0 = tk__load(y + b0), y1 = {0}, y2 = {0}, y3 = {0};
+      if (nv > 1) y1 = tk__load(y + b0 + 16);
+      if (nv > 2) y2 = tk__load(y + b0 + 32);
+      if (nv > 3) y3 = tk__load(y + b0 + 48);
+      int p = rowptr[o], pe = rowptr[o + 1];
+      // 16 non-zeros at a time: 16 partial vectors, one transposing horizontal sum
+      for (; p + 16 <= pe; p += 16) {
+        tk_v16f s[16];
+        for (int j = 0; j < 16; j++) {
+          const float *x = XT + (long)col[p + j] * ldt + b0;
+          s[j] = y0 * tk__load(x);
+          if (nv > 1) s[j] += y1 * tk__load(x + 16);
+          if (nv > 2) s[j] += y2 * tk__load(x + 32);
+          if (nv > 3) s[j] += y3 * tk__load(x + 48);
+        }
+        tk__store(dval + p, tk__load(dval + p) + tk__hsum16(s));
+      }
+      for (; p < pe; p++) {
+        const float *x = XT + (long)col[p] * ldt + b0;
+        tk_v16f s = y0 * tk__load(x);
+        if (nv > 1) s += y1 * tk__load(x + 16);
+        if (nv > 2) s += y2 * tk__load(x + 32);
+        if (nv > 3) s += y3 * tk__load(x + 48);
+        dval[p] += tk__sp_hsum(s);
+      }
+    }
+  }
+}
+
+#pragma clang diagnostic pop
+#endif

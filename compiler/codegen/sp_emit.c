@@ -1,0 +1,100 @@
+/* sp_emit.c: pruned dense layers on the CSR kernels (the plan's SK_CSR; kernels/tk_sparse.h).
+ * The weight's values sit in CSR order in the parameter block, their pattern in an int32 table
+ * the generated code walks (sparse.c fixes its layout; the driver's prune.c fills it at every
+ * pruning event and on load). The table's first word is the number of non-zeros now, so the
+ * same code runs the whole schedule, from the dense start to the frozen mask, in training,
+ * evaluation and inference alike.
+ *
+ *   forward   X -> X^T (tiles over IN); per row tile: Y^T = CSR X^T, Y = (Y^T)^T + b, act
+ *   backward  per row tile: dY -> dY^T (into Y^T's place) and db, dval on the pattern; then
+ *             (when needed) per column tile: dX^T = CSC dY^T (into X^T's place), dX
+ * Work below SP_PAR_MACS multiply-adds runs in the calling thread (cg_serial). */
+#include "cg.h"
+
+#define SP_ROWS 32             /* rows (outputs) per tile */
+#define SP_COLS 64             /* columns (inputs) per tile */
+#define SP_PAR_MACS (1 << 17)  /* below this, not worth waking the pool */
+
+static int64_t in_dim(const EmitLayer *e) { return shape_elems(&e->l->in); }
+static int64_t out_dim(const EmitLayer *e) { return e->l->u.dense.units; }
+static LLVMValueRef tab(Cg *g, const EmitLayer *e, int64_t part) { return cg_at(g, TS_P, e->pl->sp.tab + part, NULL); }
+
+static void run(Cg *g, const EmitLayer *e, const char *what, int64_t ntiles, CgTileBody body) {
+  char name[256];
+  cg_tile_name(name, sizeof name, e, what);
+  const SparsePlan *s = &e->pl->sp;
+  if (s->nnz * e->B < SP_PAR_MACS) cg_serial(g, name, ntiles, body, (void *)e);
+  else cg_parallel(g, name, ntiles, body, (void *)e);
+}
+
+static void in_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  LLVMValueRef lo, hi;
+  cg_tile_range(g, t, SP_COLS, in_dim(e), &lo, &hi);
+  LLVMValueRef a[] = {cg_i64(g, e->B), cg_i64(g, in_dim(e)), cg_i64(g, e->pl->sp.ldt), cg_in_ptr(g, e),
+                      cg_at(g, TS_A, e->pl->sp.xt, NULL), lo, hi};
+  cg_kernel(g, "tk_sp_in", a, 7);
+}
+
+static void fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  const SparsePlan *s = &e->pl->sp;
+  int64_t OUT = out_dim(e);
+  LLVMValueRef lo, hi;
+  cg_tile_range(g, t, SP_ROWS, OUT, &lo, &hi);
+  LLVMValueRef yt = cg_at(g, TS_A, s->yt, NULL);
+  LLVMValueRef a[] = {cg_i64(g, s->ldt), tab(g, e, sp_tab_rowptr(s)), tab(g, e, sp_tab_col(s)),
+                      cg_at(g, TS_P, e->w[0], NULL), cg_at(g, TS_A, s->xt, NULL), yt, lo, hi};
+  cg_kernel(g, "tk_csr_fwd", a, 8);
+  LLVMValueRef bias = e->w[1] >= 0 ? cg_at(g, TS_P, e->w[1], NULL) : LLVMConstNull(g->t_ptr);
+  LLVMValueRef b[] = {cg_i64(g, e->B), cg_i64(g, OUT), cg_i64(g, s->ldt), yt, bias,
+                      cg_at(g, TS_A, e->out, NULL), lo, hi};
+  cg_kernel(g, "tk_sp_out", b, 8);
+  if (!e->act) return;
+  CgLoop Lb, Lo;   /* the fused activation over the tile just written */
+  LLVMValueRef vb = cg_for(g, &Lb, "act_b", cg_i64(g, 0), cg_i64(g, e->B));
+  LLVMValueRef vo = cg_for(g, &Lo, "act_o", lo, hi);
+  LLVMValueRef p = cg_at(g, TS_A, e->out, cg_mad(g, vb, OUT, vo));
+  cg_store(g, cg_act(g, cg_load(g, p), e->act_slope), p);
+  cg_for_end(g, &Lo);
+  cg_for_end(g, &Lb);
+}
+
+void sp_emit_dense_fwd(Cg *g, const EmitLayer *e) {
+  run(g, e, "sp_in", cg_ceil_div(in_dim(e), SP_COLS), in_tile);
+  run(g, e, "sp_fwd", cg_ceil_div(out_dim(e), SP_ROWS), fwd_tile);
+}
+
+static void dw_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  const SparsePlan *s = &e->pl->sp;
+  LLVMValueRef lo, hi;
+  cg_tile_range(g, t, SP_ROWS, out_dim(e), &lo, &hi);
+  LLVMValueRef yt = cg_at(g, TS_A, s->yt, NULL);
+  LLVMValueRef dbias = e->dw[1] >= 0 ? cg_at(g, TS_G, e->dw[1], NULL) : LLVMConstNull(g->t_ptr);
+  LLVMValueRef a[] = {cg_i64(g, e->B), cg_i64(g, out_dim(e)), cg_i64(g, s->ldt), cg_at(g, TS_A, e->dout, NULL),
+                      yt, dbias, lo, hi};
+  cg_kernel(g, "tk_sp_dy", a, 8);
+  LLVMValueRef b[] = {cg_i64(g, s->ldt), tab(g, e, sp_tab_rowptr(s)), tab(g, e, sp_tab_col(s)),
+                      cg_at(g, TS_A, s->xt, NULL), yt, cg_at(g, TS_G, e->dw[0], NULL), lo, hi};
+  cg_kernel(g, "tk_csr_dw", b, 8);
+}
+
+static void dx_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  const SparsePlan *s = &e->pl->sp;
+  LLVMValueRef lo, hi;
+  cg_tile_range(g, t, SP_COLS, in_dim(e), &lo, &hi);
+  LLVMValueRef xt = cg_at(g, TS_A, s->xt, NULL);   /* dX^T replaces X^T, read by dW before */
+  LLVMValueRef a[] = {cg_i64(g, s->ldt), tab(g, e, sp_tab_colptr(s)), tab(g, e, sp_tab_rowidx(s)),
+                      tab(g, e, sp_tab_perm(s)), cg_at(g, TS_P, e->w[0], NULL), cg_at(g, TS_A, s->yt, NULL),
+                      xt, lo, hi};
+  cg_kernel(g, "tk_csc_dx", a, 9);
+  LLVMValueRef b[] = {cg_i64(g, e->B), cg_i64(g, in_dim(e)), cg_i64(g, s->ldt), xt, cg_at(g, TS_A, e->din, NULL), lo, hi};
+  cg_kernel(g, "tk_sp_dx_out", b, 7);
+}
+
+void sp_emit_dense_bwd(Cg *g, const EmitLayer *e) {
+  run(g, e, "sp_dw", cg_ceil_div(out_dim(e), SP_ROWS), dw_tile);
+  if (e->din >= 0) run(g, e, "sp_dx", cg_ceil_div(in_dim(e), SP_COLS), dx_tile);
+}
