@@ -8,7 +8,10 @@
  *   forward   X -> X^T (tiles over IN); per row tile: Y^T = CSR X^T, Y = (Y^T)^T + b, act
  *   backward  per row tile: dY -> dY^T (into Y^T's place) and db, dval on the pattern; then
  *             (when needed) per column tile: dX^T = CSC dY^T (into X^T's place), dX
- * Work below SP_PAR_MACS multiply-adds runs in the calling thread (cg_serial). */
+ * While every entry is still kept (nnz = R C, before the first pruning event) the values are the
+ * dense W (OUT, IN) and the same phases run dense GEMMs instead (tk_spd_*): a CSR multiply-add
+ * costs about three dense ones. Work below SP_PAR_MACS multiply-adds runs in the calling
+ * thread (cg_serial). */
 #include "cg.h"
 
 #define SP_ROWS 32             /* rows (outputs) per tile */
@@ -60,10 +63,78 @@ static void fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
   cg_for_end(g, &Lb);
 }
 
-void sp_emit_dense_fwd(Cg *g, const EmitLayer *e) {
+/* ---- every entry kept: dense GEMMs on W (OUT, IN) ---- */
+
+#define SPD_TILE 96   /* outputs (forward, weight gradient) or inputs (data gradient) per tile */
+
+static void act_tile(Cg *g, const EmitLayer *e, LLVMValueRef lo, LLVMValueRef hi) {
+  CgLoop Lb, Lo;
+  LLVMValueRef vb = cg_for(g, &Lb, "act_b", cg_i64(g, 0), cg_i64(g, e->B));
+  LLVMValueRef vo = cg_for(g, &Lo, "act_o", lo, hi);
+  LLVMValueRef p = cg_at(g, TS_A, e->out, cg_mad(g, vb, out_dim(e), vo));
+  cg_store(g, cg_act(g, cg_load(g, p), e->act_slope), p);
+  cg_for_end(g, &Lo);
+  cg_for_end(g, &Lb);
+}
+
+static void dfwd_call(Cg *g, const EmitLayer *e, LLVMValueRef lo, LLVMValueRef hi) {
+  LLVMValueRef bias = e->w[1] >= 0 ? cg_at(g, TS_P, e->w[1], NULL) : LLVMConstNull(g->t_ptr);
+  LLVMValueRef a[] = {cg_i64(g, e->B), cg_i64(g, in_dim(e)), cg_i64(g, out_dim(e)), cg_in_ptr(g, e),
+                      cg_at(g, TS_P, e->w[0], NULL), bias, cg_at(g, TS_A, e->out, NULL), lo, hi};
+  cg_kernel(g, "tk_spd_fwd", a, 9);
+  if (e->act) act_tile(g, e, lo, hi);
+}
+
+static void ddx_call(Cg *g, const EmitLayer *e, LLVMValueRef lo, LLVMValueRef hi) {
+  LLVMValueRef a[] = {cg_i64(g, e->B), cg_i64(g, in_dim(e)), cg_i64(g, out_dim(e)), cg_at(g, TS_A, e->dout, NULL),
+                      cg_at(g, TS_P, e->w[0], NULL), cg_at(g, TS_A, e->din, NULL), lo, hi};
+  cg_kernel(g, "tk_spd_dx", a, 8);
+}
+
+static void ddw_call(Cg *g, const EmitLayer *e, LLVMValueRef lo, LLVMValueRef hi) {
+  LLVMValueRef dbias = e->dw[1] >= 0 ? cg_at(g, TS_G, e->dw[1], NULL) : LLVMConstNull(g->t_ptr);
+  LLVMValueRef a[] = {cg_i64(g, e->B), cg_i64(g, in_dim(e)), cg_i64(g, out_dim(e)), cg_in_ptr(g, e),
+                      cg_at(g, TS_A, e->dout, NULL), cg_at(g, TS_G, e->dw[0], NULL), dbias, lo, hi};
+  cg_kernel(g, "tk_spd_dw", a, 9);
+}
+
+static void dfwd_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  cg_tile_call(g, e, t, cg_tile_width(out_dim(e), SPD_TILE, 16), out_dim(e), dfwd_call);
+}
+static void ddx_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  cg_tile_call(g, e, t, cg_tile_width(in_dim(e), SPD_TILE, 16), in_dim(e), ddx_call);
+}
+static void ddw_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  cg_tile_call(g, e, t, cg_tile_width(out_dim(e), SPD_TILE, 16), out_dim(e), ddw_call);
+}
+
+/* if every entry is kept: `dense`, else `csr` (both emitted; the table's nnz decides) */
+static void split(Cg *g, const EmitLayer *e, void (*dense)(Cg *, const EmitLayer *), void (*csr)(Cg *, const EmitLayer *)) {
+  const SparsePlan *s = &e->pl->sp;
+  LLVMValueRef nnz = LLVMBuildLoad2(g->b, g->t_i32, cg_at(g, TS_P, s->tab, NULL), "nnz");
+  LLVMValueRef full = LLVMBuildICmp(g->b, LLVMIntEQ, nnz, cg_i32(g, (int32_t)(s->R * s->C)), "");
+  CgIf c;
+  cg_if(g, &c, full);
+  dense(g, e);
+  cg_if_end(g, &c);
+  cg_if(g, &c, LLVMBuildNot(g->b, full, ""));
+  csr(g, e);
+  cg_if_end(g, &c);
+}
+
+static void fwd_dense(Cg *g, const EmitLayer *e) {
+  run(g, e, "spd_fwd", cg_ceil_div(out_dim(e), cg_tile_width(out_dim(e), SPD_TILE, 16)), dfwd_tile);
+}
+
+static void fwd_csr(Cg *g, const EmitLayer *e) {
   run(g, e, "sp_in", cg_ceil_div(in_dim(e), SP_COLS), in_tile);
   run(g, e, "sp_fwd", cg_ceil_div(out_dim(e), SP_ROWS), fwd_tile);
 }
+
+void sp_emit_dense_fwd(Cg *g, const EmitLayer *e) { split(g, e, fwd_dense, fwd_csr); }
 
 static void dw_tile(Cg *g, LLVMValueRef t, void *arg) {
   const EmitLayer *e = arg;
@@ -94,7 +165,14 @@ static void dx_tile(Cg *g, LLVMValueRef t, void *arg) {
   cg_kernel(g, "tk_sp_dx_out", b, 7);
 }
 
-void sp_emit_dense_bwd(Cg *g, const EmitLayer *e) {
+static void bwd_dense(Cg *g, const EmitLayer *e) {
+  if (e->din >= 0) run(g, e, "spd_dx", cg_ceil_div(in_dim(e), cg_tile_width(in_dim(e), SPD_TILE, 16)), ddx_tile);
+  run(g, e, "spd_dw", cg_ceil_div(out_dim(e), cg_tile_width(out_dim(e), SPD_TILE, 16)), ddw_tile);
+}
+
+static void bwd_csr(Cg *g, const EmitLayer *e) {
   run(g, e, "sp_dw", cg_ceil_div(out_dim(e), SP_ROWS), dw_tile);
   if (e->din >= 0) run(g, e, "sp_dx", cg_ceil_div(in_dim(e), SP_COLS), dx_tile);
 }
+
+void sp_emit_dense_bwd(Cg *g, const EmitLayer *e) { split(g, e, bwd_dense, bwd_csr); }

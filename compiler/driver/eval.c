@@ -1,4 +1,5 @@
-/* eval.c: `teslac eval`: test-set loss and accuracy of a checkpoint over every test sample. */
+/* eval.c: `teslac eval`: test-set loss and accuracy of a checkpoint over every test sample,
+ * and how fast inference ran (compile and loading excluded). */
 #include "cmd.h"
 
 #include <errno.h>
@@ -24,9 +25,11 @@ int eval_main(int argc, char **argv) {
     fprintf(stderr, "teslac: %s\n", e.msg);
     goto out;
   }
-  double loss, acc;
+  double loss, acc, t0 = ts_now();
   model_eval(&m, &te, &loss, &acc);
-  printf("test loss %.4f  test accuracy %.4f  (%zu samples)\n", loss, acc, te.count);
+  double dt = ts_now() - t0;   /* the generated <name>_infer over the set, batches copied in */
+  printf("test loss %.4f  test accuracy %.4f  (%zu samples in %.3f s: %.0f samples/s)\n", loss, acc, te.count,
+         dt, (double)te.count / dt);
   rc = 0;
 out:
   model_free(&m);

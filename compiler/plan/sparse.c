@@ -26,7 +26,7 @@
 /* The cost model, in dense multiply-add units (measured, bench/RESULTS.md "Sparse weights"):
  * a CSR multiply-add across the batch costs SP_CSR_MAC dense ones; each element transposed in
  * or out of the batch-last layout SP_CSR_MOVE. */
-#define SP_CSR_MAC  2.5
+#define SP_CSR_MAC  3.0
 #define SP_CSR_MOVE 2.0
 
 static int64_t al16(int64_t n) { return (n + 15) / 16 * 16; }

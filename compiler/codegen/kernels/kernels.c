@@ -264,3 +264,26 @@ TK_ENTRY tk_csr_dw(long ldt, const int *rowptr, const int *col, const float *XT,
                    float *dval, long o0, long o1) {
   tk__csr_dw(ldt, rowptr, col, XT, dYT, dval, o0, o1);
 }
+
+// ---- a pruned dense layer while every entry is still kept: its values are W (OUT, IN) ----
+
+// Y[b, o] = bias[o] + sum_i X[b, i] W[o, i] for o in [o0, o1)
+TK_ENTRY tk_spd_fwd(long B, long IN, long OUT, const float *X, const float *W, const float *bias,
+                    float *Y, long o0, long o1) {
+  tk__gemm_nt(0, B, o0, o1, IN, X, IN, W, IN, Y, OUT, TK_INIT_ZERO);
+  if (bias)
+    for (long b = 0; b < B; b++)
+      for (long o = o0; o < o1; o++) Y[b * OUT + o] += bias[o];
+}
+
+// dX[b, i] = sum_o dY[b, o] W[o, i] for i in [i0, i1)
+TK_ENTRY tk_spd_dx(long B, long IN, long OUT, const float *dY, const float *W, float *dX, long i0, long i1) {
+  tk__gemm(0, B, i0, i1, OUT, dY, OUT, 1, W, IN, dX, IN, TK_INIT_ZERO, 0);
+}
+
+// dW[o, i] += sum_b dY[b, o] X[b, i]; dbias[o] += sum_b dY[b, o] for o in [o0, o1)
+TK_ENTRY tk_spd_dw(long B, long IN, long OUT, const float *X, const float *dY, float *dW, float *dbias,
+                   long o0, long o1) {
+  tk__gemm(o0, o1, 0, IN, B, dY, 1, OUT, X, IN, dW, IN, TK_INIT_ACC, 0);
+  if (dbias) tk__colsum(B, dY, OUT, dbias, o0, o1);
+}

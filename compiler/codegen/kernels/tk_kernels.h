@@ -66,4 +66,11 @@ void tk_csc_dx(long ldt, const int *colptr, const int *rowidx, const int *perm, 
 void tk_csr_dw(long ldt, const int *rowptr, const int *col, const float *XT, const float *dYT,
                float *dval, long o0, long o1);
 
+// the same layer while every entry is kept (values = W (OUT, IN)): dense GEMMs
+void tk_spd_fwd(long B, long IN, long OUT, const float *X, const float *W, const float *bias, float *Y,
+                long o0, long o1);
+void tk_spd_dx(long B, long IN, long OUT, const float *dY, const float *W, float *dX, long i0, long i1);
+void tk_spd_dw(long B, long IN, long OUT, const float *X, const float *dY, float *dW, float *dbias,
+               long o0, long o1);
+
 #endif
