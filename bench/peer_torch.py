@@ -887,7 +887,15 @@ def load_weights(model, path):
     """Every spec tensor from a safetensors file (names and shapes checked; a teslac
     checkpoint's __opt__.* and num_batches_tracked are skipped)."""
     import torch
-    tensors, _meta = load_safetensors(path)
+    tensors, meta = load_safetensors(path)
+    # a pruned weight is CSR (specs/README.md, "pruned weights"): densify it as that page does
+    for name in [k[:-len(".values")] for k in list(tensors) if k.endswith(".values") and not k.startswith("__opt__.")]:
+        shape = json.loads(meta[name + ".shape"])
+        w = torch.sparse_csr_tensor(torch.from_numpy(tensors.pop(name + ".crow_indices")).long(),
+                                    torch.from_numpy(tensors.pop(name + ".col_indices")).long(),
+                                    torch.from_numpy(tensors.pop(name + ".values")),
+                                    size=(shape[0], math.prod(shape[1:])))
+        tensors[name] = w.to_dense().reshape(shape).numpy()
     want = spec_state(model)
     missing = [k for k in want if k not in tensors]
     # a teslac checkpoint also holds its optimizer state under "__opt__.": not model tensors

@@ -13,6 +13,8 @@
 # the same 20 steps; the two trained models' probabilities must agree within 1e-4 (after
 # the peer takes teslac's values of the tensors without a true gradient: see sametraining).
 #
+# Pruned weights too (sp_small, written here): teslac's CSR checkpoint densified by the peer.
+#
 # Skipped (exit 77) where /usr/bin/python3 has no torch: the build and the core suite never
 # need it.
 set -u
@@ -168,7 +170,36 @@ data:
   scale: 255
 EOF
 
-for spec in specs/mlp.yaml specs/seed.yaml specs/fashion_cnn.yaml; do
+# pruned weights: a masked conv, a dense layer on the CSR kernels with its activation fused, one
+# on the masked kernels, all pruned once before the first step, so that teslac's checkpoint is
+# CSR on a real pattern (the peer densifies it with torch.sparse_csr_tensor)
+cat >"$tmp/sp_small.yaml" <<'EOF'
+tesla: 1
+name: sp_small
+input: [1, 28, 28]
+classes: 10
+layers:
+  - conv:       {filters: 8, kernel: 3, padding: same, sparsity: {target: 0.5, schedule: oneshot, start: 0}}
+  - batchnorm:  {}
+  - relu:       {}
+  - maxpool:    {size: 4}
+  - dense:      {units: 96, sparsity: {target: 0.9, schedule: oneshot, start: 0}}
+  - leaky_relu: {}
+  - dense:      {units: 64, sparsity: {target: 0.2, schedule: oneshot, start: 0}}
+  - batchnorm:  {}
+  - relu:       {}
+  - dense:      {units: 10, name: head}
+  - softmax:    {}
+train: {optimizer: adam, lr: 0.003, batch: 16, seed: 3, shuffle: false, epochs: 1}
+data:
+  train: {images: /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz,
+          labels: /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz}
+  test:  {images: /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz,
+          labels: /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz}
+  scale: 255
+EOF
+
+for spec in specs/mlp.yaml specs/seed.yaml specs/fashion_cnn.yaml "$tmp/sp_small.yaml"; do
   roundtrip "$spec"
 done
 for spec in "$tmp/tt_small.yaml" specs/mlp_tt.yaml; do

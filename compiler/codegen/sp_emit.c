@@ -16,11 +16,19 @@
 
 #define SP_ROWS 32             /* rows (outputs) per tile */
 #define SP_COLS 64             /* columns (inputs) per tile */
-#define SP_PAR_MACS (1 << 17)  /* below this, not worth waking the pool */
+#define SP_PAR_MACS (1 << 15)  /* below this, not worth waking the pool */
 
 static int64_t in_dim(const EmitLayer *e) { return shape_elems(&e->l->in); }
 static int64_t out_dim(const EmitLayer *e) { return e->l->u.dense.units; }
 static LLVMValueRef tab(Cg *g, const EmitLayer *e, int64_t part) { return cg_at(g, TS_P, e->pl->sp.tab + part, NULL); }
+
+/* At batch 1 a row and its transpose are the same floats: X^T is the input, Y^T the output,
+ * dY^T the output's gradient and dX^T the input's (the transposing kernels then copy each
+ * element onto itself, adding the bias), and the X^T pass is skipped. */
+static LLVMValueRef xt_ptr(Cg *g, const EmitLayer *e) { return e->B == 1 ? cg_in_ptr(g, e) : cg_at(g, TS_A, e->pl->sp.xt, NULL); }
+static LLVMValueRef yt_ptr(Cg *g, const EmitLayer *e) { return e->B == 1 ? cg_at(g, TS_A, e->out, NULL) : cg_at(g, TS_A, e->pl->sp.yt, NULL); }
+static LLVMValueRef dyt_ptr(Cg *g, const EmitLayer *e) { return e->B == 1 ? cg_at(g, TS_A, e->dout, NULL) : cg_at(g, TS_A, e->pl->sp.yt, NULL); }
+static LLVMValueRef dxt_ptr(Cg *g, const EmitLayer *e) { return e->B == 1 ? cg_at(g, TS_A, e->din, NULL) : cg_at(g, TS_A, e->pl->sp.xt, NULL); }
 
 static void run(Cg *g, const EmitLayer *e, const char *what, int64_t ntiles, CgTileBody body) {
   char name[256];
@@ -45,9 +53,9 @@ static void fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
   int64_t OUT = out_dim(e);
   LLVMValueRef lo, hi;
   cg_tile_range(g, t, SP_ROWS, OUT, &lo, &hi);
-  LLVMValueRef yt = cg_at(g, TS_A, s->yt, NULL);
+  LLVMValueRef yt = yt_ptr(g, e);
   LLVMValueRef a[] = {cg_i64(g, s->ldt), tab(g, e, sp_tab_rowptr(s)), tab(g, e, sp_tab_col(s)),
-                      cg_at(g, TS_P, e->w[0], NULL), cg_at(g, TS_A, s->xt, NULL), yt, lo, hi};
+                      cg_at(g, TS_P, e->w[0], NULL), xt_ptr(g, e), yt, lo, hi};
   cg_kernel(g, "tk_csr_fwd", a, 8);
   LLVMValueRef bias = e->w[1] >= 0 ? cg_at(g, TS_P, e->w[1], NULL) : LLVMConstNull(g->t_ptr);
   LLVMValueRef b[] = {cg_i64(g, e->B), cg_i64(g, OUT), cg_i64(g, s->ldt), yt, bias,
@@ -130,7 +138,7 @@ static void fwd_dense(Cg *g, const EmitLayer *e) {
 }
 
 static void fwd_csr(Cg *g, const EmitLayer *e) {
-  run(g, e, "sp_in", cg_ceil_div(in_dim(e), SP_COLS), in_tile);
+  if (e->B > 1) run(g, e, "sp_in", cg_ceil_div(in_dim(e), SP_COLS), in_tile);
   run(g, e, "sp_fwd", cg_ceil_div(out_dim(e), SP_ROWS), fwd_tile);
 }
 
@@ -141,13 +149,13 @@ static void dw_tile(Cg *g, LLVMValueRef t, void *arg) {
   const SparsePlan *s = &e->pl->sp;
   LLVMValueRef lo, hi;
   cg_tile_range(g, t, SP_ROWS, out_dim(e), &lo, &hi);
-  LLVMValueRef yt = cg_at(g, TS_A, s->yt, NULL);
+  LLVMValueRef yt = dyt_ptr(g, e);
   LLVMValueRef dbias = e->dw[1] >= 0 ? cg_at(g, TS_G, e->dw[1], NULL) : LLVMConstNull(g->t_ptr);
   LLVMValueRef a[] = {cg_i64(g, e->B), cg_i64(g, out_dim(e)), cg_i64(g, s->ldt), cg_at(g, TS_A, e->dout, NULL),
                       yt, dbias, lo, hi};
   cg_kernel(g, "tk_sp_dy", a, 8);
   LLVMValueRef b[] = {cg_i64(g, s->ldt), tab(g, e, sp_tab_rowptr(s)), tab(g, e, sp_tab_col(s)),
-                      cg_at(g, TS_A, s->xt, NULL), yt, cg_at(g, TS_G, e->dw[0], NULL), lo, hi};
+                      xt_ptr(g, e), yt, cg_at(g, TS_G, e->dw[0], NULL), lo, hi};
   cg_kernel(g, "tk_csr_dw", b, 8);
 }
 
@@ -156,9 +164,9 @@ static void dx_tile(Cg *g, LLVMValueRef t, void *arg) {
   const SparsePlan *s = &e->pl->sp;
   LLVMValueRef lo, hi;
   cg_tile_range(g, t, SP_COLS, in_dim(e), &lo, &hi);
-  LLVMValueRef xt = cg_at(g, TS_A, s->xt, NULL);   /* dX^T replaces X^T, read by dW before */
+  LLVMValueRef xt = dxt_ptr(g, e);   /* dX^T replaces X^T, read by dW before */
   LLVMValueRef a[] = {cg_i64(g, s->ldt), tab(g, e, sp_tab_colptr(s)), tab(g, e, sp_tab_rowidx(s)),
-                      tab(g, e, sp_tab_perm(s)), cg_at(g, TS_P, e->w[0], NULL), cg_at(g, TS_A, s->yt, NULL),
+                      tab(g, e, sp_tab_perm(s)), cg_at(g, TS_P, e->w[0], NULL), dyt_ptr(g, e),
                       xt, lo, hi};
   cg_kernel(g, "tk_csc_dx", a, 9);
   LLVMValueRef b[] = {cg_i64(g, e->B), cg_i64(g, in_dim(e)), cg_i64(g, s->ldt), xt, cg_at(g, TS_A, e->din, NULL), lo, hi};

@@ -47,18 +47,33 @@ TK_AI void tk__sp_store(float *y, long nv, tk_v16f a0, tk_v16f a1, tk_v16f a2, t
   if (nv > 3) tk__store(y + 48, a3);
 }
 
+// A batch shorter than a vector (ldt < 16): y[0..ldt) = sum_p val[pos(p)] X[idx[p], 0..ldt), the
+// accumulators in registers (a local array the constant ldt unrolls) and four non-zeros at a
+// time in separate sums, so that the FMA latency does not chain them (ldt = 1 is a gathered dot
+// product). pos = perm, or p itself when perm is NULL.
+TK_AI void tk__sp_rows_short(long ldt, int p0, int p1, const int *idx, const int *perm, const float *val,
+                             const float *X, float *y) {
+  float a[4][16] = {{0}};
+  int p = p0;
+  for (; p + 4 <= p1; p += 4)
+    for (int j = 0; j < 4; j++) {
+      float w = val[perm ? perm[p + j] : p + j];
+      const float *x = X + (long)idx[p + j] * ldt;
+      for (long b = 0; b < ldt; b++) a[j][b] += w * x[b];
+    }
+  for (; p < p1; p++) {
+    float w = val[perm ? perm[p] : p];
+    const float *x = X + (long)idx[p] * ldt;
+    for (long b = 0; b < ldt; b++) a[0][b] += w * x[b];
+  }
+  for (long b = 0; b < ldt; b++) y[b] = (a[0][b] + a[1][b]) + (a[2][b] + a[3][b]);
+}
+
 // Y^T (R, ldt) rows [o0, o1) from the CSR pattern and X^T (C, ldt)
 TK_AI void tk__csr_fwd(long ldt, const int *rowptr, const int *col, const float *val,
                        const float *XT, float *YT, long o0, long o1) {
   if (ldt < 16) {
-    for (long o = o0; o < o1; o++) {
-      for (long b = 0; b < ldt; b++) YT[o * ldt + b] = 0;
-      for (int p = rowptr[o]; p < rowptr[o + 1]; p++) {
-        float w = val[p];
-        const float *x = XT + (long)col[p] * ldt;
-        for (long b = 0; b < ldt; b++) YT[o * ldt + b] += w * x[b];
-      }
-    }
+    for (long o = o0; o < o1; o++) tk__sp_rows_short(ldt, rowptr[o], rowptr[o + 1], col, NULL, val, XT, YT + o * ldt);
     return;
   }
   for (long b0 = 0; b0 < ldt; b0 += 64) {
@@ -75,14 +90,7 @@ TK_AI void tk__csr_fwd(long ldt, const int *rowptr, const int *col, const float 
 TK_AI void tk__csc_dx(long ldt, const int *colptr, const int *rowidx, const int *perm,
                       const float *val, const float *dYT, float *dXT, long i0, long i1) {
   if (ldt < 16) {
-    for (long i = i0; i < i1; i++) {
-      for (long b = 0; b < ldt; b++) dXT[i * ldt + b] = 0;
-      for (int q = colptr[i]; q < colptr[i + 1]; q++) {
-        float w = val[perm[q]];
-        const float *y = dYT + (long)rowidx[q] * ldt;
-        for (long b = 0; b < ldt; b++) dXT[i * ldt + b] += w * y[b];
-      }
-    }
+    for (long i = i0; i < i1; i++) tk__sp_rows_short(ldt, colptr[i], colptr[i + 1], rowidx, perm, val, dYT, dXT + i * ldt);
     return;
   }
   for (long b0 = 0; b0 < ldt; b0 += 64) {
