@@ -77,7 +77,7 @@ static void choose_kernel(const Layer *l, SparsePlan *s, int64_t B, bool need_dx
   int64_t nb = (l->op == OP_dense ? l->u.dense.bias : l->u.conv.bias) ? B * s->R : 0;
   s->dense_flops = d;
   s->ldt = B < 16 ? B : (B + 15) / 16 * 16;
-  if (l->op == OP_dense) {
+  if (l->op == OP_dense && s->R * s->C <= INT32_MAX) {   /* the table's indices are int32 */
     Flops c = {2 * B * s->nnz + nb, (need_dx ? 2 : 1) * 2 * B * s->nnz + nb};
     /* X -> X^T, Y^T -> Y, dY -> dY^T, dX^T -> dX */
     double moves = (double)B * (double)(s->C + 2 * s->R + (need_dx ? s->C : 0));
