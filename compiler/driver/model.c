@@ -15,7 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define TS_ST_MAX_SPARSE_META 64   /* pruned weights whose shapes the metadata lists */
 
 void model_free(Model *m) {
   jit_free(m->jit);
@@ -236,15 +235,16 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
   snprintf(st, sizeof st, "%lld", (long long)m->t);
   snprintf(bt, sizeof bt, "%lld", (long long)m->pl.batch);
   snprintf(pt_, sizeof pt_, "%lld", (long long)m->prune_total);
-  const char *meta[8 + 2 * TS_ST_MAX_SPARSE_META] = {"format", "tesla", "model", m->sp.name, "spec_hash", hash,
-                                                     "epoch", ep, "step", st, "batch", bt};
+  const char **meta = arena_alloc(cx, sizeof(char *) * (size_t)(2 * (8 + nt)));   /* a shape per tensor at most */
+  const char *head[] = {"format", "tesla", "model", m->sp.name, "spec_hash", hash, "epoch", ep, "step", st, "batch", bt};
+  memcpy(meta, head, sizeof head);
   int nmeta = 6;
   bool pruned = false;
   for (int t = 0; t < nt; t++) pruned |= m->pl.tensors[t].p.sparse;
   /* the schedule's length in steps (resume keeps it) */
   if (pruned && m->prune_total > 0) meta[2 * nmeta] = "prune_total_steps", meta[2 * nmeta + 1] = pt_, nmeta++;
   /* the dense shape of each pruned weight, for torch.sparse_csr_tensor(..., size=...) */
-  for (int t = 0; t < nt && nmeta < 7 + TS_ST_MAX_SPARSE_META; t++) {
+  for (int t = 0; t < nt; t++) {
     const PlanTensor *q = &m->pl.tensors[t];
     if (!q->p.sparse) continue;
     char sh[128] = "[";
@@ -257,6 +257,13 @@ done:
   for (int k = 0; k < nints; k++) free(ints[k]);
   free(out), free(ints), free(tracked), ts_free(tmp);
   return rc;
+}
+
+/* the runtime's conversion errors name the tensor; the file goes in front */
+static int prefix_path(TsErr *e, const char *path) {
+  char m[sizeof e->msg];
+  snprintf(m, sizeof m, "%s", e->msg);
+  return ts_fail(e, "%s: %s", path, m);
 }
 
 /* A pruned weight (and with `opt` its optimizer state) from CSR entries NAME.values,
@@ -292,7 +299,12 @@ static int load_sparse(Ctx *cx, Model *m, const TsStFile *f, const char *path, c
     }
     nnz = tv->shape[0];
     if (ts_tensor_to_i64(tc, crow, (size_t)(R + 1), e) < 0 || ts_tensor_to_i64(tl, col, (size_t)nnz, e) < 0 ||
-        ts_tensor_to_f32(tv, vals[0], (size_t)nnz, e) < 0) { rc = -1; goto out; }
+        ts_tensor_to_f32(tv, vals[0], (size_t)nnz, e) < 0) { rc = prefix_path(e, path); goto out; }
+    for (int64_t r = 0; r <= R && rc == 0; r++)   /* in range before any row is walked */
+      if (crow[r] < 0 || crow[r] > nnz)
+        rc = ts_fail(e, "%s: '%s.crow_indices'[%lld] is %lld, outside [0, %lld] (the number of values)", path,
+                     pt->name, (long long)r, (long long)crow[r], (long long)nnz);
+    if (rc) goto out;
     if (crow[0] != 0 || crow[R] != nnz) {
       rc = ts_fail(e, "%s: '%s.crow_indices' must run from 0 to the number of values (%lld); it runs from %lld to %lld",
                    path, pt->name, (long long)nnz, (long long)crow[0], (long long)crow[R]);
@@ -326,7 +338,7 @@ static int load_sparse(Ctx *cx, Model *m, const TsStFile *f, const char *path, c
                    (long long)R, (long long)C);
       goto out;
     }
-    if (ts_tensor_to_f32(td, vals[0], (size_t)full, e) < 0) { rc = -1; goto out; }
+    if (ts_tensor_to_f32(td, vals[0], (size_t)full, e) < 0) { rc = prefix_path(e, path); goto out; }
     nnz = full;
     for (int64_t r = 0; r <= R; r++) crow[r] = r * C;
     for (int64_t p = 0; p < full; p++) col[p] = p % C;
@@ -344,7 +356,7 @@ static int load_sparse(Ctx *cx, Model *m, const TsStFile *f, const char *path, c
     }
     vals[1 + k] = malloc(sizeof(float) * (size_t)(nnz ? nnz : 1));
     if (!vals[1 + k]) { rc = ts_fail(e, "out of memory reading %s", path); goto out; }
-    if (ts_tensor_to_f32(to, vals[1 + k], (size_t)nnz, e) < 0) { rc = -1; goto out; }
+    if (ts_tensor_to_f32(to, vals[1 + k], (size_t)nnz, e) < 0) { rc = prefix_path(e, path); goto out; }
   }
   sparse_set(m, pt->layer, crow, col, nnz, (const float *const *)vals);
 out:
