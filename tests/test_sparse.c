@@ -28,10 +28,10 @@
  *               state_dict into a sparse spec loads and is pruned by magnitude; PyTorch's I64
  *               indices load as teslac's I32
  *
- * Two tests fail on purpose, on bugs found while writing this (each says so where it is):
- * cli_bad_crow_past_nnz (load_sparse reads col_indices past nnz when a crow_indices entry
- * points past the values) and many_sparse_layers_save (model_save's metadata array overflows
- * with 62 or more pruned layers).
+ * Two tests pin bugs found while writing this (fixed since): cli_bad_crow_past_nnz (load_sparse
+ * read col_indices past nnz when a crow_indices entry pointed past the values) and
+ * many_sparse_layers_save (model_save's metadata array overflowed with 62 or more pruned
+ * layers).
  *
  * Every numeric check prints the largest error it saw. */
 #ifndef _GNU_SOURCE
@@ -1419,14 +1419,10 @@ START_TEST(planner_tt_or_sparse) {
 }
 END_TEST
 
-/* Many pruned layers: the checkpoint lists each one's dense shape in its metadata (up to 64 of
- * them) next to the fixed keys.
- * BUG (driver/model.c, model_save): `meta` holds 8 + 2 x 64 pointers (68 key/value pairs), but
- * the shapes loop runs while nmeta < 7 + 64, so with prune_total_steps and 62 or more pruned
- * layers it writes past the array (6 fixed pairs + 1 + 64 shapes = 71 pairs = 142 pointers).
- * `teslac train` on such a spec (64 x `dense: {units: 4, sparsity: 0.5}`) dies with SIGSEGV
- * (exit 139) after writing the file; here model_save on the plan alone (no JIT: the 64 layers
- * would take seconds to compile) smashes the test's stack. Fails (a signal) until fixed. */
+/* Many pruned layers: the checkpoint lists each one's dense shape in its metadata next to the
+ * fixed keys. A regression test: model_save's metadata once was a fixed array of 68 pairs that
+ * 62 or more pruned layers overflowed (SIGSEGV after writing the file); here model_save runs on
+ * the plan alone (no JIT: the 64 layers would take seconds to compile). */
 START_TEST(many_sparse_layers_save) {
   char *layers = strdup("");
   for (int i = 0; i < 64; i++) {
@@ -1733,13 +1729,9 @@ END_TEST
 
 /* the optimizer state of a pruned weight, one short of its values: --resume refuses it (and
  * --init, which reads no optimizer state, takes the file) */
-/* BUG (driver/model.c, load_sparse): an entry of crow_indices past the number of values is not
- * checked before the row loop reads col_indices up to it. The loop reads col[nnz ..], the
- * uninitialized rest of its malloc'd buffer, and the message blames col_indices at a position
- * the file does not have, with a garbage value, e.g.
- *   '3.weight.col_indices'[2195] is 140254008777920, outside [0, 64)      (nnz is 2195)
- * or "not sorted and unique in row 46 (position 2195: 1 after 46)", instead of naming
- * crow_indices. This test fails until load_sparse checks 0 <= crow[r] <= nnz before the loop. */
+/* An entry of crow_indices past the number of values must be named as such. A regression
+ * test: load_sparse once walked the rows first, read col_indices past nnz (the uninitialized
+ * rest of its buffer) and blamed col_indices with a garbage value. */
 START_TEST(cli_bad_crow_past_nnz) {
   char *spec = tmp_path("sparse.yaml"), *good = good_sparse_ckpt(), *out = tmp_path("bad-crow-out.st"),
        *bad = tmp_path("bad-crow-past.st");
