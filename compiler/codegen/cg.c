@@ -300,3 +300,13 @@ void cg_tile_name(char *buf, size_t n, const EmitLayer *e, const char *what) {
            (long long)e->w[1], (long long)e->aux, (long long)e->din, (long long)e->dout,
            e->act ? e->act_slope : -1.0, e->fused ? ".view" : "");
 }
+
+void cg_act_cols(Cg *g, const EmitLayer *e, int64_t row, LLVMValueRef lo, LLVMValueRef hi) {
+  CgLoop Lb, Lo;
+  LLVMValueRef b = cg_for(g, &Lb, "act_b", cg_i64(g, 0), cg_i64(g, e->B));
+  LLVMValueRef o = cg_for(g, &Lo, "act_o", lo, hi);
+  LLVMValueRef p = cg_at(g, TS_A, e->out, cg_mad(g, b, row, o));
+  cg_store(g, cg_act(g, cg_load(g, p), e->act_slope), p);
+  cg_for_end(g, &Lo);
+  cg_for_end(g, &Lb);
+}

@@ -144,6 +144,9 @@ typedef struct OpEmit {
 
 /* y > 0 ? y : slope y  (relu: slope 0) */
 LLVMValueRef cg_act(Cg *g, LLVMValueRef y, double slope);
+/* the fused activation (e->act) over columns [lo, hi) of every row of e's output, rows of
+ * `row` floats: run right after a tile wrote them, while they are in cache */
+void cg_act_cols(Cg *g, const EmitLayer *e, int64_t row, LLVMValueRef lo, LLVMValueRef hi);
 
 /* ---- tt_emit.c: tensor-train layers (the plan's TTPlan in e->pl->tt) -------------------- */
 

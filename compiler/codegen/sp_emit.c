@@ -61,36 +61,19 @@ static void fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
   LLVMValueRef b[] = {cg_i64(g, e->B), cg_i64(g, OUT), cg_i64(g, s->ldt), yt, bias,
                       cg_at(g, TS_A, e->out, NULL), lo, hi};
   cg_kernel(g, "tk_sp_out", b, 8);
-  if (!e->act) return;
-  CgLoop Lb, Lo;   /* the fused activation over the tile just written */
-  LLVMValueRef vb = cg_for(g, &Lb, "act_b", cg_i64(g, 0), cg_i64(g, e->B));
-  LLVMValueRef vo = cg_for(g, &Lo, "act_o", lo, hi);
-  LLVMValueRef p = cg_at(g, TS_A, e->out, cg_mad(g, vb, OUT, vo));
-  cg_store(g, cg_act(g, cg_load(g, p), e->act_slope), p);
-  cg_for_end(g, &Lo);
-  cg_for_end(g, &Lb);
+  if (e->act) cg_act_cols(g, e, OUT, lo, hi);   /* the fused activation over the tile just written */
 }
 
 /* ---- every entry kept: dense GEMMs on W (OUT, IN) ---- */
 
 #define SPD_TILE 96   /* outputs (forward, weight gradient) or inputs (data gradient) per tile */
 
-static void act_tile(Cg *g, const EmitLayer *e, LLVMValueRef lo, LLVMValueRef hi) {
-  CgLoop Lb, Lo;
-  LLVMValueRef vb = cg_for(g, &Lb, "act_b", cg_i64(g, 0), cg_i64(g, e->B));
-  LLVMValueRef vo = cg_for(g, &Lo, "act_o", lo, hi);
-  LLVMValueRef p = cg_at(g, TS_A, e->out, cg_mad(g, vb, out_dim(e), vo));
-  cg_store(g, cg_act(g, cg_load(g, p), e->act_slope), p);
-  cg_for_end(g, &Lo);
-  cg_for_end(g, &Lb);
-}
-
 static void dfwd_call(Cg *g, const EmitLayer *e, LLVMValueRef lo, LLVMValueRef hi) {
   LLVMValueRef bias = e->w[1] >= 0 ? cg_at(g, TS_P, e->w[1], NULL) : LLVMConstNull(g->t_ptr);
   LLVMValueRef a[] = {cg_i64(g, e->B), cg_i64(g, in_dim(e)), cg_i64(g, out_dim(e)), cg_in_ptr(g, e),
                       cg_at(g, TS_P, e->w[0], NULL), bias, cg_at(g, TS_A, e->out, NULL), lo, hi};
   cg_kernel(g, "tk_spd_fwd", a, 9);
-  if (e->act) act_tile(g, e, lo, hi);
+  if (e->act) cg_act_cols(g, e, out_dim(e), lo, hi);
 }
 
 static void ddx_call(Cg *g, const EmitLayer *e, LLVMValueRef lo, LLVMValueRef hi) {

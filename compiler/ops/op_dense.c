@@ -67,15 +67,7 @@ static void dense_fwd_call(Cg *g, const EmitLayer *e, LLVMValueRef o0, LLVMValue
   LLVMValueRef args[] = {cg_i64(g, e->B), cg_i64(g, IN), cg_i64(g, OUT), cg_in_ptr(g, e),
                          cg_at(g, TS_P, e->w[0], NULL), bias, cg_at(g, TS_A, e->out, NULL), o0, o1};
   cg_kernel(g, "tk_dense_fwd", args, 9);
-  if (!e->act) return;
-  /* the fused activation, over the tile just written (still in cache) */
-  CgLoop Lb, Lo;
-  LLVMValueRef b = cg_for(g, &Lb, "act_b", cg_i64(g, 0), cg_i64(g, e->B));
-  LLVMValueRef o = cg_for(g, &Lo, "act_o", o0, o1);
-  LLVMValueRef p = cg_at(g, TS_A, e->out, cg_mad(g, b, OUT, o));
-  cg_store(g, cg_act(g, cg_load(g, p), e->act_slope), p);
-  cg_for_end(g, &Lo);
-  cg_for_end(g, &Lb);
+  if (e->act) cg_act_cols(g, e, OUT, o0, o1);   /* the fused activation, over the tile just written */
 }
 
 static int64_t dense_out_tile(const EmitLayer *e) { return cg_tile_width(e->l->u.dense.units, DENSE_TILE, 16); }

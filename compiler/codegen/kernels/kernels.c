@@ -252,12 +252,12 @@ TK_ENTRY tk_sp_dx_out(long B, long IN, long ldt, const float *dXT, float *dX, lo
 
 TK_ENTRY tk_csr_fwd(long ldt, const int *rowptr, const int *col, const float *val, const float *XT,
                     float *YT, long o0, long o1) {
-  tk__csr_fwd(ldt, rowptr, col, val, XT, YT, o0, o1);
+  tk__sp_gather(ldt, rowptr, col, 0, val, XT, YT, o0, o1);
 }
 
 TK_ENTRY tk_csc_dx(long ldt, const int *colptr, const int *rowidx, const int *perm, const float *val,
                    const float *dYT, float *dXT, long i0, long i1) {
-  tk__csc_dx(ldt, colptr, rowidx, perm, val, dYT, dXT, i0, i1);
+  tk__sp_gather(ldt, colptr, rowidx, perm, val, dYT, dXT, i0, i1);
 }
 
 TK_ENTRY tk_csr_dw(long ldt, const int *rowptr, const int *col, const float *XT, const float *dYT,

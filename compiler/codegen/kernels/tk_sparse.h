@@ -69,37 +69,22 @@ TK_AI void tk__sp_rows_short(long ldt, int p0, int p1, const int *idx, const int
   for (long b = 0; b < ldt; b++) y[b] = (a[0][b] + a[1][b]) + (a[2][b] + a[3][b]);
 }
 
-// Y^T (R, ldt) rows [o0, o1) from the CSR pattern and X^T (C, ldt)
-TK_AI void tk__csr_fwd(long ldt, const int *rowptr, const int *col, const float *val,
-                       const float *XT, float *YT, long o0, long o1) {
+// Y[r, :] = sum_{p in [ptr[r], ptr[r+1])} val[pos(p)] X[idx[p], :] for rows r in [r0, r1), rows
+// of length ldt; pos = perm, or p itself when perm is NULL (a constant that folds). The CSR
+// forward is (rowptr, col, no perm) over X^T; the CSC data gradient (colptr, rowidx, perm)
+// over dY^T.
+TK_AI void tk__sp_gather(long ldt, const int *ptr, const int *idx, const int *perm, const float *val,
+                         const float *X, float *Y, long r0, long r1) {
   if (ldt < 16) {
-    for (long o = o0; o < o1; o++) tk__sp_rows_short(ldt, rowptr[o], rowptr[o + 1], col, NULL, val, XT, YT + o * ldt);
+    for (long r = r0; r < r1; r++) tk__sp_rows_short(ldt, ptr[r], ptr[r + 1], idx, perm, val, X, Y + r * ldt);
     return;
   }
   for (long b0 = 0; b0 < ldt; b0 += 64) {
     long nv = (ldt - b0) / 16 < 4 ? (ldt - b0) / 16 : 4;
-    for (long o = o0; o < o1; o++) {
+    for (long r = r0; r < r1; r++) {
       tk_v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-      for (int p = rowptr[o]; p < rowptr[o + 1]; p++) TK_SP_ACC(nv, XT + (long)col[p] * ldt + b0, val[p]);
-      tk__sp_store(YT + o * ldt + b0, nv, a0, a1, a2, a3);
-    }
-  }
-}
-
-// dX^T (C, ldt) columns [i0, i1) from the CSC view and dY^T (R, ldt)
-TK_AI void tk__csc_dx(long ldt, const int *colptr, const int *rowidx, const int *perm,
-                      const float *val, const float *dYT, float *dXT, long i0, long i1) {
-  if (ldt < 16) {
-    for (long i = i0; i < i1; i++) tk__sp_rows_short(ldt, colptr[i], colptr[i + 1], rowidx, perm, val, dYT, dXT + i * ldt);
-    return;
-  }
-  for (long b0 = 0; b0 < ldt; b0 += 64) {
-    long nv = (ldt - b0) / 16 < 4 ? (ldt - b0) / 16 : 4;
-    for (long i = i0; i < i1; i++) {
-      tk_v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-      for (int q = colptr[i]; q < colptr[i + 1]; q++)
-        TK_SP_ACC(nv, dYT + (long)rowidx[q] * ldt + b0, val[perm[q]]);
-      tk__sp_store(dXT + i * ldt + b0, nv, a0, a1, a2, a3);
+      for (int p = ptr[r]; p < ptr[r + 1]; p++) TK_SP_ACC(nv, X + (long)idx[p] * ldt + b0, val[perm ? perm[p] : p]);
+      tk__sp_store(Y + r * ldt + b0, nv, a0, a1, a2, a3);
     }
   }
 }
