@@ -1,10 +1,15 @@
-/* cli.h: what the test suites that run the built teslac share (test_jit.c, test_tt_svd.c):
- * a printf into a new string, a whole file read back, and one teslac run with its exit status
- * and captured output. Header-only: each suite is one executable. */
+/* cli.h: what the test suites that run the built teslac share (test_jit.c, test_sparse.c,
+ * test_tt_svd.c): the built teslac ($TESLAC) and the suite's scratch folder, a printf into a
+ * new string, a whole file read back, one teslac run with its exit status and captured output,
+ * a check for set-up code that runs outside the tests, and the suite's main(). Header-only:
+ * each suite is one executable. (net.h builds on this for the suites that compile models in
+ * process.) */
 #ifndef TESLA_TESTS_CLI_H
 #define TESLA_TESTS_CLI_H
 
 #include <check.h>
+#include <ctype.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdarg.h>
@@ -15,6 +20,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+static __attribute__((unused)) const char *teslac_bin;   /* the built teslac ($TESLAC) */
+static __attribute__((unused)) char tmpdir[64];          /* scratch folder: data, specs, checkpoints */
+
 static char *xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2), unused));
 static char *xprintf(const char *fmt, ...) {
   va_list ap;
@@ -24,6 +32,20 @@ static char *xprintf(const char *fmt, ...) {
   va_end(ap);
   return s;
 }
+
+/* `name` in the scratch folder */
+static __attribute__((unused)) char *tmp_path(const char *name) { return xprintf("%s/%s", tmpdir, name); }
+
+/* Set-up code runs outside the tests too (main makes the data and specs): plain checks there,
+ * named after the test program. */
+#define NEED(cond)                                                                                     \
+  do {                                                                                                 \
+    if (!(cond)) {                                                                                     \
+      fprintf(stderr, "%s: %s:%d: %s failed: %m\n", program_invocation_short_name, __FILE__, __LINE__, \
+              #cond);                                                                                  \
+      abort();                                                                                         \
+    }                                                                                                  \
+  } while (0)
 
 /* the file's bytes, NUL-terminated ("" when it cannot be read); *len its size when asked */
 static __attribute__((unused)) char *slurp(const char *path, size_t *len) {
@@ -77,6 +99,35 @@ static __attribute__((unused)) void cli_free(Cli *c) { free(c->out), free(c->err
 static __attribute__((unused)) int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
   (void)st, (void)flag, (void)ftw;
   return remove(path);
+}
+
+/* A suite's main(): teslac from $TESLAC (or the first argument), a new scratch folder
+ * /tmp/<name>.XXXXXX, setup() when given, the suite, and the folder removed afterwards unless
+ * $<NAME>_KEEP is set (TEST_JIT_KEEP for test_jit). */
+static __attribute__((unused)) int suite_main(int argc, char **argv, const char *name, void (*setup)(void),
+                                              Suite *(*suite)(void)) {
+  teslac_bin = getenv("TESLAC");
+  if (!teslac_bin && argc > 1) teslac_bin = argv[1];
+  if (!teslac_bin) {
+    fprintf(stderr, "%s: set TESLAC to the built teslac binary\n", name);
+    return 1;
+  }
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/%s.XXXXXX", name);
+  if (!mkdtemp(tmpdir)) {
+    perror("mkdtemp");
+    return 1;
+  }
+  if (setup) setup();
+  SRunner *sr = srunner_create(suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  char keep[64];
+  snprintf(keep, sizeof keep, "%s_KEEP", name);
+  for (char *c = keep; *c; c++) *c = (char)toupper((unsigned char)*c);
+  if (!getenv(keep)) nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  else fprintf(stderr, "%s: kept %s\n", name, tmpdir);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
 #endif

@@ -2,8 +2,9 @@
  * (plan/sparse.c), the CSR kernels (codegen/sp_emit.c, kernels/tk_sparse.h) and the masked
  * dense kernels, magnitude pruning on Zhu & Gupta's schedule and the CSR patterns on the host
  * (driver/prune.c), CSR checkpoints (driver/model.c) and `teslac train` (driver/train.c). Each
- * test builds small specs in process (tesla_front -> model_build, as test_jit.c does) or runs
- * the built `teslac` ($TESLAC) on a synthetic IDX dataset in a scratch folder.
+ * test builds small specs in process (tesla_front -> model_build: net.h's Net, shared with
+ * test_jit.c, as is the gradient check fd_check) or runs the built `teslac` ($TESLAC) on
+ * net.h's synthetic IDX dataset in a scratch folder.
  *
  *   gradients   central differences of the loss through <name>_grad with a real pattern set
  *               (random with an empty row and an empty column, or by magnitude pruning, or
@@ -41,19 +42,12 @@
 
 #include <check.h>
 
-#include "cli.h"
+#include "net.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
-#include <zlib.h>
-
-static const char *teslac_bin;   /* the built teslac ($TESLAC) */
-static char tmpdir[64];          /* scratch folder: dataset, specs, checkpoints */
-
-static char *tmp_path(const char *name) { return xprintf("%s/%s", tmpdir, name); }
 
 static bool file_exists(const char *path) {
   struct stat st;
@@ -65,100 +59,7 @@ static long file_size(const char *path) {
   return stat(path, &st) == 0 ? (long)st.st_size : -1;
 }
 
-/* ---- building models (as test_jit.c) ------------------------------------------------------- */
-
-typedef struct Net {
-  Ctx     cx;
-  Model   m;
-  int64_t B;
-  char   *err;
-  size_t  errlen;
-  FILE   *errf;
-} Net;
-
-static char *spec_src(const char *name, const char *input, int classes, const char *layers,
-                      const char *optimizer, int batch) {
-  return xprintf("tesla: 1\nname: %s\ninput: %s\nclasses: %d\nlayers:\n%s"
-                 "train:\n  optimizer: %s\n  batch: %d\n  seed: 3\n",
-                 name, input, classes, layers, optimizer, batch);
-}
-
-static Net *net_new(const char *src, int64_t batch) {
-  Net *n = calloc(1, sizeof *n);
-  n->errf = open_memstream(&n->err, &n->errlen);
-  ctx_init(&n->cx, "mem.yaml", n->errf);
-  ctx_set_source(&n->cx, src, strlen(src));
-  int rc = tesla_front(&n->cx, &n->m.sp);
-  fflush(n->errf);
-  ck_assert_msg(rc == 0, "spec errors:\n%s\nin:\n%s", n->err, src);
-  rc = model_build(&n->cx, &n->m, batch, 2, false);
-  fflush(n->errf);
-  ck_assert_msg(rc == 0, "model_build failed:\n%s", n->err);
-  ck_assert_ptr_nonnull(n->m.grad);
-  model_init(&n->m, 1);
-  n->B = batch;
-  return n;
-}
-
-static void net_free(Net *n) {
-  model_free(&n->m);
-  ctx_free(&n->cx);
-  fclose(n->errf);
-  free(n->err);
-  free(n);
-}
-
-static const PlanTensor *find_tensor(const Net *n, const char *name) {
-  for (int t = 0; t < n->m.pl.ntensors; t++)
-    if (!strcmp(n->m.pl.tensors[t].name, name)) return &n->m.pl.tensors[t];
-  return NULL;
-}
-
-/* inputs uniform in [-1, 1), labels uniform; deterministic in seed */
-static void fill_batch(Net *n, uint64_t seed) {
-  TsRng r;
-  ts_rng_seed(&r, seed, 77);
-  for (int64_t i = 0; i < n->B * n->m.in_elems; i++) n->m.X[i] = 2 * ts_rng_uniform(&r) - 1;
-  for (int64_t b = 0; b < n->B; b++) n->m.Y[b] = (int32_t)ts_rng_below(&r, (uint32_t)n->m.sp.classes);
-}
-
-/* the step train.c makes for optimizer step t */
-static TeslaStep net_step(Net *n, int32_t t, float lr, uint64_t seed) {
-  TeslaStep s;
-  model_step_init(&n->m, &s);
-  const TrainCfg *tc = &n->m.sp.train;
-  s.t = t, s.lr = lr, s.seed = seed, s.nvalid = (int32_t)n->B;
-  s.bc1 = (float)(1 - pow(tc->beta1, t)), s.bc2 = (float)(1 - pow(tc->beta2, t));
-  return s;
-}
-
-static void zero_grads(Net *n) { memset(n->m.G, 0, sizeof(float) * (size_t)n->m.pl.grad_block); }
-
-/* NaN over the activation block: a value read before it is written shows */
-static void poison_acts(Net *n) { memset(n->m.A, 0xff, sizeof(float) * (size_t)n->m.pl.act_block); }
-
-static double loss_at(Net *n, const TeslaStep *proto) {
-  poison_acts(n);
-  TeslaStep s = *proto;
-  n->m.grad(&s);
-  return s.loss;
-}
-
-/* which side of its kink every relu / leaky_relu input is on (test_jit.c) */
-static uint64_t kink_pattern(const Net *n) {
-  uint64_t h = 1469598103934665603ull;
-  const Spec *sp = &n->m.sp;
-  for (int i = 0; i < sp->nlayers; i++) {
-    if (sp->layers[i].op != OP_relu && sp->layers[i].op != OP_leaky_relu) continue;
-    const float *z = i ? n->m.A + n->m.pl.layers[i - 1].out_off : n->m.X;
-    for (int64_t k = 0; k < n->B * shape_elems(&sp->layers[i].in); k++) h = (h ^ (z[k] > 0)) * 1099511628211ull;
-  }
-  return h;
-}
-
 /* ---- patterns ------------------------------------------------------------------------------- */
-
-static const SparsePlan *splan(const Net *n, int layer) { return &n->m.pl.layers[layer].sp; }
 
 /* where entry (r, c) of a masked weight's matrix view lives in its memory */
 static int64_t mask_index(const PlanTensor *pt, const SparsePlan *s, int64_t r, int64_t c) {
@@ -221,115 +122,7 @@ static void set_random_pattern(Net *n, int i, uint64_t seed) {
   free(W), free(cand), free(on), free(crow), free(col), free(v);
 }
 
-/* ---- 1. gradients with masks ---------------------------------------------------------------- */
-
-/* As test_jit.c: the error is relative to max(|analytic|, |numeric|, noise / FD_TOL), where
- * noise = 1e-6 |L| / (eps B) is the central difference's rounding (the loss is a float sum);
- * truncation is a few 1e-3 at eps 3e-3 for these O(1) functions; real bugs are O(1). */
-#define FD_EPS 3e-3
-#define FD_TOL 1e-2
-
-/* the entries of tensor pt that are parameters now: all, or a pruned weight's pattern (CSR:
- * values 0 .. nnz-1; masked: where the mask is 1). Returns how many; idx gets them. */
-static int64_t live_entries(const Net *n, const PlanTensor *pt, int64_t *idx) {
-  int64_t k = 0;
-  if (!pt->p.sparse) {
-    for (int64_t i = 0; i < pt->elems; i++) idx[k++] = i;
-    return k;
-  }
-  const SparsePlan *s = splan(n, pt->layer);
-  if (s->kernel == SK_CSR) {
-    int64_t nnz = sparse_nnz(&n->m, pt->layer);
-    for (int64_t i = 0; i < nnz; i++) idx[k++] = i;
-    return k;
-  }
-  for (int64_t i = 0; i < pt->elems; i++)
-    if (n->m.P[s->mask + i] != 0) idx[k++] = i;
-  return k;
-}
-
-static void fd_check(Net *n, const char *label, uint64_t data_seed) {
-  Model *m = &n->m;
-  TeslaStep s = net_step(n, 1, 0, 0xd0d0 + data_seed);
-  fill_batch(n, data_seed);
-  zero_grads(n);
-  poison_acts(n);
-  TeslaStep a = s;
-  m->grad(&a);
-  ck_assert_msg(isfinite(a.loss), "%s: loss %g", label, a.loss);
-  size_t gbytes = sizeof(float) * (size_t)m->pl.grad_block;
-  float *g = malloc(gbytes);
-  memcpy(g, m->G, gbytes);
-  double noise = 1e-6 * fabs(a.loss) / (FD_EPS * (double)n->B);
-  uint64_t pattern = kink_pattern(n);
-  double worst = 0;
-  int ntens = 0, skipped = 0, total = 0;
-  for (int t = 0; t < m->pl.ntensors; t++) {
-    const PlanTensor *pt = &m->pl.tensors[t];
-    if (pt->grad_offset < 0) continue;
-    ntens++;
-    int64_t *idx = malloc(sizeof(int64_t) * (size_t)pt->elems);
-    int64_t nlive = live_entries(n, pt, idx);
-    /* pruned entries: a gradient of exactly 0 (masked: zeros where the mask is 0; CSR: the
-     * grad block holds nnz values, nothing past them) */
-    int64_t npruned = 0;
-    if (pt->p.sparse) {
-      const SparsePlan *sp = splan(n, pt->layer);
-      for (int64_t i = 0, k = 0; i < pt->elems; i++) {
-        if (k < nlive && idx[k] == i) { k++; continue; }
-        npruned++;
-        ck_assert_msg(g[pt->grad_offset + i] == 0, "%s: %s[%lld] is pruned (%s) but its gradient is %g", label,
-                      pt->name, (long long)i, sp->kernel == SK_CSR ? "past nnz" : "mask 0", g[pt->grad_offset + i]);
-      }
-      /* CSR: values past nnz are not read: changing them changes nothing, bit for bit */
-      if (sp->kernel == SK_CSR && nlive < pt->elems) {
-        double l0 = loss_at(n, &s);
-        for (int64_t i = nlive; i < pt->elems; i += 1 + (pt->elems - nlive) / 8) m->P[pt->offset + i] = 1e3f;
-        double l1 = loss_at(n, &s);
-        for (int64_t i = nlive; i < pt->elems; i++) m->P[pt->offset + i] = 0;
-        ck_assert_msg(l0 == l1, "%s: %s: values past nnz changed the loss (%.9g -> %.9g)", label, pt->name, l0, l1);
-      }
-    }
-    double max_rel = 0, max_abs = 0, max_g = 0;
-    int checked = 0;
-    for (int64_t k = 0; k < nlive; k++) {
-      if (nlive > 160 && k % 7 && k < nlive - 16) continue;
-      int64_t i = idx[k];
-      float *p = m->P + pt->offset + i, p0 = *p;
-      float hi = p0 + (float)FD_EPS, lo = p0 - (float)FD_EPS;
-      *p = hi;
-      double lp = loss_at(n, &s);
-      bool kink = kink_pattern(n) != pattern;
-      *p = lo;
-      double lm = loss_at(n, &s);
-      kink |= kink_pattern(n) != pattern;
-      *p = p0;
-      total++;
-      double num = (lp - lm) / (((double)hi - (double)lo) * (double)n->B);
-      double ana = g[pt->grad_offset + i];
-      double abs_err = fabs(num - ana);
-      double rel = abs_err / fmax(fmax(fabs(num), fabs(ana)), noise / FD_TOL);
-      if (rel > FD_TOL && kink) {
-        skipped++;
-        continue;
-      }
-      max_rel = fmax(max_rel, rel), max_abs = fmax(max_abs, abs_err), max_g = fmax(max_g, fabs(ana));
-      checked++;
-      ck_assert_msg(rel <= FD_TOL, "%s: %s[%lld]: analytic %.7g, central difference %.7g (rel err %.3g)", label,
-                    pt->name, (long long)i, ana, num, rel);
-    }
-    printf("  fd %-18s %-10s %4d of %4lld live (%lld pruned)  max |g| %.3e  max rel err %.3e  max abs err %.3e\n",
-           label, pt->name, checked, (long long)nlive, (long long)npruned, max_g, max_rel, max_abs);
-    ck_assert_msg(max_g > 1e-4, "%s: %s: the gradient is zero everywhere", label, pt->name);
-    worst = fmax(worst, max_rel);
-    free(idx);
-  }
-  printf("  fd %-18s worst rel err %.3e over %d tensors (noise floor %.1e; %d of %d skipped at a kink)\n", label,
-         worst, ntens, noise, skipped, total);
-  ck_assert_msg(skipped * 20 <= total, "%s: %d of %d entries cross a kink", label, skipped, total);
-  fflush(stdout);
-  free(g);
-}
+/* ---- 1. gradients with masks (fd_check, net.h: live entries only, pruned ones exactly 0) ----- */
 
 enum { PAT_FULL, PAT_RANDOM, PAT_PRUNE };
 
@@ -471,8 +264,7 @@ START_TEST(sparse_dense_agree) {
   ck_assert_int_eq(S->m.pl.ntensors, D->m.pl.ntensors);
   /* the same weights: the sparse layer's pattern values into the dense weight, zero elsewhere */
   for (int t = 0; t < S->m.pl.ntensors; t++) {
-    const PlanTensor *ps = &S->m.pl.tensors[t], *pd = find_tensor(D, ps->name);
-    ck_assert_ptr_nonnull(pd);
+    const PlanTensor *ps = &S->m.pl.tensors[t], *pd = tensor(D, ps->name);
     ck_assert_int_eq(ps->elems, pd->elems);
     if (!ps->p.sparse) {
       memcpy(D->m.P + pd->offset, S->m.P + ps->offset, sizeof(float) * (size_t)ps->elems);
@@ -512,7 +304,7 @@ START_TEST(sparse_dense_agree) {
   ck_assert_msg(lrel <= 1e-5, "%s: train loss %.9g vs %.9g", c->label, ss.loss, sd.loss);
   double worst = 0;
   for (int t = 0; t < S->m.pl.ntensors; t++) {
-    const PlanTensor *ps = &S->m.pl.tensors[t], *pd = find_tensor(D, ps->name);
+    const PlanTensor *ps = &S->m.pl.tensors[t], *pd = tensor(D, ps->name);
     if (ps->grad_offset < 0) continue;
     Diff d = {0};
     const float *gs = S->m.G + ps->grad_offset, *gd = D->m.G + pd->grad_offset;
@@ -873,93 +665,8 @@ END_TEST
 
 /* ---- the command line: a synthetic IDX dataset and the built teslac ------------------------ */
 
-/* Others may be relinking teslac while this runs: an exec that failed (127, nothing run) is
- * retried for up to 10 s. */
-static Cli cli_v(const char *const *args) {
-  Cli c = cli_run(teslac_bin, tmpdir, NULL, args);
-  for (int k = 0; k < 20 && c.status == 127 && !*c.out && !*c.err; k++) {
-    cli_free(&c);
-    usleep(500000);
-    c = cli_run(teslac_bin, tmpdir, NULL, args);
-  }
-  return c;
-}
-
-#define CLI(...) cli_v((const char *const[]){__VA_ARGS__, NULL})
-
-static void cli_ok(const Cli *c) {
-  ck_assert_msg(c->status == 0, "teslac exited %d\nstdout:\n%s\nstderr:\n%s", c->status, c->out, c->err);
-}
-
-/* exit status `want`; for 1 stderr is one line; it contains every needle */
-static void cli_fails(const Cli *c, int want, const char *what, const char *const *needles) {
-  ck_assert_msg(c->status == want, "%s: exit %d, expected %d\nstdout:\n%s\nstderr:\n%s", what, c->status, want, c->out,
-                c->err);
-  size_t len = strlen(c->err);
-  int lines = 0;
-  for (size_t i = 0; i < len; i++) lines += c->err[i] == '\n';
-  ck_assert_msg(len > 0 && c->err[len - 1] == '\n', "%s: no message", what);
-  if (want == 1) ck_assert_msg(lines == 1, "%s: expected one line, got:\n%s", what, c->err);
-  for (; needles && *needles; needles++)
-    ck_assert_msg(strstr(c->err, *needles), "%s: the message does not mention '%s':\n%s", what, *needles, c->err);
-  printf("  cli %-34s exit %d: %s", what, c->status, c->err);
-  fflush(stdout);
-}
-
-#define NEED(cond)                                                                        \
-  do {                                                                                    \
-    if (!(cond)) {                                                                        \
-      fprintf(stderr, "test_sparse: %s:%d: %s failed: %m\n", __FILE__, __LINE__, #cond); \
-      abort();                                                                            \
-    }                                                                                     \
-  } while (0)
-
-static void write_bytes(const char *path, const void *data, size_t n, bool gz) {
-  if (gz) {
-    gzFile f = gzopen(path, "wb");
-    NEED(f);
-    NEED(gzwrite(f, data, (unsigned)n) == (int)n);
-    NEED(gzclose(f) == Z_OK);
-  } else {
-    FILE *f = fopen(path, "wb");
-    NEED(f);
-    NEED(fwrite(data, 1, n, f) == n);
-    NEED(fclose(f) == 0);
-  }
-}
-
-static void write_idx(const char *name, const uint32_t *dims, int ndims, const uint8_t *data, size_t payload) {
-  size_t n = 4 + 4 * (size_t)ndims + payload;
-  uint8_t *buf = malloc(n), *q = buf;
-  *q++ = 0, *q++ = 0, *q++ = 8, *q++ = (uint8_t)ndims;
-  for (int d = 0; d < ndims; d++) *q++ = dims[d] >> 24, *q++ = dims[d] >> 16, *q++ = dims[d] >> 8, *q++ = dims[d];
-  memcpy(q, data, payload);
-  char *path = tmp_path(name);
-  write_bytes(path, buf, n, true);
-  free(path), free(buf);
-}
-
-/* test_jit.c's 4 classes of 8x8 images: a horizontal bar, a vertical bar, the diagonal, the
- * border, drawn at 150 over uniform noise in [0, 105) */
-enum { NTRAIN = 1024, NTEST = 256, SIDE = 8, NCLASS = 4, STEPS_PER_EPOCH = NTRAIN / 32 };
-
-static void synth(uint8_t *img, uint8_t *lab, size_t n, uint64_t seed) {
-  TsRng r;
-  ts_rng_seed(&r, seed, 5);
-  for (size_t k = 0; k < n; k++) {
-    int c = (int)ts_rng_below(&r, NCLASS);
-    lab[k] = (uint8_t)c;
-    int shift = (int)ts_rng_below(&r, 3);
-    for (int i = 0; i < SIDE; i++)
-      for (int j = 0; j < SIDE; j++) {
-        bool on = c == 0 ? (i == 2 + shift || i == 3 + shift)
-                : c == 1 ? (j == 2 + shift || j == 3 + shift)
-                : c == 2 ? abs(i - j) <= 1
-                         : (i == 0 || j == 0 || i == SIDE - 1 || j == SIDE - 1);
-        img[k * SIDE * SIDE + i * SIDE + j] = (uint8_t)(ts_rng_below(&r, 105) + (on ? 150 : 0));
-      }
-  }
-}
+/* optimizer steps per epoch over net.h's synthetic training set at batch 32 */
+enum { STEPS_PER_EPOCH = NTRAIN / 32 };
 
 /* three kinds of pruned weight in one model: a masked conv (4 x 9), a CSR dense 64 -> 48 and
  * a masked dense 48 -> 4, on a gradual schedule from step 10 to 77 of 96, every 8 */
@@ -973,70 +680,14 @@ static const char sparse_layers[] =
     "  - dense: {units: 4, sparsity: {target: 0.5, " SCHED "}}\n"
     "  - softmax: {}\n";
 
+/* a spec over the synthetic training and test sets, in the scratch folder */
 static char *write_spec(const char *file, const char *layers, const char *optimizer) {
-  char *src = xprintf("tesla: 1\nname: synth\ninput: [1, 8, 8]\nclasses: 4\nlayers:\n%s"
-                      "train:\n  optimizer: %s\n  lr: 0.01\n  epochs: 3\n  batch: 32\n  seed: 7\n  shuffle: true\n"
-                      "data:\n  format: idx\n  train: {images: train-images.gz, labels: train-labels.gz}\n"
-                      "  test: {images: test-images.gz, labels: test-labels.gz}\n  scale: 255\n",
-                      layers, optimizer);
-  char *path = tmp_path(file);
-  write_bytes(path, src, strlen(src), false);
-  free(src);
-  return path;
+  return synth_spec(file, layers, optimizer, "train-images.gz", "train-labels.gz", true);
 }
 
 static void make_dataset(void) {
-  uint8_t *img = malloc(NTRAIN * SIDE * SIDE), *lab = malloc(NTRAIN);
-  uint32_t di[3] = {NTRAIN, SIDE, SIDE}, dl[1] = {NTRAIN};
-  synth(img, lab, NTRAIN, 1);
-  write_idx("train-images.gz", di, 3, img, NTRAIN * SIDE * SIDE);
-  write_idx("train-labels.gz", dl, 1, lab, NTRAIN);
-  synth(img, lab, NTEST, 2);
-  uint32_t ti[3] = {NTEST, SIDE, SIDE}, tl[1] = {NTEST};
-  write_idx("test-images.gz", ti, 3, img, NTEST * SIDE * SIDE);
-  write_idx("test-labels.gz", tl, 1, lab, NTEST);
-  free(img), free(lab);
+  synth_dataset();
   free(write_spec("sparse.yaml", sparse_layers, "adam"));
-}
-
-/* every tensor of a and b: the same names, shapes and bytes; returns how many differ */
-static int ckpt_diff(const char *a, const char *b, bool opt_too) {
-  TsStFile fa, fb;
-  TsErr e;
-  ck_assert_msg(ts_st_read(a, &fa, &e) == 0, "%s", e.msg);
-  ck_assert_msg(ts_st_read(b, &fb, &e) == 0, "%s", e.msg);
-  int diff = 0, n = 0;
-  for (int i = 0; i < fa.ntensors; i++) {
-    const TsTensor *x = &fa.tensors[i];
-    if (!opt_too && !strncmp(x->name, "__opt__", 7)) continue;
-    const TsTensor *y = ts_st_find(&fb, x->name);
-    ck_assert_msg(y, "%s has no tensor %s", b, x->name);
-    n++;
-    if (x->dtype != y->dtype || x->ndims != y->ndims || memcmp(x->shape, y->shape, sizeof x->shape) ||
-        x->nbytes != y->nbytes || memcmp(x->data, y->data, x->nbytes)) {
-      if (!diff++) printf("  first difference: %s (%zu vs %zu bytes)\n", x->name, x->nbytes, y->nbytes);
-    }
-  }
-  ck_assert_int_eq(fa.ntensors, fb.ntensors);
-  ck_assert_int_gt(n, 0);
-  ts_st_free(&fa), ts_st_free(&fb);
-  return diff;
-}
-
-static const char *ckpt_meta(const char *path, const char *key, char *buf, size_t n) {
-  TsStFile f;
-  TsErr e;
-  ck_assert_msg(ts_st_read(path, &f, &e) == 0, "%s", e.msg);
-  const char *v = ts_st_meta(&f, key);
-  snprintf(buf, n, "%s", v ? v : "");
-  ts_st_free(&f);
-  return buf;
-}
-
-static double parse_last(const char *text, const char *key) {
-  double v = -1;
-  for (const char *p = text; (p = strstr(p, key)); p += strlen(key)) v = atof(p + strlen(key));
-  return v;
 }
 
 /* The CSR entries of `name` in checkpoint f: lengths, crow from 0 to nnz and non-decreasing,
@@ -1939,24 +1590,4 @@ static Suite *sparse_suite(void) {
   return s;
 }
 
-int main(int argc, char **argv) {
-  teslac_bin = getenv("TESLAC");
-  if (!teslac_bin && argc > 1) teslac_bin = argv[1];
-  if (!teslac_bin) {
-    fprintf(stderr, "test_sparse: set TESLAC to the built teslac binary\n");
-    return 1;
-  }
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/test_sparse.XXXXXX");
-  if (!mkdtemp(tmpdir)) {
-    perror("mkdtemp");
-    return 1;
-  }
-  make_dataset();
-  SRunner *sr = srunner_create(sparse_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  if (!getenv("TEST_SPARSE_KEEP")) nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-  else fprintf(stderr, "test_sparse: kept %s\n", tmpdir);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+int main(int argc, char **argv) { return suite_main(argc, argv, "test_sparse", make_dataset, sparse_suite); }

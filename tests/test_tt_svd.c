@@ -33,10 +33,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const char *teslac_bin;
-static char tmpdir[64];
-
-
 static uint64_t rng_state = 88172645463325252ull;
 static void rng_seed(uint64_t s) { rng_state = s * 2654435761ull + 88172645463325252ull; }
 static double urand(void) {   /* (-1, 1), xorshift64 */
@@ -383,15 +379,6 @@ static void cli_ok(const Cli *c, const char *what) {
   ck_assert_msg(c->status == 0, "%s: teslac exited %d\nstdout:\n%s\nstderr:\n%s", what, c->status, c->out, c->err);
 }
 
-/* set-up runs outside the tests (main writes the data and specs): plain checks there */
-#define NEED(cond)                                                                         \
-  do {                                                                                     \
-    if (!(cond)) {                                                                         \
-      fprintf(stderr, "test_tt_svd: %s:%d: %s failed: %m\n", __FILE__, __LINE__, #cond); \
-      abort();                                                                             \
-    }                                                                                      \
-  } while (0)
-
 static void put_file(const char *name, const char *text) {
   char *p = xprintf("%s/%s", tmpdir, name);
   FILE *f = fopen(p, "wb");
@@ -693,24 +680,4 @@ static Suite *tt_svd_suite(void) {
 }
 
 
-int main(int argc, char **argv) {
-  teslac_bin = getenv("TESLAC");
-  if (!teslac_bin && argc > 1) teslac_bin = argv[1];
-  if (!teslac_bin) {
-    fprintf(stderr, "test_tt_svd: set TESLAC to the built teslac binary\n");
-    return 1;
-  }
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/test_tt_svd.XXXXXX");
-  if (!mkdtemp(tmpdir)) {
-    perror("mkdtemp");
-    return 1;
-  }
-  setup_cli();
-  SRunner *sr = srunner_create(tt_svd_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  if (!getenv("TEST_TT_SVD_KEEP")) nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-  else fprintf(stderr, "test_tt_svd: kept %s\n", tmpdir);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+int main(int argc, char **argv) { return suite_main(argc, argv, "test_tt_svd", setup_cli, tt_svd_suite); }
