@@ -1515,8 +1515,10 @@ START_TEST(cli_dense_into_sparse) {
     ck_assert_ptr_nonnull(w);
     bool *keep = malloc((size_t)full);
     ref_topk(w->data, full, want_nnz, keep);
-    const int32_t *crow = ts_st_find(&fs, xprintf("%s.crow_indices", cli_sparse[k].name))->data;
-    const int32_t *col = ts_st_find(&fs, xprintf("%s.col_indices", cli_sparse[k].name))->data;
+    char *crow_name = xprintf("%s.crow_indices", cli_sparse[k].name), *col_name = xprintf("%s.col_indices", cli_sparse[k].name);
+    const int32_t *crow = ts_st_find(&fs, crow_name)->data;
+    const int32_t *col = ts_st_find(&fs, col_name)->data;
+    free(crow_name), free(col_name);
     int64_t agree = 0;
     for (int64_t rr = 0; rr < R; rr++)
       for (int32_t p = crow[rr]; p < crow[rr + 1]; p++) agree += keep[rr * C + col[p]];
