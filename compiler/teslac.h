@@ -347,6 +347,9 @@ int64_t sp_tab_colptr(const SparsePlan *s);
 int64_t sp_tab_rowidx(const SparsePlan *s);
 int64_t sp_tab_perm(const SparsePlan *s);
 int64_t sp_tab_size(const SparsePlan *s);
+/* the weights a layer of `full` entries keeps at a fraction `sparsity` of zeros: rounded, at
+ * least one (the planner's targets and the pruning events alike) */
+int64_t sp_kept(double sparsity, int64_t full);
 /* the matrix view of a dense or conv layer's weight */
 void    sp_matrix(const Layer *l, int64_t *R, int64_t *C);
 /* Zhu & Gupta's schedule: the fraction of zeros due at optimizer step t of `total` (pruning

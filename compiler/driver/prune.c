@@ -247,8 +247,7 @@ int sparse_prune(Model *m, int64_t total) {
     const SparsePlan *s = &m->pl.layers[i].sp;
     if (!sparse_tensor(m, i) || !sp_is_event(&l->sparse, m->t, total)) continue;
     double due = sp_sparsity_at(&l->sparse, s->target, m->t, total);
-    int64_t full = s->R * s->C;
-    int64_t k = due >= s->target ? s->nnz : (int64_t)llround((1 - due) * (double)full);
+    int64_t k = due >= s->target ? s->nnz : sp_kept(due, s->R * s->C);
     if (k < s->nnz) k = s->nnz;
     if (k < sparse_nnz(m, i)) prune_layer(m, i, k), changed++;
   }

@@ -44,7 +44,7 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
         if (weight && l->tt.autoplan) tt_auto += e;
       } else if (l->sparse.on && weight) {
         if (l->sparse.autoplan) sp_auto += e;
-        else fixed += (int64_t)llround((1 - l->sparse.target) * (double)e);
+        else fixed += sp_kept(l->sparse.target, e);
       } else
         fixed += e;
     }

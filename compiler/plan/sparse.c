@@ -95,8 +95,8 @@ static int64_t bias_of(const Layer *l) {
   return l->op == OP_dense ? (l->u.dense.bias ? l->u.dense.units : 0) : (l->u.conv.bias ? l->u.conv.filters : 0);
 }
 
-static int64_t nnz_of(double target, int64_t full) {
-  int64_t k = (int64_t)llround((1 - target) * (double)full);
+int64_t sp_kept(double sparsity, int64_t full) {
+  int64_t k = (int64_t)llround((1 - sparsity) * (double)full);
   return k < 1 ? 1 : k > full ? full : k;
 }
 
@@ -114,7 +114,7 @@ void sp_plan(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl, int64_t budget) {
     if (l->sparse.on && !l->tt.on) {
       s->on = true;
       if (sp_auto_only) nauto++, auto_dense += s->R * s->C, used += bias_of(l);
-      else s->target = l->sparse.target, s->nnz = nnz_of(s->target, s->R * s->C), used += s->nnz + bias_of(l);
+      else s->target = l->sparse.target, s->nnz = sp_kept(s->target, s->R * s->C), used += s->nnz + bias_of(l);
     } else if (l->tt.on && p->tt.d)
       used += p->tt.params + bias_of(l);
     else {
