@@ -227,6 +227,7 @@ int predict_main(int argc, char **argv);
 /* ---- compress.c: the compress command (TT-SVD of a dense checkpoint into a TT spec's cores) -- */
 
 int compress_main(int argc, char **argv);
+int build_main(int argc, char **argv);      /* driver/build.c: an object file and its header */
 
 /* ---- ops.def + op_*.c: the op registry ------------------------------------------------- */
 
@@ -331,6 +332,8 @@ typedef struct SparsePlan {
   SparseKernel kernel;
   int64_t R, C;                 /* the matrix view */
   int64_t nnz;                  /* non-zeros at the target */
+  int64_t cap;                  /* SK_CSR: entries the values and the table have room for
+                                   (R C; a frozen pattern's nnz in teslac build) */
   int64_t ldt;                  /* SK_CSR: rows of the transposed activations (batch padded) */
   int64_t mask;                 /* SK_MASK: its mask in the parameter block (floats) */
   int64_t tab;                  /* SK_CSR: its table in the parameter block (4-byte units) */
@@ -392,10 +395,13 @@ typedef struct Plan {
   Flops   flops;
   /* one block per kind of memory, in floats */
   int64_t param_block, grad_block, opt_block, act_block;
+  int64_t derived_off;          /* parameter block: what a checkpoint saves ends here; after
+                                   it the derived tensors (TT_FORM weights, folded weights) */
   int64_t grad_buf[2];          /* two activation-gradient buffers, used in turn going back */
 } Plan;
 
 void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl);
+void plan_spec_like(Ctx *cx, const Spec *sp, int64_t batch, const Plan *like, const int64_t *caps, Plan *pl);
 /* sparse.c, for plan.c: the targets of sparse layers (sparsity: auto meets compress with
  * what the tensor trains leave; a layer marked tt: auto and sparsity: auto turns sparse when
  * that runs faster at the TT plan's size), their kernels and costs, into pl->layers[i].sp */

@@ -83,6 +83,8 @@ LLVMValueRef cg_gep(Cg *g, LLVMValueRef base, LLVMValueRef idx) {
 }
 
 LLVMValueRef cg_at(Cg *g, int block, int64_t offset, LLVMValueRef idx) {
+  if (block == TS_P && g->derived_off > 0 && offset >= g->derived_off)   /* object: in scratch */
+    block = TS_A, offset = offset - g->derived_off + g->derived_at;
   LLVMValueRef i = cg_i64(g, offset);
   if (idx) i = cg_add(g, i, idx);
   return cg_gep(g, g->v_base[block], i);
@@ -201,6 +203,10 @@ void cg_serial(Cg *g, const char *name, int64_t ntiles, CgTileBody body, void *a
 void cg_parallel(Cg *g, const char *name, int64_t ntiles, CgTileBody body, void *arg) {
   if (ntiles <= 1) {   /* one tile: no function, no call */
     body(g, cg_i64(g, 0), arg);
+    return;
+  }
+  if (g->serial) {   /* an object file: no runtime, no threads */
+    cg_serial(g, name, ntiles, body, arg);
     return;
   }
   LLVMValueRef tile_fn = tile_fn_of(g, name, body, arg);

@@ -47,6 +47,11 @@ typedef struct Cg {
   LLVMValueRef   v_base[6];   /* P, G, O, A, X, Y loaded at entry */
   const char    *prefix;      /* the model name: symbol prefix */
   bool           profile;     /* emit ts_prof_mark calls between phases */
+  /* an object file (teslac build): tiles run in the calling thread (no ts_parallel_for), and
+   * the derived tensors (parameter block from derived_off on) live in the scratch, TS_A at
+   * derived_at, so that the weights stay read-only; derived_off 0: the JIT's layout */
+  bool           serial;
+  int64_t        derived_off, derived_at;
 } Cg;
 
 void cg_init(Cg *g, const char *prefix);
@@ -61,7 +66,8 @@ LLVMValueRef cg_f32(Cg *g, double v);
 LLVMValueRef cg_fn_begin(Cg *g, const char *name, bool tile, bool exported);
 void         cg_fn_end(Cg *g);
 
-/* float* into a block (TS_P .. TS_Y) at a constant element offset, plus an optional index */
+/* float* into a block (TS_P .. TS_Y) at a constant element offset, plus an optional index
+ * (a derived tensor of TS_P maps into TS_A in an object file) */
 LLVMValueRef cg_at(Cg *g, int block, int64_t offset, LLVMValueRef idx);
 LLVMValueRef cg_gep(Cg *g, LLVMValueRef base, LLVMValueRef idx);   /* float* + i64 */
 LLVMValueRef cg_load(Cg *g, LLVMValueRef p);                        /* float */
@@ -172,8 +178,38 @@ void sp_emit_dense_bwd(Cg *g, const EmitLayer *e);
 /* ---- emit.c: the module ----------------------------------------------------------------- */
 
 bool    emit_supported(Ctx *cx, const Spec *sp);      /* every layer has emitters */
-void    emit_module(Cg *g, const Spec *sp, const Plan *pl);
+void    emit_module(Cg *g, const Spec *sp, const Plan *pl);   /* EMIT_ALL */
+/* some of them: EMIT_PREPARE makes the inference's batchnorm folds <name>_prepare, a function
+ * of their own (emit_has_prepare: there are some), and <name>_infer the forward alone */
+enum { EMIT_TRAIN = 1, EMIT_GRAD = 2, EMIT_INFER = 4, EMIT_PREPARE = 8, EMIT_ALL = 7 };
+void    emit_functions(Cg *g, const Spec *sp, const Plan *pl, unsigned what);
+bool    emit_has_prepare(const Spec *sp, const Plan *pl);
 int64_t emit_output_offset(const Spec *sp, const Plan *pl);   /* last layer's output in acts */
+
+/* ---- obj_emit.c: the module of an object file (teslac build) ------------------------------ */
+
+typedef struct ObjModel {
+  const Spec *sp;               /* sp->name: the C prefix of every symbol */
+  const Plan *pl[2];            /* at the spec's batch; and at batch 1 (the short tail) */
+  int         nplans;
+  bool        train_step;       /* NAME_train_* too */
+  const void *weights;          /* the weights image (4 derived_off bytes); NULL: external */
+  uint64_t    weights_hash;     /* FNV-1a 64 of the image */
+  int         ptr_bits;         /* the target's size_t */
+} ObjModel;
+
+typedef struct ObjLayout {
+  char    iname[2][160];        /* each plan's functions: NAME__b<batch>_infer, ... */
+  int64_t derived_at[2], out[2];  /* floats in the scratch: derived tensors, the output */
+  int64_t pad_x;                /* floats in the scratch: a padded input batch */
+  int64_t infer_scratch, train_scratch;            /* bytes */
+  int64_t state_bytes, state_params, state_grads, state_opt;   /* the training state, bytes */
+} ObjLayout;
+
+void    obj_layout(const ObjModel *om, ObjLayout *lo);
+int64_t lo_weights_bytes(const ObjModel *om);
+/* the model's functions (serial, g->serial set by the caller) and the C ABI around them */
+void    emit_object(Cg *g, const ObjModel *om, const ObjLayout *lo);
 
 /* ---- jit.c: optimize for the host and JIT ---------------------------------------------- */
 
@@ -192,6 +228,10 @@ void jit_free(Jit *j);
 int  cg_link_kernels(Ctx *cx, Cg *g);
 int  cg_optimize(Ctx *cx, Cg *g, LLVMTargetMachineRef tm);
 LLVMTargetMachineRef cg_host_machine(Ctx *cx);
+/* A target machine for an object file: triple NULL = this machine's, cpu NULL = "host" there
+ * and the triple's default elsewhere (cortex-m4 for thumbv7em). An unknown triple or CPU: a
+ * diagnostic and NULL. */
+LLVMTargetMachineRef cg_target_machine(Ctx *cx, const char *triple, const char *cpu);
 
 /* ---- tiles (cg.c): splitting a dimension for the pool ----------------------------------- */
 

@@ -315,13 +315,22 @@ static void emit_fold(Cg *g, const Spec *sp, const Plan *pl, int i) {
   }
 }
 
-static void emit_infer(Cg *g, const Spec *sp, const Plan *pl, EmitLayer *el) {
+/* infer: the folds first, then the forward in eval mode. split: the folds are a function of
+ * their own, <name>_prepare, that an object file runs once per call (not once per batch) */
+static void emit_infer(Cg *g, const Spec *sp, const Plan *pl, EmitLayer *el, bool split) {
   char name[160];
-  snprintf(name, sizeof name, "%s_infer", sp->name);
-  cg_fn_begin(g, name, false, true);
   layout(sp, pl, false, el);
+  bool folds = false;
+  for (int i = 0; i + 1 < sp->nlayers; i++) folds |= el[i].folded;
+  snprintf(name, sizeof name, "%s_%s", sp->name, split && folds ? "prepare" : "infer");
+  cg_fn_begin(g, name, false, true);
   for (int i = 0; i + 1 < sp->nlayers; i++)
     if (el[i].folded) emit_fold(g, sp, pl, i);
+  if (split && folds) {
+    cg_fn_end(g);
+    snprintf(name, sizeof name, "%s_infer", sp->name);
+    cg_fn_begin(g, name, false, true);
+  }
   for (int i = 0; i < sp->nlayers; i++) op_emitters[sp->layers[i].op]->fwd(g, &el[i]);
   int lb;
   int64_t lo;
@@ -333,11 +342,19 @@ static void emit_infer(Cg *g, const Spec *sp, const Plan *pl, EmitLayer *el) {
   cg_fn_end(g);
 }
 
-void emit_module(Cg *g, const Spec *sp, const Plan *pl) {
+void emit_module(Cg *g, const Spec *sp, const Plan *pl) { emit_functions(g, sp, pl, EMIT_ALL); }
+
+void emit_functions(Cg *g, const Spec *sp, const Plan *pl, unsigned what) {
   EmitLayer el[sp->nlayers > 0 ? sp->nlayers : 1];
-  emit_train_step(g, sp, pl, el, true);
-  emit_train_step(g, sp, pl, el, false);
-  emit_infer(g, sp, pl, el);
+  if (what & EMIT_TRAIN) emit_train_step(g, sp, pl, el, true);
+  if (what & EMIT_GRAD) emit_train_step(g, sp, pl, el, false);
+  if (what & (EMIT_INFER | EMIT_PREPARE)) emit_infer(g, sp, pl, el, what & EMIT_PREPARE);
+}
+
+bool emit_has_prepare(const Spec *sp, const Plan *pl) {
+  for (int i = 0; i + 1 < sp->nlayers; i++)
+    if (pl->layers[i].fold_w >= 0 && sp->layers[i + 1].op == OP_batchnorm) return true;
+  return false;
 }
 
 int64_t emit_output_offset(const Spec *sp, const Plan *pl) {

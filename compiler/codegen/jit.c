@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tesla_rt.h"
 
@@ -58,6 +59,98 @@ LLVMTargetMachineRef cg_host_machine(Ctx *cx) {
   LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu, features, LLVMCodeGenLevelAggressive,
                                                     LLVMRelocPIC, LLVMCodeModelJITDefault);
   LLVMDisposeMessage(cpu), LLVMDisposeMessage(features), LLVMDisposeMessage(triple);
+  return tm;
+}
+
+/* ---- object files: any target LLVM was built with ------------------------------------------ */
+
+/* LLVM only warns on stderr about a CPU or feature it does not know (and then compiles for a
+ * generic one): compile an empty function with stderr captured and look for the warning. */
+static bool cpu_known(LLVMTargetMachineRef tm, char *why, size_t n) {
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext("probe", ctx);
+  char *triple = LLVMGetTargetMachineTriple(tm);
+  LLVMSetTarget(mod, triple);
+  LLVMDisposeMessage(triple);
+  LLVMValueRef f = LLVMAddFunction(mod, "probe", LLVMFunctionType(LLVMVoidTypeInContext(ctx), NULL, 0, 0));
+  LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, f, "entry"));
+  LLVMBuildRetVoid(b);
+  LLVMDisposeBuilder(b);
+  FILE *cap = tmpfile();
+  int saved = -1;
+  fflush(stderr);
+  if (cap) saved = dup(2), dup2(fileno(cap), 2);
+  char *msg = NULL;
+  LLVMMemoryBufferRef obj = NULL;
+  if (!LLVMTargetMachineEmitToMemoryBuffer(tm, mod, LLVMObjectFile, &msg, &obj)) LLVMDisposeMemoryBuffer(obj);
+  else LLVMDisposeMessage(msg);
+  fflush(stderr);
+  bool ok = true;
+  if (cap) {
+    dup2(saved, 2), close(saved);
+    char buf[512] = "";
+    rewind(cap);
+    size_t len = fread(buf, 1, sizeof buf - 1, cap);
+    buf[len] = 0;
+    fclose(cap);
+    char *nl = strchr(buf, '\n');
+    if (nl) *nl = 0;
+    ok = !strstr(buf, "not a recognized");
+    snprintf(why, n, "%s", buf);
+  }
+  LLVMDisposeModule(mod);
+  LLVMContextDispose(ctx);
+  return ok;
+}
+
+LLVMTargetMachineRef cg_target_machine(Ctx *cx, const char *triple, const char *cpu) {
+  static bool all;
+  init_llvm();
+  if (!all) {
+    LLVMInitializeAllTargetInfos(), LLVMInitializeAllTargets(), LLVMInitializeAllTargetMCs();
+    LLVMInitializeAllAsmPrinters();
+    all = true;
+  }
+  char *host = LLVMGetDefaultTargetTriple();
+  char *norm = LLVMNormalizeTargetTriple(triple ? triple : host);
+  char *hostn = LLVMNormalizeTargetTriple(host);
+  bool native = !strcmp(norm, hostn);
+  LLVMDisposeMessage(host), LLVMDisposeMessage(hostn);
+  LLVMTargetMachineRef tm = NULL;
+  LLVMTargetRef target;
+  char *err = NULL, *hcpu = NULL, *hfeat = NULL;
+  if (LLVMGetTargetFromTriple(norm, &target, &err)) {
+    diag_at(cx, (SrcLoc){0}, "unknown target triple '%s' (%s); this teslac builds for x86_64-linux-gnu, "
+                             "aarch64-linux-gnu, thumbv7em-none-eabihf and the other triples of LLVM 16's "
+                             "targets (llc-16 --version lists them)", triple ? triple : norm, err);
+    LLVMDisposeMessage(err);
+    goto out;
+  }
+  bool thumb = !strncmp(norm, "thumb", 5) || !strncmp(norm, "arm", 3);
+  if (!cpu) cpu = native ? "host" : !strncmp(norm, "thumbv7em", 9) ? "cortex-m4" : "generic";
+  const char *features = "";
+  if (!strcmp(cpu, "host")) {
+    if (!native) {
+      diag_at(cx, (SrcLoc){0}, "--cpu host names this machine's CPU, which does not run %s; give --cpu "
+                               "(e.g. generic)", norm);
+      goto out;
+    }
+    cpu = hcpu = LLVMGetHostCPUName(), features = hfeat = LLVMGetHostCPUFeatures();
+  }
+  /* bare metal (thumb, arm): no GOT, no loader; Linux objects position-independent (PIE) */
+  tm = LLVMCreateTargetMachine(target, norm, cpu, features, LLVMCodeGenLevelAggressive,
+                               thumb ? LLVMRelocStatic : LLVMRelocPIC, LLVMCodeModelDefault);
+  char why[512];
+  if (tm && !cpu_known(tm, why, sizeof why)) {
+    diag_at(cx, (SrcLoc){0}, "unknown CPU '%s' for %s (LLVM: %s)", cpu, norm, why);
+    LLVMDisposeTargetMachine(tm);
+    tm = NULL;
+  }
+out:
+  LLVMDisposeMessage(norm);
+  if (hcpu) LLVMDisposeMessage(hcpu);
+  if (hfeat) LLVMDisposeMessage(hfeat);
   return tm;
 }
 

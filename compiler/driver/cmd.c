@@ -53,6 +53,23 @@ static const char emit_help[] =
     "optimizer), <name>_grad (the same without the optimizer) and <name>_infer. Kernels are\n"
     "calls until --optimized links them and runs O3 for this CPU.\n";
 
+static const char build_help[] =
+    "usage: teslac build SPEC --weights CKPT [-o NAME.o] [options]\n\n"
+    "Compile SPEC with the weights in CKPT into an object file and a C header that declares its\n"
+    "functions and sizes (specs/README.md, 'Object files'). Single-threaded, no heap, no global\n"
+    "state; needs only libc's memcpy/memset and libm.\n\n"
+    "  -o NAME.o             the object (default: the model's name + .o)\n"
+    "  --header PATH         the header (default: the object's path with .h)\n"
+    "  --train-step          also NAME_train_step: one optimizer step of the spec's optimizer on\n"
+    "                        the spec's batch, with the training state's sizes\n"
+    "  --external-weights F  the weights go to file F instead of the object's read-only data\n"
+    "  --target TRIPLE       e.g. x86_64-linux-gnu, aarch64-linux-gnu, thumbv7em-none-eabihf\n"
+    "                        (default: this machine)\n"
+    "  --cpu CPU             e.g. host, x86-64, znver4, cortex-a72, cortex-m4 (default: host for\n"
+    "                        this machine's triple, cortex-m4 for thumbv7em, else generic)\n"
+    "  --name PREFIX         the C prefix of the symbols and macros (default: the model's name)\n"
+    "  -q, --quiet           no summary line\n";
+
 static int num_opt(const char *cmd, int argc, char **argv, int *i, double lo, double hi, bool integer, double *out) {
   const char *name = argv[*i];
   if (*i + 1 >= argc) return cmd_usage(cmd, "%s needs a value", name);
@@ -77,7 +94,7 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
     int rc = 0;
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
       fputs(!strcmp(cmd, "train") ? train_help : !strcmp(cmd, "eval") ? eval_help
-            : !strcmp(cmd, "predict") ? predict_help : emit_help, stdout);
+            : !strcmp(cmd, "predict") ? predict_help : !strcmp(cmd, "build") ? build_help : emit_help, stdout);
       return -1;
     }
 #define STR_OPT(flag, field)                                             \
@@ -106,6 +123,22 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
       NUM_OPT("--steps", 1, 1e12, true, o->steps = (int64_t)d)
       NUM_OPT("--lr", 1e-12, 1e6, false, o->lr = d)
       NUM_OPT("--seed", 0, 9e15, true, (o->seed = (int64_t)d, o->have_seed = true))
+    } else if (!strcmp(cmd, "build")) {
+      STR_OPT("--weights", weights)
+      STR_OPT("-o", out)
+      STR_OPT("--header", header)
+      STR_OPT("--external-weights", ext_weights)
+      STR_OPT("--target", target)
+      STR_OPT("--cpu", cpu)
+      STR_OPT("--name", name)
+      if (!strcmp(a, "--train-step")) {
+        o->train_step = true;
+        continue;
+      }
+      if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+        o->quiet = true;
+        continue;
+      }
     } else if (!strcmp(cmd, "emit-llvm")) {
       if (!strcmp(a, "--optimized") || !strcmp(a, "-O")) {
         o->optimized = true;
@@ -122,8 +155,8 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
         }
       }
     }
-    NUM_OPT("--batch", 1, 1 << 20, true, o->batch = (int64_t)d)
-    if (strcmp(cmd, "emit-llvm")) NUM_OPT("--threads", 1, 1024, true, o->threads = (int64_t)d)
+    if (strcmp(cmd, "build")) NUM_OPT("--batch", 1, 1 << 20, true, o->batch = (int64_t)d)
+    if (strcmp(cmd, "emit-llvm") && strcmp(cmd, "build")) NUM_OPT("--threads", 1, 1024, true, o->threads = (int64_t)d)
 #undef STR_OPT
 #undef NUM_OPT
     if (a[0] == '-' && a[1]) return cmd_usage(cmd, "unknown option '%s'", a);
@@ -131,7 +164,7 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
     o->spec = a;
   }
   if (!o->spec) return cmd_usage(cmd, "%smissing SPEC (a model spec, e.g. specs/mlp.yaml)", "");
-  if ((!strcmp(cmd, "eval") || !strcmp(cmd, "predict")) && !o->weights)
+  if ((!strcmp(cmd, "eval") || !strcmp(cmd, "predict") || !strcmp(cmd, "build")) && !o->weights)
     return cmd_usage(cmd, "%s needs --weights CKPT", cmd);
   if (o->init && o->resume) return cmd_usage(cmd, "%sgive --init or --resume, not both", "");
   return 0;

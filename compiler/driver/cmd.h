@@ -6,7 +6,8 @@
 #include "model.h"
 
 typedef struct TrainOpts {
-  bool profile, json, optimized;
+  bool profile, json, optimized, train_step, quiet;
+  const char *header, *ext_weights, *target, *cpu, *name;   /* build */
   const char *spec, *out, *init, *resume, *log, *weights, *input;
   int64_t epochs, steps, batch, threads;
   double lr;

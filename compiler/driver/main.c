@@ -24,6 +24,8 @@ static const char usage_top[] =
     "  emit-llvm SPEC [-O]   the specialized LLVM IR (train step and inference)\n"
     "  compress SPEC --weights W -o OUT [--eps E | --rank R]\n"
     "                        dense weights to the tensor trains SPEC plans (TT-SVD)\n"
+    "  build SPEC --weights W [-o NAME.o] [--train-step] [--target T] [--cpu C]\n"
+    "                        an object file and a C header that embed the model\n"
     "\n"
     "options:\n"
     "  -h, --help            this text; 'teslac CMD --help' for a command's own\n"
@@ -150,11 +152,8 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "emit-llvm")) return emit_llvm_main(argc - 2, argv + 2);
   if (!strcmp(cmd, "predict")) return predict_main(argc - 2, argv + 2);
   if (!strcmp(cmd, "compress")) return compress_main(argc - 2, argv + 2);
-  static const char *const cmds[] = {"check", "plan", "train", "eval", "predict", "emit-llvm", "compress", NULL};
-  static const char *const later[] = {"build", NULL};
-  for (int i = 0; later[i]; i++)
-    if (!strcmp(cmd, later[i]))
-      return usage_error(NULL, "'%s' is not in this build of teslac yet (it has: check, plan, train, eval, predict, emit-llvm, compress)", cmd);
+  if (!strcmp(cmd, "build")) return build_main(argc - 2, argv + 2);
+  static const char *const cmds[] = {"check", "plan", "train", "eval", "predict", "emit-llvm", "compress", "build", NULL};
   const char *s = diag_suggest(cmd, cmds);
   if (s) {
     fprintf(stderr, "teslac: unknown command '%s'; did you mean '%s'?\nsee 'teslac --help'\n", cmd, s);

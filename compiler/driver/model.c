@@ -26,6 +26,19 @@ void model_free(Model *m) {
 
 static float *block(int64_t floats) { return ts_aligned_alloc((size_t)(floats > 0 ? floats : 1) * sizeof(float)); }
 
+int model_alloc(Ctx *cx, Model *m) {
+  int64_t batch = m->pl.batch;
+  m->in_elems = shape_elems(&m->sp.input);
+  m->P = block(m->pl.param_block), m->G = block(m->pl.grad_block), m->O = block(m->pl.opt_block);
+  m->A = block(m->pl.act_block), m->X = block(batch * m->in_elems);
+  m->Y = ts_aligned_alloc((size_t)batch * sizeof(int32_t));
+  if (!m->P || !m->G || !m->O || !m->A || !m->X || !m->Y) {
+    diag_at(cx, (SrcLoc){0}, "out of memory for the model's blocks");
+    return -1;
+  }
+  return 0;
+}
+
 /* plan -> emit -> JIT -> memory */
 int model_build(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbose) {
   return model_build_ex(cx, m, batch, threads, verbose, false);
@@ -45,14 +58,7 @@ int model_build_ex(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbo
   if (verbose)
     printf("compiled %s for batch %lld in %.3f s (emit %.3f, O3 + machine code %.3f, link %.3f)\n", m->sp.name,
            (long long)batch, ts_now() - t0, jt.emit, jt.opt, jt.codegen);
-  m->in_elems = shape_elems(&m->sp.input);
-  m->P = block(m->pl.param_block), m->G = block(m->pl.grad_block), m->O = block(m->pl.opt_block);
-  m->A = block(m->pl.act_block), m->X = block(batch * m->in_elems);
-  m->Y = ts_aligned_alloc((size_t)batch * sizeof(int32_t));
-  if (!m->P || !m->G || !m->O || !m->A || !m->X || !m->Y) {
-    diag_at(cx, (SrcLoc){0}, "out of memory for the model's blocks");
-    return -1;
-  }
+  if (model_alloc(cx, m) < 0) return -1;
   TsErr e;
   m->pool = ts_pool_create((int)threads, &e);
   if (!m->pool) {

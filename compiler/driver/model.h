@@ -28,6 +28,8 @@ typedef struct Model {
 int  model_build(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbose);
 int  model_build_ex(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbose, bool profile);
 void model_free(Model *m);
+/* the blocks of m->pl, planned by the caller, without code (teslac build's weights) */
+int  model_alloc(Ctx *cx, Model *m);
 /* PyTorch's default initialization (or the layer's init:), from `seed` */
 void model_init(Model *m, uint64_t seed);
 /* a TeslaStep pointing at the model's blocks, everything else zero */

@@ -17,7 +17,12 @@
 
 static int64_t align_up(int64_t n) { return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS; }
 
-void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
+void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) { plan_spec_like(cx, sp, batch, NULL, NULL, pl); }
+
+/* `like`: the storage of every saved tensor as in that plan (its sparse kernels), so that the
+ * two plans' saved parameters are laid out alike; `caps`: per layer, a pruned layer's CSR
+ * capacity (its non-zeros, frozen: teslac build), 0 for every entry */
+void plan_spec_like(Ctx *cx, const Spec *sp, int64_t batch, const Plan *like, const int64_t *caps, Plan *pl) {
   memset(pl, 0, sizeof *pl);
   pl->batch = batch;
   pl->layers = arena_alloc(cx, sizeof(PlanLayer) * (size_t)(sp->nlayers ? sp->nlayers : 1));
@@ -59,6 +64,12 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
   if (cx->nerrors > nerr) return;
   sp_plan(cx, sp, batch, pl, budget);
   if (cx->nerrors > nerr) return;
+  for (int i = 0; i < sp->nlayers; i++) {
+    SparsePlan *s = &pl->layers[i].sp;
+    if (!s->on) continue;
+    if (like) s->kernel = like->layers[i].sp.kernel, s->ldt = batch < 16 ? batch : (batch + 15) / 16 * 16;
+    s->cap = caps && caps[i] > 0 && s->kernel == SK_CSR ? caps[i] : s->R * s->C;
+  }
 
   bool need_dx = false;      /* a layer before this one has weights */
   int64_t in_elems = shape_elems(&sp->input), max_act = in_elems, acts = 0;
@@ -92,6 +103,7 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
     for (int j = 0; j < np; j++) {
       int64_t e = 1;
       for (int d = 0; d < p[j].ndims; d++) e *= p[j].dims[d];   /* bounded by infer */
+      if (p[j].sparse && spp->kernel == SK_CSR) e = spp->cap;    /* values in CSR order */
       PlanTensor *t = &pl->tensors[pl->ntensors++];
       t->name = arena_printf(cx, "%s.%s", l->name, p[j].pname);
       t->layer = i, t->p = p[j], t->elems = e;
@@ -158,14 +170,23 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
         return;
       }
       tt->aux = acts, acts += align_up(tt->act_floats);
-      if (tt->order == TT_FORM) {   /* the formed weight and its gradient: not saved, not optimized */
-        int64_t w = l->op == OP_dense ? tt->M * tt->N : tt->M * tt->N * l->u.conv.kh * l->u.conv.kw;
-        tt->full_w = pl->param_block, pl->param_block += align_up(w);
-        tt->full_dw = pl->grad_block, pl->grad_block += align_up(w);
-      }
+      tt->full_w = tt->full_dw = -1;   /* TT_FORM: placed with the derived tensors below */
     }
     if (shape_elems(&l->out) > max_act) max_act = shape_elems(&l->out);
     if (op->weighted) need_dx = true;
+  }
+  /* The derived tensors, after everything a checkpoint saves (pl->derived_off): a TT_FORM
+   * layer's formed weight (and its gradient), not saved, not optimized; the folded weights
+   * below. Functions of the saved ones, written by the generated code; an object file
+   * (teslac build) keeps them in its scratch, so that its weights stay read-only. */
+  pl->derived_off = pl->param_block;
+  for (int i = 0; i < sp->nlayers; i++) {
+    const Layer *l = &sp->layers[i];
+    TTPlan *tt = &pl->layers[i].tt;
+    if (!tt->d || tt->order != TT_FORM) continue;
+    int64_t w = l->op == OP_dense ? tt->M * tt->N : tt->M * tt->N * l->u.conv.kh * l->u.conv.kw;
+    tt->full_w = pl->param_block, pl->param_block += align_up(w);
+    tt->full_dw = pl->grad_block, pl->grad_block += align_up(w);
   }
   /* Inference folds a batchnorm into the dense or conv before it (W' = W gamma / std,
    * b' = (b - mean) gamma / std + beta) when that costs less than the batchnorm pass it saves:
@@ -180,7 +201,7 @@ void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) {
     int64_t K = l->op == OP_dense ? l->u.dense.units : l->u.conv.filters;
     int64_t w = pli->sp.on ? pli->sp.R * pli->sp.C
                            : pli->params - (l->op == OP_dense ? (l->u.dense.bias ? K : 0) : (l->u.conv.bias ? K : 0));
-    if (pli->act_elems <= w) continue;
+    if (like ? like->layers[i].fold_w < 0 : pli->act_elems <= w) continue;
     pli->fold_w = pl->param_block, pl->param_block += align_up(w);
     pli->fold_b = pl->param_block, pl->param_block += align_up(K);
   }

@@ -32,13 +32,14 @@
 static int64_t al16(int64_t n) { return (n + 15) / 16 * 16; }
 
 /* the table: header (16), row pointers (R + 1), columns (R C), column pointers (C + 1), row
- * indices (R C), positions (R C); each part 64-byte aligned */
+ * indices (R C), positions (R C); each part 64-byte aligned. R C is the capacity `cap`: every entry
+ * while training, the non-zeros of a frozen pattern in an object file */
 int64_t sp_tab_rowptr(const SparsePlan *s) { (void)s; return 16; }
 int64_t sp_tab_col(const SparsePlan *s) { return sp_tab_rowptr(s) + al16(s->R + 1); }
-int64_t sp_tab_colptr(const SparsePlan *s) { return sp_tab_col(s) + al16(s->R * s->C); }
+int64_t sp_tab_colptr(const SparsePlan *s) { return sp_tab_col(s) + al16(s->cap); }
 int64_t sp_tab_rowidx(const SparsePlan *s) { return sp_tab_colptr(s) + al16(s->C + 1); }
-int64_t sp_tab_perm(const SparsePlan *s) { return sp_tab_rowidx(s) + al16(s->R * s->C); }
-int64_t sp_tab_size(const SparsePlan *s) { return sp_tab_perm(s) + al16(s->R * s->C); }
+int64_t sp_tab_perm(const SparsePlan *s) { return sp_tab_rowidx(s) + al16(s->cap); }
+int64_t sp_tab_size(const SparsePlan *s) { return sp_tab_perm(s) + al16(s->cap); }
 
 void sp_matrix(const Layer *l, int64_t *R, int64_t *C) {
   if (l->op == OP_conv) *R = l->u.conv.filters, *C = l->in.d[0] * l->u.conv.kh * l->u.conv.kw;
