@@ -334,6 +334,8 @@ typedef struct SparsePlan {
   int64_t nnz;                  /* non-zeros at the target */
   int64_t cap;                  /* SK_CSR: entries the values and the table have room for
                                    (R C; a frozen pattern's nnz in teslac build) */
+  bool    no_csc;               /* SK_CSR: the table ends after the column indices (an
+                                   inference-only object file) */
   int64_t ldt;                  /* SK_CSR: rows of the transposed activations (batch padded) */
   int64_t mask;                 /* SK_MASK: its mask in the parameter block (floats) */
   int64_t tab;                  /* SK_CSR: its table in the parameter block (4-byte units) */
@@ -401,7 +403,11 @@ typedef struct Plan {
 } Plan;
 
 void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl);
-void plan_spec_like(Ctx *cx, const Spec *sp, int64_t batch, const Plan *like, const int64_t *caps, Plan *pl);
+/* teslac build's plans: the saved tensors stored as in `ref` (its sparse kernels and folds);
+ * `caps` (per layer, 0: none) freezes a pruned layer's CSR arrays at that many non-zeros; with
+ * `infer_only` its table drops the CSC view only the backward reads */
+typedef struct PlanLike { const Plan *ref; const int64_t *caps; bool infer_only; } PlanLike;
+void plan_spec_like(Ctx *cx, const Spec *sp, int64_t batch, const PlanLike *like, Plan *pl);
 /* sparse.c, for plan.c: the targets of sparse layers (sparsity: auto meets compress with
  * what the tensor trains leave; a layer marked tt: auto and sparsity: auto turns sparse when
  * that runs faster at the TT plan's size), their kernels and costs, into pl->layers[i].sp */

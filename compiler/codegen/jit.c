@@ -65,8 +65,30 @@ LLVMTargetMachineRef cg_host_machine(Ctx *cx) {
 /* ---- object files: any target LLVM was built with ------------------------------------------ */
 
 /* LLVM only warns on stderr about a CPU or feature it does not know (and then compiles for a
- * generic one): compile an empty function with stderr captured and look for the warning. */
-static bool cpu_known(LLVMTargetMachineRef tm, char *why, size_t n) {
+ * generic one): stderr is captured while the machine is made and an empty function compiled,
+ * and the warning looked for. */
+typedef struct Capture { FILE *f; int saved; } Capture;
+
+static void capture_begin(Capture *c) {
+  fflush(stderr);
+  c->f = tmpfile(), c->saved = -1;
+  if (c->f) c->saved = dup(2), dup2(fileno(c->f), 2);
+}
+
+static void capture_end(Capture *c, char *buf, size_t n) {
+  buf[0] = 0;
+  fflush(stderr);
+  if (!c->f) return;
+  dup2(c->saved, 2), close(c->saved);
+  rewind(c->f);
+  size_t len = fread(buf, 1, n - 1, c->f);
+  buf[len] = 0;
+  fclose(c->f);
+  char *nl = strchr(buf, '\n');
+  if (nl) *nl = 0;
+}
+
+static void probe_compile(LLVMTargetMachineRef tm) {
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef mod = LLVMModuleCreateWithNameInContext("probe", ctx);
   char *triple = LLVMGetTargetMachineTriple(tm);
@@ -77,31 +99,12 @@ static bool cpu_known(LLVMTargetMachineRef tm, char *why, size_t n) {
   LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, f, "entry"));
   LLVMBuildRetVoid(b);
   LLVMDisposeBuilder(b);
-  FILE *cap = tmpfile();
-  int saved = -1;
-  fflush(stderr);
-  if (cap) saved = dup(2), dup2(fileno(cap), 2);
   char *msg = NULL;
   LLVMMemoryBufferRef obj = NULL;
   if (!LLVMTargetMachineEmitToMemoryBuffer(tm, mod, LLVMObjectFile, &msg, &obj)) LLVMDisposeMemoryBuffer(obj);
   else LLVMDisposeMessage(msg);
-  fflush(stderr);
-  bool ok = true;
-  if (cap) {
-    dup2(saved, 2), close(saved);
-    char buf[512] = "";
-    rewind(cap);
-    size_t len = fread(buf, 1, sizeof buf - 1, cap);
-    buf[len] = 0;
-    fclose(cap);
-    char *nl = strchr(buf, '\n');
-    if (nl) *nl = 0;
-    ok = !strstr(buf, "not a recognized");
-    snprintf(why, n, "%s", buf);
-  }
   LLVMDisposeModule(mod);
   LLVMContextDispose(ctx);
-  return ok;
 }
 
 LLVMTargetMachineRef cg_target_machine(Ctx *cx, const char *triple, const char *cpu) {
@@ -139,10 +142,14 @@ LLVMTargetMachineRef cg_target_machine(Ctx *cx, const char *triple, const char *
     cpu = hcpu = LLVMGetHostCPUName(), features = hfeat = LLVMGetHostCPUFeatures();
   }
   /* bare metal (thumb, arm): no GOT, no loader; Linux objects position-independent (PIE) */
+  Capture cap;
+  char why[512];
+  capture_begin(&cap);
   tm = LLVMCreateTargetMachine(target, norm, cpu, features, LLVMCodeGenLevelAggressive,
                                thumb ? LLVMRelocStatic : LLVMRelocPIC, LLVMCodeModelDefault);
-  char why[512];
-  if (tm && !cpu_known(tm, why, sizeof why)) {
+  if (tm) probe_compile(tm);
+  capture_end(&cap, why, sizeof why);
+  if (tm && strstr(why, "not a recognized")) {
     diag_at(cx, (SrcLoc){0}, "unknown CPU '%s' for %s (LLVM: %s)", cpu, norm, why);
     LLVMDisposeTargetMachine(tm);
     tm = NULL;
@@ -187,6 +194,10 @@ static void stamp_functions(Cg *g, LLVMTargetMachineRef tm) {
     LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex,
                             LLVMCreateStringAttribute(g->ctx, "target-features", 15, features,
                                                       (unsigned)strlen(features)));
+    /* nothing unwinds through generated code (an object for bare metal would otherwise need
+     * the EHABI personality routines) */
+    LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex,
+                            LLVMCreateEnumAttribute(g->ctx, LLVMGetEnumAttributeKindForName("nounwind", 8), 0));
     size_t n;
     const char *name = LLVMGetValueName2(f, &n);
     /* the kernels are inlined and then dropped; the model's own functions keep the linkage

@@ -257,7 +257,8 @@ void obj_layout(const ObjModel *om, ObjLayout *lo) {
   for (int k = 0; k < om->nplans; k++) {
     const Plan *pl = om->pl[k];
     snprintf(lo->iname[k], sizeof lo->iname[k], "%s__b%lld", om->sp->name, (long long)pl->batch);
-    lo->derived_at[k] = al16(pl->act_block);
+    /* inference alone ends where the activation gradients would begin */
+    lo->derived_at[k] = al16(k == 0 && om->train_step ? pl->act_block : pl->grad_buf[0]);
     lo->out[k] = emit_output_offset(om->sp, pl);
     int64_t end = lo->derived_at[k] + al16(pl->param_block - pl->derived_off);
     if (k == 0) lo->train_scratch = 4 * end;

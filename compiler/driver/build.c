@@ -214,7 +214,7 @@ static char *with_ext(const char *path, const char *ext) {
 
 /* a pruned layer's pattern at its checkpoint's non-zeros: a plan whose CSR arrays are that
  * long, the weights moved over (values and table rebuilt by sparse_set) */
-static int freeze_sparse(Ctx *cx, Model *m, Model *fz) {
+static int freeze_sparse(Ctx *cx, Model *m, Model *fz, bool infer_only) {
   int n = m->sp.nlayers;
   int64_t *caps = arena_alloc(cx, sizeof(int64_t) * (size_t)(n ? n : 1));
   bool any = false;
@@ -224,7 +224,8 @@ static int freeze_sparse(Ctx *cx, Model *m, Model *fz) {
   }
   fz->sp = m->sp;
   if (!any) return 0;
-  plan_spec_like(cx, &fz->sp, m->pl.batch, &m->pl, caps, &fz->pl);
+  PlanLike lk = {&m->pl, caps, infer_only};
+  plan_spec_like(cx, &fz->sp, m->pl.batch, &lk, &fz->pl);
   if (cx->nerrors || model_alloc(cx, fz) < 0) return -1;
   for (int t = 0; t < m->pl.ntensors; t++) {
     const PlanTensor *a = &m->pl.tensors[t], *b = &fz->pl.tensors[t];
@@ -298,20 +299,21 @@ int build_main(int argc, char **argv) {
   if (!(tm = cg_target_machine(&cx, o.target, o.cpu))) goto out;
 
   /* the weights, as predict loads them; pruned patterns frozen */
-  plan_spec(&cx, &m.sp, m.sp.train.batch, &m.pl);
+  plan_spec(&cx, &m.sp, o.batch ? o.batch : m.sp.train.batch, &m.pl);
   if (cx.nerrors || model_alloc(&cx, &m) < 0) goto out;
   if (model_load(&cx, &m, o.weights, false, NULL, &e) < 0) {
     fprintf(stderr, "teslac: %s\n", e.msg);
     goto out;
   }
-  int fr = freeze_sparse(&cx, &m, &fz);
+  int fr = freeze_sparse(&cx, &m, &fz, !o.train_step);
   if (fr < 0) goto out;
   Model *w = fr ? &fz : &m;
   ObjModel om = {.sp = &sp, .pl = {&w->pl}, .nplans = 1, .train_step = o.train_step};
   if (w->pl.batch > 1) {
     int64_t caps[w->sp.nlayers > 0 ? w->sp.nlayers : 1];
     for (int i = 0; i < w->sp.nlayers; i++) caps[i] = w->pl.layers[i].sp.on ? w->pl.layers[i].sp.cap : 0;
-    plan_spec_like(&cx, &w->sp, 1, &w->pl, caps, &p1);
+    PlanLike lk = {&w->pl, caps, !o.train_step};
+    plan_spec_like(&cx, &w->sp, 1, &lk, &p1);
     if (cx.nerrors) goto out;
     if (same_saved_layout(&w->pl, &p1)) om.pl[1] = &p1, om.nplans = 2;
   }

@@ -67,6 +67,8 @@ static const char build_help[] =
     "                        (default: this machine)\n"
     "  --cpu CPU             e.g. host, x86-64, znver4, cortex-a72, cortex-m4 (default: host for\n"
     "                        this machine's triple, cortex-m4 for thumbv7em, else generic)\n"
+    "  --batch B             the batch NAME_infer computes at once and NAME_train_step takes\n"
+    "                        (default: train.batch; 1 gives the smallest scratch)\n"
     "  --name PREFIX         the C prefix of the symbols and macros (default: the model's name)\n"
     "  -q, --quiet           no summary line\n";
 
@@ -155,7 +157,7 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
         }
       }
     }
-    if (strcmp(cmd, "build")) NUM_OPT("--batch", 1, 1 << 20, true, o->batch = (int64_t)d)
+    NUM_OPT("--batch", 1, 1 << 20, true, o->batch = (int64_t)d)
     if (strcmp(cmd, "emit-llvm") && strcmp(cmd, "build")) NUM_OPT("--threads", 1, 1024, true, o->threads = (int64_t)d)
 #undef STR_OPT
 #undef NUM_OPT

@@ -46,6 +46,7 @@ int64_t sparse_nnz(const Model *m, int i) {
 
 /* the CSC view of a CSR table: column pointers, row indices, positions of the values */
 static void build_csc(int32_t *tab, const SparsePlan *s) {
+  if (s->no_csc) return;   /* an inference-only object's table */
   int32_t *rowptr = tab + sp_tab_rowptr(s), *col = tab + sp_tab_col(s);
   int32_t *colptr = tab + sp_tab_colptr(s), *rowidx = tab + sp_tab_rowidx(s), *perm = tab + sp_tab_perm(s);
   memset(colptr, 0, sizeof(int32_t) * (size_t)(s->C + 1));

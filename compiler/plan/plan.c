@@ -17,12 +17,11 @@
 
 static int64_t align_up(int64_t n) { return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS; }
 
-void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) { plan_spec_like(cx, sp, batch, NULL, NULL, pl); }
+void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl) { plan_spec_like(cx, sp, batch, NULL, pl); }
 
-/* `like`: the storage of every saved tensor as in that plan (its sparse kernels), so that the
- * two plans' saved parameters are laid out alike; `caps`: per layer, a pruned layer's CSR
- * capacity (its non-zeros, frozen: teslac build), 0 for every entry */
-void plan_spec_like(Ctx *cx, const Spec *sp, int64_t batch, const Plan *like, const int64_t *caps, Plan *pl) {
+void plan_spec_like(Ctx *cx, const Spec *sp, int64_t batch, const PlanLike *lk, Plan *pl) {
+  const Plan *like = lk ? lk->ref : NULL;
+  const int64_t *caps = lk ? lk->caps : NULL;
   memset(pl, 0, sizeof *pl);
   pl->batch = batch;
   pl->layers = arena_alloc(cx, sizeof(PlanLayer) * (size_t)(sp->nlayers ? sp->nlayers : 1));
@@ -69,6 +68,7 @@ void plan_spec_like(Ctx *cx, const Spec *sp, int64_t batch, const Plan *like, co
     if (!s->on) continue;
     if (like) s->kernel = like->layers[i].sp.kernel, s->ldt = batch < 16 ? batch : (batch + 15) / 16 * 16;
     s->cap = caps && caps[i] > 0 && s->kernel == SK_CSR ? caps[i] : s->R * s->C;
+    s->no_csc = lk && lk->infer_only && s->kernel == SK_CSR;
   }
 
   bool need_dx = false;      /* a layer before this one has weights */

@@ -39,7 +39,7 @@ int64_t sp_tab_col(const SparsePlan *s) { return sp_tab_rowptr(s) + al16(s->R + 
 int64_t sp_tab_colptr(const SparsePlan *s) { return sp_tab_col(s) + al16(s->cap); }
 int64_t sp_tab_rowidx(const SparsePlan *s) { return sp_tab_colptr(s) + al16(s->C + 1); }
 int64_t sp_tab_perm(const SparsePlan *s) { return sp_tab_rowidx(s) + al16(s->cap); }
-int64_t sp_tab_size(const SparsePlan *s) { return sp_tab_perm(s) + al16(s->cap); }
+int64_t sp_tab_size(const SparsePlan *s) { return s->no_csc ? sp_tab_colptr(s) : sp_tab_perm(s) + al16(s->cap); }
 
 void sp_matrix(const Layer *l, int64_t *R, int64_t *C) {
   if (l->op == OP_conv) *R = l->u.conv.filters, *C = l->in.d[0] * l->u.conv.kh * l->u.conv.kw;
