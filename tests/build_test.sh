@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/build_test.sh: `teslac build` from the outside, as a user's project uses it. For every
 # reference spec (or the specs given): weights from a short run, an object with its training
-# step, a program (tests/build/objcheck.c) compiled against the header with `cc` and linked with
+# step, a program (tests/embed/objcheck.c) compiled against the header with `cc` and linked with
 # the object and the runtime; then
 #   - inference on n = 1, an odd n and n > the batch in one call agrees with `teslac predict`
 #     within 1e-5;
@@ -69,7 +69,7 @@ int main(void) { return ${UC}_INPUT_SIZE > 0 ? 0 : 1; }" > "$d/h.c"
       bad "$name: the header does not compile cleanly as $lang"
   done
   $CC -std=c99 -D_POSIX_C_SOURCE=200809L -O2 -Wall -I "$d" -I "$RTINC" -DMODEL="$name" -DMODEL_UC="$UC" \
-    -DMODEL_H="\"$name.h\"" -DHAVE_TRAIN "$root/tests/build/objcheck.c" "$d/$name.o" "$RT" -lz -lm -lpthread \
+    -DMODEL_H="\"$name.h\"" -DHAVE_TRAIN "$root/tests/embed/objcheck.c" "$d/$name.o" "$RT" -lz -lm -lpthread \
     -o "$d/objcheck" || { bad "$name: linking the object"; continue; }
   "$T" predict "$d/spec.yaml" --weights "$d/init.safetensors" --json > "$d/predict.jsonl" 2>/dev/null ||
     { bad "$name: teslac predict"; continue; }
