@@ -19,14 +19,18 @@
  * calls, each timed alone (CLOCK_MONOTONIC); one JSON line with the median:
  *   {"engine":"teslac","model":...,"batch":N,"threads":T,"median_ms":...,"samples_per_s":...}
  * --threads T splits the N samples into T contiguous parts, one per thread, each with its own
- * scratch; the threads are started once and meet at a barrier before and after every call
- * (the calling thread takes part 0), so a timed call is one batch through all of them.
+ * scratch; the threads are started once and meet at a spinning barrier before and after every
+ * call (the calling thread takes part 0), so a timed call is one batch through all of them. The
+ * barrier spins (yielding now and then) because a sleeping futex wake-up on this VM costs up to
+ * a millisecond, more than a batch-256 call of a small model; ONNX Runtime's pool spins too.
  * --dump-output writes y (N x NAME_OUTPUT_SIZE floats) of the last call as raw float32.
  * row_sum_err in the JSON is max |sum(y row) - 1|: y should be probabilities. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* sched_yield, posix_memalign, clock_gettime */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,8 +113,22 @@ typedef struct {
   void *scratch;
 } part_t;
 
-static pthread_barrier_t g_start, g_done;
-static volatile int g_quit;
+static atomic_int g_arrived;
+static atomic_uint g_gen;
+static atomic_int g_quit;
+static int g_nthreads;
+
+/* all g_nthreads threads wait here until the last arrives (generation counter) */
+static void barrier(void) {
+  unsigned gen = atomic_load_explicit(&g_gen, memory_order_acquire);
+  if (atomic_fetch_add_explicit(&g_arrived, 1, memory_order_acq_rel) == g_nthreads - 1) {
+    atomic_store_explicit(&g_arrived, 0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&g_gen, 1, memory_order_release);
+    return;
+  }
+  for (unsigned spins = 1; atomic_load_explicit(&g_gen, memory_order_acquire) == gen; spins++)
+    if (!(spins & 1023)) sched_yield();
+}
 
 static void run_part(const part_t *p) {
   if (p->n > 0) M_INFER(p->x, p->y, p->n, p->scratch);
@@ -119,10 +137,10 @@ static void run_part(const part_t *p) {
 static void *worker(void *arg) {
   const part_t *p = arg;
   for (;;) {
-    pthread_barrier_wait(&g_start);
-    if (g_quit) break;
+    barrier();
+    if (atomic_load(&g_quit)) break;
     run_part(p);
-    pthread_barrier_wait(&g_done);
+    barrier();
   }
   return NULL;
 }
@@ -182,9 +200,7 @@ int main(int argc, char **argv) {
     done += cnt;
   }
   if (threads > 1) {
-    if (pthread_barrier_init(&g_start, NULL, (unsigned)threads) ||
-        pthread_barrier_init(&g_done, NULL, (unsigned)threads))
-      die("pthread_barrier_init failed", NULL);
+    g_nthreads = (int)threads;
     for (long t = 1; t < threads; t++)
       if (pthread_create(&tid[t], NULL, worker, &parts[t])) die("pthread_create failed", NULL);
   }
@@ -192,9 +208,9 @@ int main(int argc, char **argv) {
   for (long k = -warmup; k < iters; k++) {
     double t0 = now_s();
     if (threads > 1) {
-      pthread_barrier_wait(&g_start);
+      barrier();
       run_part(&parts[0]);
-      pthread_barrier_wait(&g_done);
+      barrier();
     } else {
       run_part(&parts[0]);
     }
@@ -202,8 +218,8 @@ int main(int argc, char **argv) {
     if (k >= 0) ms[k] = 1e3 * dt;
   }
   if (threads > 1) {
-    g_quit = 1;
-    pthread_barrier_wait(&g_start);
+    atomic_store(&g_quit, 1);
+    barrier();
     for (long t = 1; t < threads; t++) pthread_join(tid[t], NULL);
   }
 
