@@ -62,8 +62,10 @@ LIBM_D="exp exp2 expm1 log log2 log10 log1p pow sqrt cbrt hypot tanh sinh cosh s
 ALLOW_LINUX="$LIBC $LIBM_F $LIBM_D _GLOBAL_OFFSET_TABLE_ $CROSS_ALLOW_EXTRA"
 # bare metal: the memory functions (also under their AEABI names, which LLVM calls on
 # *-eabi targets; newlib has them) and libm's float functions only: a double function or a
-# soft-float helper (__aeabi_d*, __aeabi_f*) means double or soft-float code on the M4
-ALLOW_M4="memcpy memmove memset
+# soft-float helper (__aeabi_d*, __aeabi_f*) means double or soft-float code on the M4; and
+# the compiler runtime's 64-bit integer division (__aeabi_[u]ldivmod: libgcc, which every
+# arm-none-eabi link has; not libc), which index arithmetic in 64 bits needs on a 32-bit core
+ALLOW_M4="memcpy memmove memset __aeabi_uldivmod __aeabi_ldivmod
   __aeabi_memcpy __aeabi_memcpy4 __aeabi_memcpy8 __aeabi_memmove __aeabi_memmove4
   __aeabi_memmove8 __aeabi_memset __aeabi_memset4 __aeabi_memset8 __aeabi_memclr
   __aeabi_memclr4 __aeabi_memclr8 $LIBM_F $CROSS_ALLOW_EXTRA"

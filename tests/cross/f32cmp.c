@@ -156,9 +156,28 @@ static int dump(const char *arg) {
   return 0;
 }
 
+/* bytes on stdin (an IDX file's pixels) to float32 byte / scale, as teslac scales data */
+static int from_bytes(const char *scale_s, const char *path) {
+  float scale = (float)strtod(scale_s, NULL);
+  FILE *f = fopen(path, "wb");
+  int c;
+  if (!f || !(scale > 0)) return 2;
+  while ((c = getchar()) != EOF) {
+    float v = (float)c / scale;
+    uint32_t u;
+    unsigned char b[4];
+    memcpy(&u, &v, 4);
+    b[0] = (unsigned char)u, b[1] = (unsigned char)(u >> 8), b[2] = (unsigned char)(u >> 16);
+    b[3] = (unsigned char)(u >> 24);
+    fwrite(b, 1, 4, f);
+  }
+  return fclose(f) != 0 ? 2 : 0;
+}
+
 static void usage(void) {
   fprintf(stderr, "usage: f32cmp [-t TOL] [-r ROW] A B   (A, B: raw float32 LE, or hex:PATH)\n"
                   "       f32cmp -g COUNT SEED OUT.f32\n"
+                  "       f32cmp -b SCALE OUT.f32 < BYTES\n"
                   "       f32cmp -d FILE\n");
 }
 
@@ -172,6 +191,10 @@ int main(int argc, char **argv) {
   if (argc >= 2 && strcmp(argv[1], "-g") == 0) {
     if (argc != 5) return usage(), 2;
     return gen(argv[2], argv[3], argv[4]);
+  }
+  if (argc >= 2 && strcmp(argv[1], "-b") == 0) {
+    if (argc != 4) return usage(), 2;
+    return from_bytes(argv[2], argv[3]);
   }
   if (argc >= 2 && strcmp(argv[1], "-d") == 0) {
     if (argc != 3) return usage(), 2;
