@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 TESLA_PKGS=(gcc pkg-config meson ninja-build libyaml-dev zlib1g-dev check
             llvm-16-dev clang-16 libclang-rt-16-dev dataset-fashion-mnist)
 
+# scripts/test.sh adds what the test suite needs beyond the build: cross toolchains and qemu
+# for the objects of `teslac build` (tests/cross/)
+[ -z "${TESLA_TEST_PKGS:-}" ] || TESLA_PKGS+=($TESLA_TEST_PKGS)
 missing=()
 for p in "${TESLA_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

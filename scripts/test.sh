@@ -4,7 +4,8 @@
 # 'tests: N passed, M failed' counting both runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh || exit 1
+TESLA_TEST_PKGS="qemu-user qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-none-eabi libnewlib-arm-none-eabi" \
+  bash scripts/setup.sh || exit 1
 
 passed=0 failed=0
 run_suite() {   # $1 = build dir

@@ -17,7 +17,9 @@ n=10
 # the first n images' pixels (gzip meets a closed pipe: only the last command's status counts)
 (set +o pipefail; gzip -dc "$TEI" | tail -c +17 | head -c $((n * 784)) | "$work/f32cmp" -b 255 "$work/inputs.f32") || exit 1
 rc=0
-for s in seed mlp_tt; do
+specs="seed mlp_tt"
+[ -z "${TESLA_SANITIZED:-}" ] || specs=seed   # a sanitized teslac compiles slowly
+for s in $specs; do
   "$T" train "$root/specs/$s.yaml" --steps 50 -o "$work/$s.safetensors" > "$work/$s.log" 2>&1 ||
     { cat "$work/$s.log"; exit 1; }
   echo "== $s"
