@@ -7,7 +7,9 @@
 #     (NAME_save through the runtime) read back in `teslac eval` with the accuracy it printed;
 #   - configuring without -Dweights fails with a message.
 # usage: examples_test.sh TESLAC RUNTIME_LIB RUNTIME_INCLUDE_DIR
-# exit 0 pass, 1 fail, 77 skip (no meson or ninja, or no Fashion-MNIST)
+# exit 0 pass, 1 fail, 77 skip (no meson or ninja, or no Fashion-MNIST). TESLA_SANITIZED=1 (a
+# sanitized main build, whose runtime library is instrumented) builds the examples with
+# -Db_sanitize=address,undefined too.
 set -uo pipefail
 if [ $# -ne 3 ]; then echo "usage: $0 TESLAC RUNTIME_LIB RUNTIME_INCLUDE_DIR" >&2; exit 1; fi
 T=$(realpath "$1") RT=$(realpath "$2") RTINC=$(realpath "$3")
@@ -35,7 +37,9 @@ elif ! grep -q "Dweights=CKPT is required" "$work/noweights.log"; then
 fi
 
 echo "== meson setup + ninja"
-meson setup "$work/build" "$root/examples" -Dteslac="$T" -Dspec="$root/specs/seed.yaml" \
+san=()
+[ -z "${TESLA_SANITIZED:-}" ] || san=(-Db_sanitize=address,undefined -Db_lundef=false)
+meson setup "$work/build" "$root/examples" "${san[@]}" -Dteslac="$T" -Dspec="$root/specs/seed.yaml" \
   -Dweights="$work/seed.safetensors" -Dtesla_rt="$RT" -Dtesla_rt_include="$RTINC" > "$work/setup.log" 2>&1 ||
   { cat "$work/setup.log"; echo "FAIL: meson setup"; exit 1; }
 # teslac eval meanwhile (the JIT compile overlaps the objects')
