@@ -119,6 +119,61 @@ expect_fail "an unknown triple" "$T" build "$spec" --weights "$d/seed.safetensor
 expect_fail "an unknown CPU" "$T" build "$spec" --weights "$d/seed.safetensors" -o "$d/out/seed.o" --target aarch64-linux-gnu --cpu cortex-z99
 expect_fail "an unwritable output" "$T" build "$spec" --weights "$d/seed.safetensors" -o "$d/out/nonexistent/seed.o"
 expect_fail "an unwritable header" "$T" build "$spec" --weights "$d/seed.safetensors" -o "$d/out/seed.o" --header "$d/out/nonexistent/seed.h"
+expect_fail "a symbol prefix that is not a C identifier" "$T" build "$spec" --weights "$d/seed.safetensors" -o "$d/out/seed.o" --name 9-lives
+expect_fail "an unwritable weights file" "$T" build "$spec" --weights "$d/seed.safetensors" -o "$d/out/seed.o" --external-weights "$d/out/nonexistent/w.bin"
+
+echo "== external weights"
+# the weights in a file the program binds: NAME_check_weights takes the file and refuses a
+# changed or truncated copy; NAME_infer_weights on it gives the embedded object's outputs
+"$T" build "$spec" --weights "$d/seed.safetensors" -o "$d/ext.o" --name seed_ext --external-weights "$d/ext.bin" -q ||
+  bad "teslac build --external-weights"
+cat > "$d/ext.c" <<'C'
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ext.h"
+int main(int argc, char **argv) {
+  static float x[5 * SEED_EXT_INPUT_SIZE], y[5 * SEED_EXT_OUTPUT_SIZE];
+  void *w, *scratch;
+  FILE *f = fopen(argv[1], "rb");
+  long n, i;
+  if (argc != 2 || !f || posix_memalign(&w, SEED_EXT_ALIGNMENT, SEED_EXT_WEIGHTS_SIZE + 1) ||
+      posix_memalign(&scratch, SEED_EXT_ALIGNMENT, SEED_EXT_ACTIVATIONS_SIZE)) return 2;
+  n = (long)fread(w, 1, SEED_EXT_WEIGHTS_SIZE + 1, f);
+  if (seed_ext_check_weights(w, (size_t)n)) { printf("refused\n"); return 1; }
+  for (i = 0; i < 5 * SEED_EXT_INPUT_SIZE; i++) x[i] = (float)(i % 97) / 97.0f;
+  seed_ext_infer_weights(w, x, y, 5, scratch);
+  for (i = 0; i < 5 * SEED_EXT_OUTPUT_SIZE; i++) printf("%.9g\n", y[i]);
+  return 0;
+}
+C
+cat > "$d/emb.c" <<'C'
+#include <stdio.h>
+#include <stdlib.h>
+#include "emb.h"
+int main(void) {
+  static float x[5 * SEED_INPUT_SIZE], y[5 * SEED_OUTPUT_SIZE];
+  void *scratch;
+  long i;
+  if (posix_memalign(&scratch, SEED_ALIGNMENT, SEED_ACTIVATIONS_SIZE)) return 2;
+  for (i = 0; i < 5 * SEED_INPUT_SIZE; i++) x[i] = (float)(i % 97) / 97.0f;
+  seed_infer(x, y, 5, scratch);
+  for (i = 0; i < 5 * SEED_OUTPUT_SIZE; i++) printf("%.9g\n", y[i]);
+  return 0;
+}
+C
+"$T" build "$spec" --weights "$d/seed.safetensors" -o "$d/emb.o" -q || bad "teslac build (embedded)"
+$CC -std=c99 -D_POSIX_C_SOURCE=200809L -I "$d" "$d/ext.c" "$d/ext.o" -lm -o "$d/ext" &&
+  $CC -std=c99 -D_POSIX_C_SOURCE=200809L -I "$d" "$d/emb.c" "$d/emb.o" -lm -o "$d/emb" || bad "linking the external-weights objects"
+"$d/ext" "$d/ext.bin" > "$d/ext.txt" || bad "the external weights were refused"
+"$d/emb" > "$d/emb.txt" || bad "the embedded object did not run"
+cmp -s "$d/ext.txt" "$d/emb.txt" && echo "  external = embedded outputs" || bad "external weights give other outputs than embedded ones"
+cp "$d/ext.bin" "$d/changed.bin"
+printf '\x01' | dd of="$d/changed.bin" bs=1 seek=100 conv=notrunc 2>/dev/null
+[ "$("$d/ext" "$d/changed.bin")" = refused ] && echo "  a changed weights file: refused" || bad "a changed weights file was accepted"
+head -c 1000 "$d/ext.bin" > "$d/short.bin"
+[ "$("$d/ext" "$d/short.bin")" = refused ] && echo "  a truncated weights file: refused" || bad "a truncated weights file was accepted"
+
 "$T" build "$spec" --weights "$d/seed.safetensors" -o "$d/seed.o" --bogus > "$d/out.log" 2>&1
 [ $? -eq 2 ] || bad "an unknown option: not a usage error"
 exit $((fail > 0))
