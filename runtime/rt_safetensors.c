@@ -668,17 +668,6 @@ static void bjson_string(Buf *b, const char *s) {
   bput(b, "\"", 1);
 }
 
-static int write_all(int fd, const void *p, size_t n) {
-  const char *c = p;
-  while (n) {
-    ssize_t w = write(fd, c, n > (1u << 30) ? (1u << 30) : n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return -1;
-    c += w, n -= (size_t)w;
-  }
-  return 0;
-}
-
 int ts_st_write(const char *path, const TsStOut *tensors, int n, const char *const *meta_kv,
                 int nmeta, TsErr *e) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
@@ -690,9 +679,7 @@ int ts_st_write(const char *path, const TsStOut *tensors, int n, const char *con
   size_t *sizes = ts_calloc(n ? (size_t)n : 1, sizeof *sizes);
   if (!sizes) return ts_fail(e, "%s: out of memory", path);
   Buf h = {0};
-  char *tmp = NULL, *dir = NULL;
-  int fd = -1, rc = -1;
-  bool created = false;
+  int rc = -1;
 
   // Validate everything before touching the filesystem.
   for (int i = 0; i < n; i++) {
@@ -767,69 +754,16 @@ int ts_st_write(const char *path, const TsStOut *tensors, int n, const char *con
     goto out;
   }
 
-  // The temporary file lives next to the target so the rename is atomic.
-  const char *slash = strrchr(path, '/');
-  size_t dlen = slash ? (size_t)(slash - path) : 0;
-  dir = ts_malloc(dlen + 2);
-  tmp = ts_malloc(strlen(path) + 32);
-  if (!dir || !tmp) {
-    ts_fail(e, "%s: out of memory", path);
-    goto out;
-  }
-  if (!slash) strcpy(dir, ".");
-  else if (dlen == 0) strcpy(dir, "/");
-  else memcpy(dir, path, dlen), dir[dlen] = 0;
-  if (strlen(slash ? slash + 1 : path) <= 200) sprintf(tmp, "%s.tmp-XXXXXX", path);
-  else sprintf(tmp, "%s/.tesla-tmp-XXXXXX", dir);
-  fd = mkostemp(tmp, O_CLOEXEC);
-  if (fd < 0) {
-    ts_fail(e, "%s: cannot create a temporary file in %s: %s", path, dir, strerror(errno));
-    goto out;
-  }
-  created = true;
-  // mkstemp makes 0600; give the checkpoint the target's mode, or an ordinary 0644.
-  struct stat st;
-  mode_t mode = stat(path, &st) == 0 ? (st.st_mode & 07777) : 0644;
-  const char *step = "write";
   unsigned char len8[8];
   for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
-  if (fchmod(fd, mode)) {
-    step = "chmod";
-    goto io_fail;
-  }
-  if (write_all(fd, len8, 8) || write_all(fd, h.p, h.len)) goto io_fail;
+  TsOut o;
+  if (ts_out_open(&o, path, e) < 0 || ts_out_write(&o, len8, 8, e) < 0 || ts_out_write(&o, h.p, h.len, e) < 0)
+    goto out;
   for (int i = 0; i < n; i++)
-    if (sizes[i] && write_all(fd, tensors[i].data, sizes[i])) goto io_fail;
-  step = "fsync";
-  if (fsync(fd)) goto io_fail;
-  step = "close";
-  int cfd = fd;
-  fd = -1;
-  if (close(cfd)) goto io_fail;
-  step = "rename";
-  if (rename(tmp, path)) goto io_fail;
-  created = false;   // renamed: nothing to clean up any more
-
-  // Make the rename itself durable. EINVAL: the filesystem cannot sync folders.
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    int r = fsync(dfd), err = errno;
-    close(dfd);
-    if (r && err != EINVAL) {
-      ts_fail(e, "%s: written, but syncing the folder %s failed: %s", path, dir,
-              strerror(err));
-      goto out;
-    }
-  }
+    if (sizes[i] && ts_out_write(&o, tensors[i].data, sizes[i], e) < 0) goto out;
+  if (ts_out_finish(&o, e) < 0 || ts_out_commit(&o, e) < 0) goto out;
   rc = 0;
-  goto out;
-io_fail:
-  ts_fail(e, "%s: %s of the temporary file %s failed: %s", path, step, tmp, strerror(errno));
 out:
-  if (fd >= 0) close(fd);
-  if (created) unlink(tmp);   // a temporary that was never renamed
-  ts_free(tmp);
-  ts_free(dir);
   ts_free(h.p);
   ts_free(sizes);
   return rc;

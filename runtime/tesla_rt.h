@@ -144,6 +144,19 @@ int             ts_tensor_to_f32(const TsTensor *t, float *dst, size_t count, Ts
 int             ts_tensor_to_i64(const TsTensor *t, int64_t *dst, size_t count, TsErr *e);
 void            ts_st_free(TsStFile *f);
 
+/* ---- atomic outputs (rt_out.c) ----------------------------------------------------------- */
+
+/* A temporary next to `path`; ts_out_write appends; ts_out_finish fsyncs and closes it;
+ * ts_out_commit renames it over `path` and fsyncs the folder. Every failure removes the
+ * temporary (the target is untouched) and returns -1 with e->msg; ts_out_abort removes it. */
+typedef struct TsOut { const char *path; char *tmp, *dir; int fd; bool created; } TsOut;
+int  ts_out_open(TsOut *o, const char *path, TsErr *e);
+int  ts_out_write(TsOut *o, const void *p, size_t n, TsErr *e);
+int  ts_out_finish(TsOut *o, TsErr *e);
+int  ts_out_commit(TsOut *o, TsErr *e);
+void ts_out_abort(TsOut *o);
+int  ts_out_fail(TsOut *o, const char *step, TsErr *e);   /* "<step> of the temporary failed" */
+
 /* Write atomically: a temporary file in the same folder, fsync, rename over `path`, fsync the
  * folder. On any failure the temporary is removed and `path` is untouched. Tensors are written
  * in the order given (F32 or I64 data as given). */

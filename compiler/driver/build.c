@@ -6,43 +6,18 @@
  * target and written as an object. The header says everything a caller must know: shapes,
  * the bytes of every region, the functions, the tensors of the weights image.
  *
- * Outputs are written to temporaries in their folders and renamed into place only when all
- * of them are complete: a failure leaves no partial file. */
+ * Outputs are written to the runtime's atomic temporaries (ts_out_*) and renamed into place only
+ * when all of them are complete: a failure leaves no partial file. */
 #include "cmd.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static uint64_t fnv1a(const void *p, size_t n) {
   uint64_t h = 1469598103934665603ull;
   for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char *)p)[i]) * 1099511628211ull;
   return h;
-}
-
-/* ---- outputs: temporaries, then renames ---------------------------------------------------- */
-
-typedef struct Out { const char *path; char tmp[4096]; bool open; } Out;
-
-static int out_write(Out *o, const void *data, size_t n, TsErr *e) {
-  snprintf(o->tmp, sizeof o->tmp, "%s.tmp-%ld", o->path, (long)getpid());
-  FILE *f = fopen(o->tmp, "wb");
-  if (!f) return ts_fail(e, "cannot write %s: %s", o->path, strerror(errno));
-  o->open = true;
-  bool ok = fwrite(data, 1, n, f) == n;
-  ok = fflush(f) == 0 && ok;
-  ok = fsync(fileno(f)) == 0 && ok;
-  int err = errno;
-  ok = fclose(f) == 0 && ok;
-  if (!ok) return ts_fail(e, "cannot write %s: %s", o->path, strerror(err ? err : EIO));
-  return 0;
-}
-
-static void out_discard(Out *o) {
-  if (o->open) unlink(o->tmp);
-  o->open = false;
 }
 
 /* ---- the header ------------------------------------------------------------------------------ */
@@ -278,7 +253,8 @@ int build_main(int argc, char **argv) {
   LLVMMemoryBufferRef obj = NULL;
   char *hdr_text = NULL, *obj_path = NULL, *hdr_path = NULL;
   size_t hdr_len = 0;
-  Out outs[3] = {{0}};
+  TsOut outs[3];   /* object, header, weights file: the runtime's atomic outputs */
+  int nouts = 0;
   TsErr e;
   rc = 1;
   if (tesla_front_file(&cx, o.spec, &m.sp) < 0 || !emit_supported(&cx, &m.sp)) goto out;
@@ -359,29 +335,29 @@ int build_main(int argc, char **argv) {
   fclose(hf);
   LLVMDisposeMessage(triple), LLVMDisposeMessage(cpu);
 
-  outs[0].path = obj_path, outs[1].path = hdr_path, outs[2].path = o.ext_weights;
-  if (out_write(&outs[0], LLVMGetBufferStart(obj), LLVMGetBufferSize(obj), &e) < 0 ||
-      out_write(&outs[1], hdr_text, hdr_len, &e) < 0 ||
-      (o.ext_weights && out_write(&outs[2], w->P, (size_t)lo_weights_bytes(&om), &e) < 0)) {
-    fprintf(stderr, "teslac: %s\n", e.msg);
-    goto out;
+  /* all three complete before any is put in place */
+  const char *paths[3] = {obj_path, hdr_path, o.ext_weights};
+  const void *data[3] = {LLVMGetBufferStart(obj), hdr_text, w->P};
+  size_t sizes[3] = {LLVMGetBufferSize(obj), hdr_len, (size_t)lo_weights_bytes(&om)};
+  for (int i = 0; i < 3; i++) {
+    if (!paths[i]) continue;
+    if (ts_out_open(&outs[nouts], paths[i], &e) < 0) goto fail;
+    nouts++;
+    if (ts_out_write(&outs[nouts - 1], data[i], sizes[i], &e) < 0 || ts_out_finish(&outs[nouts - 1], &e) < 0) goto fail;
   }
-  for (int i = 0; i < 3; i++)
-    if (outs[i].open) {
-      if (rename(outs[i].tmp, outs[i].path) < 0) {
-        fprintf(stderr, "teslac: cannot write %s: %s\n", outs[i].path, strerror(errno));
-        goto out;
-      }
-      outs[i].open = false;
-    }
+  for (int i = 0; i < nouts; i++)
+    if (ts_out_commit(&outs[i], &e) < 0) goto fail;
   if (!o.quiet)
     printf("wrote %s (%zu bytes: weights %lld, scratch %lld per inference call%s) and %s%s%s\n", obj_path,
            LLVMGetBufferSize(obj), (long long)lo_weights_bytes(&om), (long long)lo.infer_scratch,
            om.weights ? ", embedded" : "", hdr_path, o.ext_weights ? "; weights in " : "",
            o.ext_weights ? o.ext_weights : "");
   rc = 0;
+  goto out;
+fail:
+  fprintf(stderr, "teslac: %s\n", e.msg);
 out:
-  for (int i = 0; i < 3; i++) out_discard(&outs[i]);
+  for (int i = 0; i < nouts; i++) ts_out_abort(&outs[i]);
   if (obj) LLVMDisposeMemoryBuffer(obj);
   if (have_g) cg_dispose(&g);
   if (tm) LLVMDisposeTargetMachine(tm);
