@@ -18,12 +18,13 @@ T=$1 STCMP=$2 RT=$3 RTINC=$4
 shift 4
 root=$(cd "$(dirname "$0")/.." && pwd)
 specs=("$@")
-# every reference spec with TESLA_HEAVY=1; else one of each kind (conv + batchnorm, tensor
-# train, pruned, the seed); under a sanitizer (TESLA_SANITIZED=1) the seed alone
+# every reference spec (and tests/embed/tiny_cnn.yaml) with TESLA_HEAVY=1; else the seed, a
+# model with a tensor train and pruned layers, and a small CNN with folded batchnorms and
+# dropout; under a sanitizer (TESLA_SANITIZED=1) the seed alone
 if [ ${#specs[@]} -eq 0 ]; then
-  if [ -n "${TESLA_HEAVY:-}" ]; then specs=("$root"/specs/*.yaml)
+  if [ -n "${TESLA_HEAVY:-}" ]; then specs=("$root"/specs/*.yaml "$root/tests/embed/tiny_cnn.yaml")
   elif [ -n "${TESLA_SANITIZED:-}" ]; then specs=("$root/specs/seed.yaml")
-  else specs=("$root"/specs/{seed,fashion_small,mlp_tt,mlp_sparse}.yaml); fi
+  else specs=("$root"/specs/{seed,mlp_tt_sparse}.yaml "$root/tests/embed/tiny_cnn.yaml"); fi
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
