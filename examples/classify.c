@@ -18,12 +18,6 @@
 #include "model.h"
 #include "idx.h"
 
-#ifndef DATA_DIR
-#define DATA_DIR "/usr/share/datasets/fashion-mnist"
-#endif
-#ifndef DATA_SCALE
-#define DATA_SCALE 255
-#endif
 
 static const char *const fashion_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                               "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};

@@ -25,12 +25,6 @@
 #include "model.h"
 #include "idx.h"
 
-#ifndef DATA_DIR
-#define DATA_DIR "/usr/share/datasets/fashion-mnist"
-#endif
-#ifndef DATA_SCALE
-#define DATA_SCALE 255
-#endif
 
 static void *alloc_aligned(size_t n) {   /* aligned_alloc wants a multiple of the alignment */
   void *p = aligned_alloc(MODEL_ALIGNMENT, (n + MODEL_ALIGNMENT - 1) / MODEL_ALIGNMENT * MODEL_ALIGNMENT);

@@ -9,6 +9,14 @@
 #include <stdlib.h>
 #include <zlib.h>
 
+/* where the data is and how pixels scale (meson passes both from its options) */
+#ifndef DATA_DIR
+#define DATA_DIR "/usr/share/datasets/fashion-mnist"
+#endif
+#ifndef DATA_SCALE
+#define DATA_SCALE 255
+#endif
+
 typedef struct idx_file {
   size_t count;          /* dims[0]: images or labels */
   size_t item;           /* bytes per item: prod(dims[1..]) (784 for 28x28 images, 1 for labels) */

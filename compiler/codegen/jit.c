@@ -130,7 +130,7 @@ LLVMTargetMachineRef cg_target_machine(Ctx *cx, const char *triple, const char *
     LLVMDisposeMessage(err);
     goto out;
   }
-  bool thumb = !strncmp(norm, "thumb", 5) || !strncmp(norm, "arm", 3);
+  bool bare = strstr(norm, "-none") != NULL;   /* no OS: no loader, no GOT */
   if (!cpu) cpu = native ? "host" : !strncmp(norm, "thumbv7em", 9) ? "cortex-m4" : "generic";
   const char *features = "";
   if (!strcmp(cpu, "host")) {
@@ -141,12 +141,12 @@ LLVMTargetMachineRef cg_target_machine(Ctx *cx, const char *triple, const char *
     }
     cpu = hcpu = LLVMGetHostCPUName(), features = hfeat = LLVMGetHostCPUFeatures();
   }
-  /* bare metal (thumb, arm): no GOT, no loader; Linux objects position-independent (PIE) */
+  /* bare metal: static; objects for an OS position-independent (PIE executables) */
   Capture cap;
   char why[512];
   capture_begin(&cap);
   tm = LLVMCreateTargetMachine(target, norm, cpu, features, LLVMCodeGenLevelAggressive,
-                               thumb ? LLVMRelocStatic : LLVMRelocPIC, LLVMCodeModelDefault);
+                               bare ? LLVMRelocStatic : LLVMRelocPIC, LLVMCodeModelDefault);
   if (tm) probe_compile(tm);
   capture_end(&cap, why, sizeof why);
   if (tm && strstr(why, "not a recognized")) {

@@ -362,7 +362,6 @@ out:
   if (have_g) cg_dispose(&g);
   if (tm) LLVMDisposeTargetMachine(tm);
   free(hdr_text), free(obj_path), free(hdr_path);
-  fz.jit = NULL;
   if (fz.P) model_free(&fz);
   model_free(&m);
   ctx_free(&cx);
