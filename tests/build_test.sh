@@ -29,6 +29,9 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 CC=${CC:-cc}
+# a sanitized main build's runtime library is instrumented: link the test programs the same way
+san=()
+[ -z "${TESLA_SANITIZED:-}" ] || san=(-fsanitize=address,undefined)
 TRI=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 TRL=/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz
 TEI=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
@@ -75,7 +78,7 @@ int main(void) { return ${UC}_INPUT_SIZE > 0 ? 0 : 1; }" > "$d/h.c"
     $CC -x $lang -std=$std -Wall -Wextra -pedantic -Werror -I "$d" -c "$d/h.c" -o "$d/h.o" ||
       bad "$name: the header does not compile cleanly as $lang"
   done
-  $CC -std=c99 -D_POSIX_C_SOURCE=200809L -O2 -Wall -I "$d" -I "$RTINC" -DMODEL="$name" -DMODEL_UC="$UC" \
+  $CC "${san[@]}" -std=c99 -D_POSIX_C_SOURCE=200809L -O2 -Wall -I "$d" -I "$RTINC" -DMODEL="$name" -DMODEL_UC="$UC" \
     -DMODEL_H="\"$name.h\"" -DHAVE_TRAIN "$root/tests/embed/objcheck.c" "$d/$name.o" "$RT" -lz -lm -lpthread \
     -o "$d/objcheck" || { bad "$name: linking the object"; continue; }
   "$T" predict "$d/spec.yaml" --weights "$d/init.safetensors" --json > "$d/predict.jsonl" 2>/dev/null ||

@@ -55,6 +55,8 @@ int main(int argc, char **argv) {
       for (int k = 0; k < M(_OUTPUT_SIZE); k++) printf("%s%.9g", k ? ", " : "", p[k]);
       printf("]}\n");
     }
+    free(x), free(y), free(scratch);
+    ts_idx_free(&idx);
     return 0;
   }
 #ifdef HAVE_TRAIN
@@ -77,11 +79,11 @@ int main(int argc, char **argv) {
       printf("step %ld loss %.6f\n", s + 1, loss);
     }
     TsErr e;
-    if (FN(_save)(FN(_train_weights)(state), argv[6], &e) < 0) {
-      fprintf(stderr, "objcheck: %s\n", e.msg);
-      return 1;
-    }
-    return 0;
+    int rc = FN(_save)(FN(_train_weights)(state), argv[6], &e) < 0;
+    if (rc) fprintf(stderr, "objcheck: %s\n", e.msg);
+    free(state), free(scratch), free(x), free(y);
+    ts_idx_free(&im), ts_idx_free(&lb);
+    return rc;
   }
 #endif
   fprintf(stderr, "usage: objcheck infer IMAGES N SCALE | train IMAGES LABELS STEPS SCALE OUT\n");
