@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 TESLA_TEST_PKGS="qemu-user qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-none-eabi libnewlib-arm-none-eabi" \
   bash scripts/setup.sh || exit 1
 
+# one compile cache for both runs (tests/meson.build, test_cache), emptied first: each run of
+# this script compiles every module once, and the sanitized run reuses the plain run's objects
+cache="$PWD/build/test-cache"
+rm -rf "$cache"
+meson configure build -Dtest_cache="$cache" >/dev/null || exit 1
+
 passed=0 failed=0
 run_suite() {   # $1 = build dir
   local log="$1/meson-logs/testlog.json"
@@ -29,7 +35,8 @@ if [ ! -f build-asan/build.ninja ]; then
   meson setup build-asan -Dtests=true -Db_sanitize=address,undefined -Db_lundef=false \
     -Dbuildtype=debug >/dev/null || exit 1
 fi
-ninja -C build-asan >/dev/null || exit 1
+ninja -C build-asan >/dev/null || exit 1   # first: it regenerates an older build folder
+meson configure build-asan -Dtest_cache="$cache" >/dev/null || exit 1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 run_suite build-asan

@@ -18,6 +18,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dirent.h>
 #include "model.h"
 
 #include <check.h>
@@ -821,6 +822,96 @@ static void make_dataset(void) {
   free(p);
 }
 
+/* ---- the compile cache (compiler/codegen/jit_cache.c) ---------------------------------------- */
+
+/* the one entry in `dir` (NULL when there is not exactly one) */
+static char *cache_entry(const char *dir) {
+  char *found = NULL;
+  int n = 0;
+  DIR *d = opendir(dir);
+  if (!d) return NULL;
+  for (struct dirent *de; (de = readdir(d));)
+    if (strstr(de->d_name, ".tjc") && ++n == 1) found = xprintf("%s/%s", dir, de->d_name);
+  closedir(d);
+  if (n != 1) free(found), found = NULL;
+  return found;
+}
+
+/* A second compile of the same module comes from the cache and trains to the same bytes; an
+ * entry cut short or with a flipped byte is reported, never loaded, and rebuilt; --no-cache
+ * neither reads nor writes. A private $XDG_CACHE_HOME keeps this apart from the suite's. */
+START_TEST(cli_compile_cache) {
+  char *home = tmp_path("cache-home"), *dir = xprintf("%s/teslac", home), *spec = tmp_path("synth.yaml");
+  char *ck[5];
+  for (int i = 0; i < 5; i++) ck[i] = xprintf("%s/cache-%d.st", tmpdir, i);
+  setenv("XDG_CACHE_HOME", home, 1);
+  Cli a = CLI("train", spec, "--steps", "5", "--threads", "2", "-o", ck[0]);
+  cli_ok(&a);
+  ck_assert_msg(strstr(a.out, "O3 + machine code"), "first compile not fresh:\n%s", a.out);
+  char *entry = cache_entry(dir);
+  ck_assert_msg(entry != NULL, "no single cache entry in %s", dir);
+  Cli b = CLI("train", spec, "--steps", "5", "--threads", "2", "-o", ck[1]);
+  cli_ok(&b);
+  ck_assert_msg(strstr(b.out, "from the compile cache"), "second compile not cached:\n%s", b.out);
+  ck_assert_str_eq(b.err, "");
+  ck_assert_int_eq(ckpt_diff(ck[0], ck[1], true), 0);
+  /* damaged entries: cut in half, then one byte flipped in the objects */
+  size_t len;
+  char *bytes = slurp(entry, &len);
+  for (int k = 0; k < 2; k++) {
+    if (k == 0) write_bytes(entry, bytes, len / 2, false);
+    else {
+      bytes[len - 100] ^= 1;
+      write_bytes(entry, bytes, len, false);
+      bytes[len - 100] ^= 1;
+    }
+    Cli c = CLI("train", spec, "--steps", "5", "--threads", "2", "-o", ck[2 + k]);
+    cli_ok(&c);
+    printf("  compile cache, %s entry: %s", k ? "a flipped byte in the" : "a truncated", c.err);
+    ck_assert_msg(strstr(c.err, "warning: compile cache entry") && strstr(c.err, k ? "checksum" : "truncated"),
+                  "no warning: %s", c.err);
+    ck_assert_msg(strstr(c.out, "O3 + machine code"), "a damaged entry was loaded:\n%s", c.out);
+    ck_assert_int_eq(ckpt_diff(ck[0], ck[2 + k], true), 0);
+    size_t l2;
+    char *again = slurp(entry, &l2);
+    ck_assert_msg(l2 == len && !memcmp(again, bytes, len), "the entry was not rebuilt");
+    free(again), cli_free(&c);
+  }
+  /* --no-cache: a fresh compile, and nothing written */
+  nftw(home, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  Cli d = CLI("train", spec, "--steps", "5", "--threads", "2", "--no-cache", "-o", ck[4]);
+  cli_ok(&d);
+  ck_assert_msg(strstr(d.out, "O3 + machine code"), "--no-cache compile:\n%s", d.out);
+  struct stat st;
+  ck_assert_msg(stat(dir, &st) < 0, "--no-cache wrote %s", dir);
+  ck_assert_int_eq(ckpt_diff(ck[0], ck[4], true), 0);
+  cli_free(&a), cli_free(&b), cli_free(&d);
+  for (int i = 0; i < 5; i++) free(ck[i]);
+  free(bytes), free(entry), free(home), free(dir), free(spec);
+}
+END_TEST
+
+/* CPUs newer than LLVM 16 get the nearest CPU it knows (jit.c, cg_nearest_cpu); `teslac
+ * --version` names the JIT's CPU */
+START_TEST(host_cpu_names) {
+  const char *zen5 = "+sse2,+avx,+avx2,+fma,+avx512f,+avx512vl,+avx512bw,+avx512dq,+avx512vnni,-amx-tile";
+  ck_assert_str_eq(cg_nearest_cpu(true, zen5), "znver4");
+  ck_assert_str_eq(cg_nearest_cpu(true, "+sse2,+avx,+avx2,+fma,-avx512f"), "znver3");
+  ck_assert_str_eq(cg_nearest_cpu(false, zen5), "icelake-server");
+  ck_assert_str_eq(cg_nearest_cpu(false, "+avx2,+fma,+avx512f,+avx512vl,+avx512bw,+avx512dq,+avx512fp16"),
+                   "sapphirerapids");
+  ck_assert_str_eq(cg_nearest_cpu(false, "+avx2,+fma,-avx512f,-avx512vl"), "haswell");
+  ck_assert_ptr_null(cg_nearest_cpu(false, "+sse2,+sse4.2,-avx2"));
+  ck_assert_ptr_null(cg_nearest_cpu(true, "+sse2,+avx2,-fma"));   /* a name is never a substring */
+  ck_assert_ptr_null(cg_nearest_cpu(false, "+xavx2,+fmax"));
+  Cli v = CLI("--version");
+  cli_ok(&v);
+  ck_assert_msg(strstr(v.out, "JIT CPU: ") && !strstr(v.out, "JIT CPU: generic\n"), "%s", v.out);
+  printf("  %s", strchr(v.out, '\n') + 1);
+  cli_free(&v);
+}
+END_TEST
+
 /* ---- 5. determinism ------------------------------------------------------------------------- */
 
 START_TEST(cli_determinism) {
@@ -1420,6 +1511,8 @@ static Suite *jit_suite(void) {
   tc = tcase_create("cli");
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, cli_determinism);
+  tcase_add_test(tc, cli_compile_cache);
+  tcase_add_test(tc, host_cpu_names);
   tcase_add_test(tc, cli_resume);
   tcase_add_test(tc, cli_resume_tt);
   tcase_add_test(tc, cli_learns_synthetic);

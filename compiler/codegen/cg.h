@@ -214,7 +214,7 @@ void    emit_object(Cg *g, const ObjModel *om, const ObjLayout *lo);
 /* ---- jit.c: optimize for the host and JIT ---------------------------------------------- */
 
 typedef struct Jit Jit;
-typedef struct JitTimes { double emit, opt, codegen; } JitTimes;
+typedef struct JitTimes { double emit, opt, codegen; bool cached; } JitTimes;
 
 /* Emits the model in `nparts` parts (one per core), each optimized at O3 for this CPU (with the
  * kernel bitcode linked in) and compiled to an object file in its own thread; an ORC LLJIT
@@ -224,10 +224,29 @@ int  jit_compile(Ctx *cx, const Spec *sp, const Plan *pl, bool profile, int npar
                  JitTimes *times);
 void (*jit_fn(Jit *j, const char *suffix))(TeslaStep *);
 void jit_free(Jit *j);
+/* ---- jit_cache.c: compiled objects reused across runs ----------------------------------- */
+
+typedef struct JitCacheKey { bool valid; char hex[33]; char desc[4096]; } JitCacheKey;
+
+void jit_cache_enable(bool on);   /* default on; `--no-cache` turns it off */
+/* the key of a freshly emitted module (before the kernels are linked); -1 when off */
+int  jit_cache_key(Cg *g, const char *cpu, const char *features, int nparts, JitCacheKey *k);
+/* 1 and the parts' objects on a hit; 0 on a miss (a damaged entry: a warning, then a miss) */
+int  jit_cache_lookup(const JitCacheKey *k, int nparts, LLVMMemoryBufferRef *objs);
+/* the parts' objects under the key (a warning if it cannot be written) */
+void jit_cache_store(const JitCacheKey *k, int nparts, LLVMMemoryBufferRef *objs);
+
 /* Link the kernels and optimize in place for a target machine (jit and object files). */
 int  cg_link_kernels(Ctx *cx, Cg *g);
 int  cg_optimize(Ctx *cx, Cg *g, LLVMTargetMachineRef tm);
 LLVMTargetMachineRef cg_host_machine(Ctx *cx);
+/* this CPU's name and features as the JIT compiles for them (LLVMDisposeMessage both) */
+void cg_host_cpu(char **cpu, char **features);
+/* the CPU LLVM 16 knows nearest to one it calls "generic", from its vendor and features; NULL
+ * when none fits (kept generic) */
+const char *cg_nearest_cpu(bool amd, const char *features);
+/* the JIT's CPU name, and why when it is not LLVM's (a CPU newer than LLVM 16) */
+void cg_host_cpu_describe(char *buf, size_t n);
 /* A target machine for an object file: triple NULL = this machine's, cpu NULL = "host" there
  * and the triple's default elsewhere (cortex-m4 for thumbv7em). An unknown triple or CPU: a
  * diagnostic and NULL. */

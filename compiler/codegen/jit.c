@@ -1,6 +1,7 @@
 /* jit.c: the last compile stage. It links the kernel library (kernels/kernels.c, compiled to LLVM
  * bitcode at build time and embedded in teslac) into the emitted module, stamps every function
- * with this CPU's name and features (LLVMGetHostCPUName: znver4 and AVX-512 here), runs the
+ * with this CPU's name and features (cg_host_cpu: LLVM's name, or for a CPU newer than LLVM 16
+ * the nearest one it knows), looks the module up in the compile cache (jit_cache.c), runs the
  * new pass manager's default<O3> pipeline, and hands the module to an ORC LLJIT whose symbol
  * search includes this process, so that generated code finds the runtime (ts_parallel_for)
  * and libm. Every LLVMErrorRef is checked where it is returned. */
@@ -46,6 +47,66 @@ static void init_llvm(void) {
   done = true;
 }
 
+/* ---- this CPU ------------------------------------------------------------------------------ */
+
+/* "+name" in LLVM's feature string ("+avx2,-avx512f,...") */
+static bool has_feature(const char *features, const char *name) {
+  size_t n = strlen(name);
+  for (const char *p = features; (p = strstr(p, name)); p += n)
+    if (p > features && p[-1] == '+' && (p[n] == ',' || !p[n])) return true;
+  return false;
+}
+
+/* LLVM 16 predates some CPUs and calls them "generic" (Zen 5, for one), which costs its
+ * scheduling model and tuning while the features are still right. Such a CPU gets the newest
+ * CPU LLVM 16 knows that has its vector features: AMD's line for AMD, else Intel's. */
+const char *cg_nearest_cpu(bool amd, const char *features) {
+  bool avx512 = has_feature(features, "avx512f") && has_feature(features, "avx512vl") &&
+                has_feature(features, "avx512bw") && has_feature(features, "avx512dq");
+  bool avx2 = has_feature(features, "avx2") && has_feature(features, "fma");
+  if (amd) return avx512 ? "znver4" : avx2 ? "znver3" : NULL;
+  if (avx512 && has_feature(features, "avx512fp16")) return "sapphirerapids";
+  if (avx512 && has_feature(features, "avx512vnni")) return "icelake-server";
+  if (avx512) return "skylake-avx512";
+  return avx2 ? "haswell" : NULL;
+}
+
+/* the nearest CPU for this one, and "<vendor> family F model M" in why */
+static const char *nearest_cpu(const char *features, char *why, size_t whylen) {
+#if defined(__x86_64__)
+  unsigned a, b, c, d, vendor[3];
+  __asm__("cpuid" : "=a"(a), "=b"(vendor[0]), "=c"(vendor[2]), "=d"(vendor[1]) : "a"(0), "c"(0));
+  __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+  unsigned base = a >> 8 & 15, family = base + (base == 15 ? (a >> 20 & 255) : 0);
+  unsigned model = (a >> 4 & 15) | (base == 6 || base == 15 ? (a >> 12 & 0xf0) : 0);
+  bool amd = !memcmp(vendor, "AuthenticAMD", 12);
+  const char *cpu = cg_nearest_cpu(amd, features);
+  if (cpu) snprintf(why, whylen, "%s family %u model %u", amd ? "AMD" : "x86-64", family, model);
+  return cpu;
+#else
+  (void)features, (void)why, (void)whylen;
+  return NULL;
+#endif
+}
+
+void cg_host_cpu(char **cpu, char **features) {
+  *cpu = LLVMGetHostCPUName(), *features = LLVMGetHostCPUFeatures();
+  char why[96];
+  const char *near = strcmp(*cpu, "generic") ? NULL : nearest_cpu(*features, why, sizeof why);
+  if (near) LLVMDisposeMessage(*cpu), *cpu = LLVMCreateMessage(near);
+}
+
+void cg_host_cpu_describe(char *buf, size_t n) {
+  init_llvm();
+  char *llvm = LLVMGetHostCPUName(), *cpu, *features;
+  cg_host_cpu(&cpu, &features);
+  char why[96] = "";
+  if (strcmp(llvm, cpu)) nearest_cpu(features, why, sizeof why);
+  if (*why) snprintf(buf, n, "%s (LLVM 16 names this %s CPU '%s'; %s is the nearest it knows)", cpu, why, llvm, cpu);
+  else snprintf(buf, n, "%s", cpu);
+  LLVMDisposeMessage(llvm), LLVMDisposeMessage(cpu), LLVMDisposeMessage(features);
+}
+
 LLVMTargetMachineRef cg_host_machine(Ctx *cx) {
   init_llvm();
   char *triple = LLVMGetDefaultTargetTriple(), *err = NULL;
@@ -55,7 +116,8 @@ LLVMTargetMachineRef cg_host_machine(Ctx *cx) {
     LLVMDisposeMessage(err), LLVMDisposeMessage(triple);
     return NULL;
   }
-  char *cpu = LLVMGetHostCPUName(), *features = LLVMGetHostCPUFeatures();
+  char *cpu, *features;
+  cg_host_cpu(&cpu, &features);
   LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu, features, LLVMCodeGenLevelAggressive,
                                                     LLVMRelocPIC, LLVMCodeModelJITDefault);
   LLVMDisposeMessage(cpu), LLVMDisposeMessage(features), LLVMDisposeMessage(triple);
@@ -139,7 +201,8 @@ LLVMTargetMachineRef cg_target_machine(Ctx *cx, const char *triple, const char *
                                "(e.g. generic)", norm);
       goto out;
     }
-    cpu = hcpu = LLVMGetHostCPUName(), features = hfeat = LLVMGetHostCPUFeatures();
+    cg_host_cpu(&hcpu, &hfeat);
+    cpu = hcpu, features = hfeat;
   }
   /* bare metal: static; objects for an OS position-independent (PIE executables) */
   Capture cap;
@@ -347,21 +410,36 @@ int jit_compile(Ctx *cx, const Spec *sp, const Plan *pl, bool profile, int npart
   if (nparts < 1) nparts = 1;
   if (nparts > JIT_PARTS_MAX) nparts = JIT_PARTS_MAX;
   Part parts[JIT_PARTS_MAX];
-  for (int i = 0; i < nparts; i++) {
-    memset(&parts[i], 0, sizeof parts[i]);
-    parts[i].index = i, parts[i].nparts = nparts;
+  memset(parts, 0, sizeof parts);
+  for (int i = 0; i < nparts; i++) parts[i].index = i, parts[i].nparts = nparts;
+  /* part 0 first: its module is the cache key (every part emits the same module) */
+  cg_init(&parts[0].g, sp->name);
+  parts[0].g.profile = profile;
+  emit_module(&parts[0].g, sp, pl);
+  JitCacheKey *key = malloc(sizeof *key);
+  char *cpu, *features;
+  cg_host_cpu(&cpu, &features);
+  LLVMMemoryBufferRef cached[JIT_PARTS_MAX];
+  bool hit = key && jit_cache_key(&parts[0].g, cpu, features, nparts, key) == 0 &&
+             jit_cache_lookup(key, nparts, cached) == 1;
+  LLVMDisposeMessage(cpu), LLVMDisposeMessage(features);
+  for (int i = 1; i < nparts && !hit; i++) {
     cg_init(&parts[i].g, sp->name);
     parts[i].g.profile = profile;
     emit_module(&parts[i].g, sp, pl);
   }
   double t1 = ts_now();
-  pthread_t th[JIT_PARTS_MAX];
-  bool started[JIT_PARTS_MAX] = {0};
-  for (int i = 1; i < nparts; i++) started[i] = pthread_create(&th[i], NULL, compile_part, &parts[i]) == 0;
-  compile_part(&parts[0]);
-  for (int i = 1; i < nparts; i++) {
-    if (started[i]) pthread_join(th[i], NULL);
-    else compile_part(&parts[i]);
+  if (hit) {
+    for (int i = 0; i < nparts; i++) parts[i].obj = cached[i];
+  } else {
+    pthread_t th[JIT_PARTS_MAX];
+    bool started[JIT_PARTS_MAX] = {0};
+    for (int i = 1; i < nparts; i++) started[i] = pthread_create(&th[i], NULL, compile_part, &parts[i]) == 0;
+    compile_part(&parts[0]);
+    for (int i = 1; i < nparts; i++) {
+      if (started[i]) pthread_join(th[i], NULL);
+      else compile_part(&parts[i]);
+    }
   }
   int rc = 0;
   for (int i = 0; i < nparts; i++)
@@ -370,7 +448,13 @@ int jit_compile(Ctx *cx, const Spec *sp, const Plan *pl, bool profile, int npart
       cx->nerrors++;
       rc = -1;
     }
-  if (times) times->emit = t1 - t0, times->opt = ts_now() - t1;
+  if (rc == 0 && !hit && key) {
+    LLVMMemoryBufferRef objs[JIT_PARTS_MAX];
+    for (int i = 0; i < nparts; i++) objs[i] = parts[i].obj;
+    jit_cache_store(key, nparts, objs);
+  }
+  free(key);
+  if (times) times->emit = t1 - t0, times->opt = ts_now() - t1, times->cached = hit;
   double t2 = ts_now();
 
   LLVMOrcLLJITRef jit = NULL;
@@ -399,7 +483,7 @@ int jit_compile(Ctx *cx, const Spec *sp, const Plan *pl, bool profile, int npart
       if (err) rc = llvm_fail(cx, err, "LLVM JIT refused an object");
     }
     if (parts[i].obj) LLVMDisposeMemoryBuffer(parts[i].obj);
-    cg_dispose(&parts[i].g);
+    if (parts[i].g.mod) cg_dispose(&parts[i].g);
   }
   if (rc < 0) {
     if (jit) LLVMOrcDisposeLLJIT(jit);

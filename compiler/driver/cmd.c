@@ -33,15 +33,17 @@ static const char train_help[] =
     "  --init W          start from the weights in W (safetensors, PyTorch state_dict names)\n"
     "  --resume CKPT     continue a run from a teslac checkpoint (weights, optimizer, position)\n"
     "  --log FILE        also write one JSON line per epoch to FILE\n"
-    "  --profile         time every layer's forward and backward, the loss and the optimizer\n";
+    "  --profile         time every layer's forward and backward, the loss and the optimizer\n"
+    "  --no-cache        compile afresh, bypassing the compile cache (~/.cache/teslac)\n";
 
 static const char eval_help[] =
-    "usage: teslac eval SPEC --weights CKPT [--batch B] [--threads T]\n"
+    "usage: teslac eval SPEC --weights CKPT [--batch B] [--threads T] [--no-cache]\n"
     "\n"
     "Test-set loss and accuracy of the weights in CKPT, over every test sample.\n";
 
 static const char predict_help[] =
-    "usage: teslac predict SPEC --weights CKPT [--input IDX] [--json] [--batch B] [--threads T]\n\n"
+    "usage: teslac predict SPEC --weights CKPT [--input IDX] [--json] [--batch B] [--threads T]\n"
+    "                      [--no-cache]\n\n"
     "Classify every sample of IDX (default: the spec's test images) with the weights in CKPT.\n"
     "Prints one line per sample: its index, its class and that class's probability (its raw\n"
     "score when the spec does not end in softmax); with --json one JSON object per line:\n"
@@ -158,7 +160,13 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
       }
     }
     NUM_OPT("--batch", 1, 1 << 20, true, o->batch = (int64_t)d)
-    if (strcmp(cmd, "emit-llvm") && strcmp(cmd, "build")) NUM_OPT("--threads", 1, 1024, true, o->threads = (int64_t)d)
+    if (strcmp(cmd, "emit-llvm") && strcmp(cmd, "build")) {
+      NUM_OPT("--threads", 1, 1024, true, o->threads = (int64_t)d)
+      if (!strcmp(a, "--no-cache")) {   /* process-wide: every compile of this command */
+        jit_cache_enable(false);
+        continue;
+      }
+    }
 #undef STR_OPT
 #undef NUM_OPT
     if (a[0] == '-' && a[1]) return cmd_usage(cmd, "unknown option '%s'", a);

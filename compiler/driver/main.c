@@ -3,6 +3,7 @@
  * hang off the same path. It is the error boundary: passes report and return, and only here do
  * problems become exit codes: 0 ok, 1 the spec or the data is wrong, 2 the command line is. */
 #include "teslac.h"
+#include "cg.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -142,7 +143,9 @@ int main(int argc, char **argv) {
     return EXIT_OK;
   }
   if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
-    printf("teslac %s (spec language %d, LLVM 16)\n", TESLAC_VERSION, TESLA_LANG_VERSION);
+    char cpu[256];
+    cg_host_cpu_describe(cpu, sizeof cpu);
+    printf("teslac %s (spec language %d, LLVM 16)\nJIT CPU: %s\n", TESLAC_VERSION, TESLA_LANG_VERSION, cpu);
     return EXIT_OK;
   }
   if (!strcmp(cmd, "check")) return cmd_check(argc - 2, argv + 2);

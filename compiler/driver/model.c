@@ -56,8 +56,9 @@ int model_build_ex(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbo
   m->infer = jit_fn(m->jit, "infer");
   m->grad = jit_fn(m->jit, "grad");
   if (verbose)
-    printf("compiled %s for batch %lld in %.3f s (emit %.3f, O3 + machine code %.3f, link %.3f)\n", m->sp.name,
-           (long long)batch, ts_now() - t0, jt.emit, jt.opt, jt.codegen);
+    printf(jt.cached ? "compiled %s for batch %lld in %.3f s (emit %.3f, from the compile cache %.3f, link %.3f)\n"
+                     : "compiled %s for batch %lld in %.3f s (emit %.3f, O3 + machine code %.3f, link %.3f)\n",
+           m->sp.name, (long long)batch, ts_now() - t0, jt.emit, jt.opt, jt.codegen);
   if (model_alloc(cx, m) < 0) return -1;
   TsErr e;
   m->pool = ts_pool_create((int)threads, &e);
