@@ -168,6 +168,7 @@ typedef struct TrainCfg {
   uint64_t seed;
   bool    shuffle;
   bool    metric_accuracy;
+  bool    sync_bn;                           /* data-parallel: batchnorm over all ranks' rows */
   SrcLoc  loc, batch_loc;
 } TrainCfg;
 
@@ -400,6 +401,12 @@ typedef struct Plan {
   int64_t derived_off;          /* parameter block: what a checkpoint saves ends here; after
                                    it the derived tensors (TT_FORM weights, folded weights) */
   int64_t grad_buf[2];          /* two activation-gradient buffers, used in turn going back */
+  /* data-parallel (driver/dist.c): `dist` ranks each run `batch` rows of a global batch of
+   * batch x dist; the train step hands every layer's gradients to tesla_dist_bucket and takes
+   * the loss gradient over the global batch; sync_bn: batchnorm statistics over the global
+   * batch too. 0 or 1: one process (and code that calls no tesla_dist_*) */
+  int     dist;
+  bool    dist_sync_bn;
 } Plan;
 
 void plan_spec(Ctx *cx, const Spec *sp, int64_t batch, Plan *pl);

@@ -9,7 +9,8 @@ TESLA_PKGS=(gcc pkg-config meson ninja-build libyaml-dev zlib1g-dev check
             llvm-16-dev clang-16 libclang-rt-16-dev dataset-fashion-mnist)
 
 # scripts/test.sh adds what the test suite needs beyond the build: cross toolchains and qemu
-# for the objects of `teslac build` (tests/cross/)
+# for the objects of `teslac build` (tests/cross/), Open MPI for data-parallel training
+# (tests/mpi_test.sh; the build finds it and enables `mpirun -np K teslac train`)
 [ -z "${TESLA_TEST_PKGS:-}" ] || TESLA_PKGS+=($TESLA_TEST_PKGS)
 missing=()
 for p in "${TESLA_PKGS[@]}"; do

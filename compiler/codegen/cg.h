@@ -140,6 +140,8 @@ typedef struct EmitLayer {
   int     ncores;                   /* a TT layer's cores (file order: conv's spatial first) */
   int64_t core[TT_MAXD + 1], dcore[TT_MAXD + 1];
   bool    train;
+  int     sync_ranks;               /* data-parallel batchnorm with statistics over this many
+                                       ranks' batches (tesla_dist_sum); 0: this batch's */
 } EmitLayer;
 
 typedef struct OpEmit {

@@ -43,6 +43,7 @@ static void layout(const Spec *sp, const Plan *pl, bool train, EmitLayer *el) {
     const PlanLayer *p = &pl->layers[i];
     memset(e, 0, sizeof *e);
     e->l = l, e->pl = p, e->B = pl->batch, e->train = train;
+    e->sync_ranks = train && pl->dist > 1 && pl->dist_sync_bn ? pl->dist : 0;
     e->in_block = i ? el[i - 1].out_block : TS_X;
     e->in = i ? el[i - 1].out : 0;
     e->out_block = TS_A, e->out = p->out_off;
@@ -94,7 +95,9 @@ static void layout(const Spec *sp, const Plan *pl, bool train, EmitLayer *el) {
 
 /* loss = sum over valid rows of logsumexp(x) - x[y]; correct = rows whose first argmax is y;
  * in training also dx = (softmax(x) - onehot(y)) / B into `dlogits`. */
-static void emit_loss(Cg *g, int logits_block, int64_t logits, int64_t K, int64_t B, int64_t dlogits) {
+/* the loss gradient is the batch mean's: over the global batch when data-parallel (gB = B x
+ * ranks), so that the ranks' summed gradients are the global batch's mean gradient */
+static void emit_loss(Cg *g, int logits_block, int64_t logits, int64_t K, int64_t B, int64_t gB, int64_t dlogits) {
   LLVMValueRef v_loss = cg_var(g, "loss", cg_f32(g, 0));
   LLVMValueRef v_correct = cg_var(g, "correct", cg_i32(g, 0));
   LLVMValueRef nvalid = LLVMBuildSExt(g->b, cg_field(g, TS_NVALID), g->t_i64, "");
@@ -128,12 +131,12 @@ static void emit_loss(Cg *g, int logits_block, int64_t logits, int64_t K, int64_
   LLVMBuildStore(g->b, LLVMBuildAdd(g->b, c, LLVMBuildZExt(g->b, hit, g->t_i32, ""), ""), v_correct);
   cg_if_end(g, &valid);
   if (dlogits >= 0) {
-    LLVMValueRef inv = cg_fdiv(g, cg_f32(g, 1.0 / (double)B), s);
+    LLVMValueRef inv = cg_fdiv(g, cg_f32(g, 1.0 / (double)gB), s);
     k = cg_for(g, &Lk, "loss_grad", cg_i64(g, 0), cg_i64(g, K));
     x = cg_load(g, cg_at(g, logits_block, logits, cg_add(g, row, k)));
     LLVMValueRef p = cg_fmul(g, cg_call1(g, "llvm.exp.f32", cg_fsub(g, x, m)), inv);
     LLVMValueRef is_y = LLVMBuildICmp(g->b, LLVMIntEQ, k, y, "");
-    p = cg_fsub(g, p, cg_select(g, is_y, cg_f32(g, 1.0 / (double)B), cg_f32(g, 0)));
+    p = cg_fsub(g, p, cg_select(g, is_y, cg_f32(g, 1.0 / (double)gB), cg_f32(g, 0)));
     cg_store(g, p, cg_at(g, TS_A, dlogits, cg_add(g, row, k)));
     cg_for_end(g, &Lk);
   }
@@ -226,6 +229,21 @@ static void emit_grad_masks(Cg *g, const Plan *pl) {
   }
 }
 
+/* data-parallel: layer i's gradients are final once its backward ran; the range covering its
+ * trainable tensors goes to the reduction (driver/dist.c) while the layers below it run */
+static void emit_dist_bucket(Cg *g, const Plan *pl, int i) {
+  int64_t lo = -1, hi = -1;
+  for (int t = 0; t < pl->ntensors; t++) {
+    const PlanTensor *pt = &pl->tensors[t];
+    if (pt->layer != i || pt->grad_offset < 0) continue;
+    if (lo < 0 || pt->grad_offset < lo) lo = pt->grad_offset;
+    if (pt->grad_offset + pt->elems > hi) hi = pt->grad_offset + pt->elems;
+  }
+  if (lo < 0) return;
+  LLVMValueRef args[] = {g->v_base[TS_G], cg_i64(g, lo), cg_i64(g, hi - lo)};
+  cg_kernel(g, "tesla_dist_bucket", args, 3);
+}
+
 /* ---- the module -------------------------------------------------------------------------- */
 
 static int last_compute_layer(const Spec *sp) {
@@ -257,12 +275,15 @@ static void emit_train_step(Cg *g, const Spec *sp, const Plan *pl, EmitLayer *el
   int lb;
   int64_t lo;
   logits_at(sp, el, &lb, &lo);
-  emit_loss(g, lb, lo, sp->classes, pl->batch, pl->grad_buf[0]);
+  bool dist = with_opt && pl->dist > 1;
+  emit_loss(g, lb, lo, sp->classes, pl->batch, dist ? pl->batch * pl->dist : pl->batch, pl->grad_buf[0]);
   cg_prof(g, 2 * n);
   for (int i = last; i >= 0; i--) {
     op_emitters[sp->layers[i].op]->bwd(g, &el[i]);
+    if (dist) emit_dist_bucket(g, pl, i);
     cg_prof(g, 2 * i + 1);
   }
+  if (dist) cg_kernel(g, "tesla_dist_wait", NULL, 0);   /* a function of this process, like the kernels' calls */
   if (with_opt) emit_optimizer(g, sp, pl);
   else emit_grad_masks(g, pl);
   cg_prof(g, 2 * n + 1);
@@ -337,7 +358,7 @@ static void emit_infer(Cg *g, const Spec *sp, const Plan *pl, EmitLayer *el, boo
   logits_at(sp, el, &lb, &lo);
   CgIf has_y;
   cg_if(g, &has_y, LLVMBuildIsNotNull(g->b, g->v_base[TS_Y], ""));
-  emit_loss(g, lb, lo, sp->classes, pl->batch, -1);
+  emit_loss(g, lb, lo, sp->classes, pl->batch, pl->batch, -1);
   cg_if_end(g, &has_y);
   cg_fn_end(g);
 }

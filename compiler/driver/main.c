@@ -4,6 +4,7 @@
  * problems become exit codes: 0 ok, 1 the spec or the data is wrong, 2 the command line is. */
 #include "teslac.h"
 #include "cg.h"
+#include "dist.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -146,6 +147,7 @@ int main(int argc, char **argv) {
     char cpu[256];
     cg_host_cpu_describe(cpu, sizeof cpu);
     printf("teslac %s (spec language %d, LLVM 16)\nJIT CPU: %s\n", TESLAC_VERSION, TESLA_LANG_VERSION, cpu);
+    printf("MPI: %s\n", dist_library() ? dist_library() : "none (this build trains in one process)");
     return EXIT_OK;
   }
   if (!strcmp(cmd, "check")) return cmd_check(argc - 2, argv + 2);

@@ -48,6 +48,7 @@ int model_build_ex(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbo
   if (!emit_supported(cx, &m->sp)) return -1;
   plan_spec(cx, &m->sp, batch, &m->pl);
   if (cx->nerrors) return -1;
+  m->pl.dist = m->dist, m->pl.dist_sync_bn = m->sync_bn;
   double t0 = ts_now();
   JitTimes jt = {0};
   int parts = threads > 0 ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -240,7 +241,7 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
   snprintf(hash, sizeof hash, "%016llx", (unsigned long long)spec_hash(cx));
   snprintf(ep, sizeof ep, "%lld", (long long)epoch);
   snprintf(st, sizeof st, "%lld", (long long)m->t);
-  snprintf(bt, sizeof bt, "%lld", (long long)m->pl.batch);
+  snprintf(bt, sizeof bt, "%lld", (long long)(m->pl.batch * (m->dist > 1 ? m->dist : 1)));   /* the global batch */
   snprintf(pt_, sizeof pt_, "%lld", (long long)m->prune_total);
   const char **meta = arena_alloc(cx, sizeof(char *) * (size_t)(2 * (8 + nt)));   /* a shape per tensor at most */
   const char *head[] = {"format", "tesla", "model", m->sp.name, "spec_hash", hash, "epoch", ep, "step", st, "batch", bt};
@@ -425,9 +426,9 @@ int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, Ts
     if (pts) m->prune_total = atoll(pts);
     /* the position in the epoch is counted in batches: another batch size would misplace it */
     const char *bt = ts_st_meta(&f, "batch");
-    if (bt && atoll(bt) != m->pl.batch)
+    if (bt && atoll(bt) != m->pl.batch * (m->dist > 1 ? m->dist : 1))
       rc = ts_fail(e, "%s was trained at batch %s; resume it at that batch (--batch %s), not %lld", path, bt, bt,
-                   (long long)m->pl.batch);
+                   (long long)(m->pl.batch * (m->dist > 1 ? m->dist : 1)));
   }
   if (rc == 0 && opt) {   /* the tensors fit, but the spec may have changed (another lr, schedule, data) */
     char hash[32];

@@ -21,6 +21,8 @@ typedef struct Model {
   int64_t  prune_total;                /* the pruning schedule's length in steps (train.c sets
                                           it; checkpoints keep it) */
   TsPool  *pool;
+  int      dist;                       /* data-parallel ranks (train.c, dist.c); 0: one process */
+  bool     sync_bn;                    /* ... with batchnorm statistics over all of them */
 } Model;
 
 /* m->sp must be checked; plans for `batch`, emits, JITs, allocates, starts `threads` threads

@@ -4,8 +4,13 @@
  * test set with <name>_infer after every epoch and writing a checkpoint per epoch.
  *
  * Batches: training drops a last partial batch (DataLoader(drop_last=True)), since batch
- * statistics are compiled for the batch size. */
+ * statistics are compiled for the batch size.
+ *
+ * Under mpirun (dist.c) each of K ranks compiles the model for B / K rows and takes rows
+ * [r B/K, (r+1) B/K) of every global batch of the one permutation all ranks draw; rank 0 reads
+ * the starting weights and broadcasts them, and alone prints, evaluates and checkpoints. */
 #include "cmd.h"
+#include "dist.h"
 
 #include <errno.h>
 #include <math.h>
@@ -42,6 +47,10 @@ int train_main(int argc, char **argv) {
   TrainOpts o;
   int rc = cmd_parse_opts("train", argc, argv, &o);
   if (rc) return rc < 0 ? 0 : rc;
+  if (dist_init(NULL, NULL) < 0) return 1;
+  int K = dist_size();
+  bool lead = dist_rank() == 0;
+  if (!lead && !freopen("/dev/null", "w", stdout)) return 1;   /* rank 0 speaks for the run */
   Ctx cx;
   Model m = {0};
   TsDataset tr = {0}, te = {0};
@@ -52,7 +61,12 @@ int train_main(int argc, char **argv) {
   if (o.epochs) tc->epochs = o.epochs;
   if (o.lr > 0) tc->lr = o.lr;
   if (o.have_seed) tc->seed = (uint64_t)o.seed;
-  int64_t batch = o.batch ? o.batch : tc->batch;
+  int64_t batch = o.batch ? o.batch : tc->batch;   /* the global batch */
+  if (batch % K) {
+    fprintf(stderr, "teslac: the batch of %lld does not split over %d ranks; give --batch a multiple of %d\n",
+            (long long)batch, K, K);
+    goto out;
+  }
   if (cmd_load_split(&cx, &m.sp, m.sp.data.train_images, m.sp.data.train_labels, "train", &tr) < 0) goto out;
   if (m.sp.data.test_images && cmd_load_split(&cx, &m.sp, m.sp.data.test_images, m.sp.data.test_labels, "test", &te) < 0)
     goto out;
@@ -60,20 +74,38 @@ int train_main(int argc, char **argv) {
     fprintf(stderr, "teslac: the training set has %zu samples, fewer than one batch of %lld\n", tr.count, (long long)batch);
     goto out;
   }
-  if (model_build_ex(&cx, &m, batch, o.threads, true, o.profile) < 0) goto out;
+  int64_t lbatch = batch / K, threads = o.threads;   /* this rank's rows of every batch */
+  if (K > 1 && !threads) {   /* the cores of this machine shared by its ranks */
+    threads = sysconf(_SC_NPROCESSORS_ONLN) / dist_local_size();
+    if (threads < 1) threads = 1;
+  }
+  m.dist = K, m.sync_bn = tc->sync_bn;
+  if (model_build_ex(&cx, &m, lbatch, threads, true, o.profile) < 0) goto out;
   const char *out_path = o.out ? o.out : arena_printf(&cx, "%s.safetensors", m.sp.name);
   int64_t epoch0 = 0;
   TsErr e;
   model_init(&m, tc->seed);
-  if (o.init && model_load(&cx, &m, o.init, false, NULL, &e) < 0) {
+  int loaded = 0;   /* rank 0 reads --init / --resume; every rank gets its blocks */
+  if (lead && o.init && model_load(&cx, &m, o.init, false, NULL, &e) < 0) {
     fprintf(stderr, "teslac: --init: %s\n", e.msg);
-    goto out;
+    loaded = -1;
   }
-  if (o.resume && model_load(&cx, &m, o.resume, true, &epoch0, &e) < 0) {
+  if (lead && !loaded && o.resume && model_load(&cx, &m, o.resume, true, &epoch0, &e) < 0) {
     fprintf(stderr, "teslac: --resume: %s\n", e.msg);
+    loaded = -1;
+  }
+  if (K > 1) {
+    dist_bcast(&loaded, sizeof loaded);
+    if (loaded < 0) goto out;
+    int64_t pos[3] = {m.t, epoch0, m.prune_total};
+    dist_bcast(pos, sizeof pos);
+    m.t = pos[0], epoch0 = pos[1], m.prune_total = pos[2];
+    dist_bcast(m.P, sizeof(float) * (size_t)m.pl.param_block);
+    dist_bcast(m.O, sizeof(float) * (size_t)m.pl.opt_block);
+  } else if (loaded < 0) {
     goto out;
   }
-  if (o.log && !(log = fopen(o.log, "w"))) {
+  if (lead && o.log && !(log = fopen(o.log, "w"))) {
     fprintf(stderr, "teslac: cannot write the log '%s': %s\n", o.log, strerror(errno));
     goto out;
   }
@@ -83,14 +115,19 @@ int train_main(int argc, char **argv) {
   if (m.prune_total <= 0) m.prune_total = tc->epochs * per_epoch;
   if (m.t == 0) sparse_prune(&m, m.prune_total);   /* oneshot at start 0 */
   uint32_t *order = ts_malloc(sizeof(uint32_t) * tr.count);
-  printf("training %s: %zu samples, %lld steps per epoch, %d threads\n", m.sp.name, tr.count,
-         (long long)per_epoch, ts_pool_threads(m.pool));
+  if (K > 1)
+    printf("training %s: %zu samples, %lld steps per epoch, %d ranks (%s) of %lld rows and %d threads each%s\n",
+           m.sp.name, tr.count, (long long)per_epoch, K, dist_library(), (long long)lbatch, ts_pool_threads(m.pool),
+           m.sp.train.sync_bn ? "" : ", batchnorm per rank");
+  else
+    printf("training %s: %zu samples, %lld steps per epoch, %d threads\n", m.sp.name, tr.count,
+           (long long)per_epoch, ts_pool_threads(m.pool));
   double t_start = ts_now();
   /* a resumed run may be at its --steps already: it takes no step (and -o gets the checkpoint) */
   bool stop = o.steps && m.t >= o.steps;
   if (stop) {
     printf("the checkpoint is at step %lld, --steps is %lld: no step to take\n", (long long)m.t, (long long)o.steps);
-    if (model_save(&cx, &m, out_path, epoch0, &e) < 0) {
+    if (lead && model_save(&cx, &m, out_path, epoch0, &e) < 0) {
       fprintf(stderr, "teslac: %s\n", e.msg);
       ts_free(order);
       goto out;
@@ -107,29 +144,36 @@ int train_main(int argc, char **argv) {
     double lr = lr_at_epoch(tc, tc->lr, ep), t0 = ts_now(), loss_sum = 0;
     int64_t correct = 0, seen = 0;
     TsProgress pr;
-    ts_progress_begin(&pr, (int)ep + 1, (int)tc->epochs, (size_t)(per_epoch * batch));
+    ts_progress_begin(&pr, (int)ep + 1, (int)tc->epochs, (size_t)(per_epoch * lbatch));
+    int64_t first = dist_rank() * lbatch;   /* this rank's rows of each global batch */
     for (int64_t st = m.t - ep * per_epoch; st < per_epoch; st++) {
       if (st < 0) st = 0;
-      for (int64_t b = 0; b < batch; b++) {
-        uint32_t k = order[st * batch + b];
+      for (int64_t b = 0; b < lbatch; b++) {
+        uint32_t k = order[st * batch + first + b];
         memcpy(m.X + b * m.in_elems, tr.x + (size_t)k * tr.item_size, sizeof(float) * (size_t)m.in_elems);
         m.Y[b] = tr.y[k];
       }
       TeslaStep s;
       model_step_init(&m, &s);
       m.t++;
-      s.t = (int32_t)m.t, s.lr = (float)lr, s.nvalid = (int32_t)batch;
+      s.t = (int32_t)m.t, s.lr = (float)lr, s.nvalid = (int32_t)lbatch;
       s.bc1 = (float)(1 - pow(tc->beta1, (double)m.t)), s.bc2 = (float)(1 - pow(tc->beta2, (double)m.t));
       s.seed = tc->seed * 0x9E3779B97F4A7C15ull + (uint64_t)m.t;
+      if (K > 1) s.seed ^= (uint64_t)dist_rank() * 0xD1B54A32D192ED03ull;   /* each rank's own dropout masks */
       m.train_step(&s);
       sparse_prune(&m, m.prune_total);
-      loss_sum += s.loss, correct += s.correct, seen += batch;
+      loss_sum += s.loss, correct += s.correct, seen += lbatch;
       ts_progress_update(&pr, (size_t)seen, loss_sum / (double)seen);
       if (o.steps && m.t >= o.steps) { stop = true; break; }
     }
     ts_progress_end(&pr);
+    if (K > 1) {   /* the epoch's loss and accuracy over every rank's rows */
+      double sums[3] = {loss_sum, (double)correct, (double)seen};
+      dist_sum_f64(sums, 3);
+      loss_sum = sums[0], correct = (int64_t)sums[1], seen = (int64_t)sums[2];
+    }
     double dt = ts_now() - t0, tl = NAN, ta = NAN;
-    if (te.count) model_eval(&m, &te, &tl, &ta);
+    if (te.count && lead) model_eval(&m, &te, &tl, &ta);
     double trl = seen ? loss_sum / (double)seen : NAN;
     printf("epoch %lld/%lld  train loss %.4f", (long long)ep + 1, (long long)tc->epochs, trl);
     if (tc->metric_accuracy) printf("  train acc %.4f", seen ? (double)correct / (double)seen : NAN);
@@ -148,7 +192,7 @@ int train_main(int argc, char **argv) {
               (long long)ep + 1, (long long)m.t, trl, tls, tas, dt, (double)seen / dt, lr, ts_now() - t_launch);
       fflush(log);
     }
-    if (model_save(&cx, &m, out_path, stop ? ep : ep + 1, &e) < 0) {
+    if (lead && model_save(&cx, &m, out_path, stop ? ep : ep + 1, &e) < 0) {
       fprintf(stderr, "teslac: %s\n", e.msg);
       ts_free(order);
       goto out;
@@ -157,9 +201,27 @@ int train_main(int argc, char **argv) {
   ts_free(order);
   if (o.profile) print_profile(&m);
   sparse_report(&m, stdout);
+  if (K > 1) {   /* the ranks took the same steps: their trained tensors must be the same bits
+                    (a per-rank batchnorm's running statistics are rank 0's in the checkpoint) */
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int t = 0; t < m.pl.ntensors; t++) {
+      const PlanTensor *pt = &m.pl.tensors[t];
+      const unsigned char *pb = (const unsigned char *)(m.P + pt->offset);
+      for (size_t i = 0; pt->grad_offset >= 0 && i < sizeof(float) * (size_t)pt->elems; i++)
+        h = (h ^ pb[i]) * 0x100000001b3ull;
+    }
+    if (!dist_same(h)) {
+      fprintf(stderr, "teslac: internal error: the ranks' weights differ after training\n");
+      goto out;
+    }
+    printf("gradient reduction: %.3f s of %.1f s (%.1f%%) on rank 0\n", dist_comm_seconds(), ts_now() - t_start,
+           100 * dist_comm_seconds() / (ts_now() - t_start));
+  }
   printf("done in %.1f s; weights in %s\n", ts_now() - t_start, out_path);
   rc = 0;
 out:
+  if (rc && K > 1) dist_abort(rc);   /* no rank may wait in a collective for this one */
+  dist_finalize();
   if (log) fclose(log);
   model_free(&m);
   ts_dataset_free(&tr), ts_dataset_free(&te);

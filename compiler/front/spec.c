@@ -526,7 +526,7 @@ static void train_defaults(TrainCfg *t) {
   t->opt = OPT_ADAM, t->lr = -1;
   t->beta1 = 0.9, t->beta2 = 0.999, t->eps = 1e-8, t->weight_decay = -1;
   t->sched = SCHED_CONSTANT, t->gamma = 0.1;
-  t->epochs = 10, t->batch = 32, t->seed = 0, t->shuffle = true;
+  t->epochs = 10, t->batch = 32, t->seed = 0, t->shuffle = true, t->sync_bn = true;
   t->metric_accuracy = true;
 }
 
@@ -635,10 +635,10 @@ static void parse_schedule(Ctx *cx, TrainCfg *t, YNode *v) {
   if ((x = spec_get(args, "eta_min"))) spec_num(cx, x, "eta_min", 0, 1e6, false, false, &t->eta_min);
 }
 
-/* train: {loss, optimizer, lr, schedule, epochs, batch, seed, shuffle, metrics} */
+/* train: {loss, optimizer, lr, schedule, epochs, batch, seed, shuffle, metrics, sync_batchnorm} */
 static void parse_train(Ctx *cx, Spec *sp, YNode *v) {
   static const char *const keys[] = {"loss", "optimizer", "lr", "schedule", "epochs", "batch",
-                                     "seed", "shuffle", "metrics", NULL};
+                                     "seed", "shuffle", "metrics", "sync_batchnorm", NULL};
   TrainCfg *t = &sp->train;
   t->loc = v->loc;
   if (!check_keys(cx, v, "'train'", keys, NULL)) return;
@@ -672,6 +672,7 @@ static void parse_train(Ctx *cx, Spec *sp, YNode *v) {
     if (spec_int(cx, x, "seed", 0, INT64_MAX, &s)) t->seed = (uint64_t)s;
   }
   if ((x = spec_get(v, "shuffle"))) spec_bool(cx, x, "shuffle", &t->shuffle);
+  if ((x = spec_get(v, "sync_batchnorm"))) spec_bool(cx, x, "sync_batchnorm", &t->sync_bn);
   if ((x = spec_get(v, "metrics"))) {
     if (x->kind != Y_SEQ) {
       diag_at(cx, x->loc, "'metrics' must be a list, e.g. [accuracy], got %s", spec_scalar_desc(cx, x));

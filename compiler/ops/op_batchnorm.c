@@ -61,6 +61,45 @@ static LLVMValueRef bn_auxp(Cg *g, const EmitLayer *e, int k) {
   return cg_at(g, TS_A, e->aux + k * e->l->in.d[0], NULL);
 }
 
+/* a synchronized batchnorm's statistics: this batch's per channel (mean in aux0, biased
+ * variance in aux1), before they are combined over the ranks */
+static void bn_stats_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  BnDims d = bn_dims(e);
+  LLVMValueRef c0, c1;
+  cg_tile_range(g, t, BN_TILE, d.C, &c0, &c1);
+  LLVMValueRef args[] = {cg_i64(g, e->B), cg_i64(g, d.C), cg_i64(g, d.S), cg_in_ptr(g, e), bn_auxp(g, e, 0),
+                         bn_auxp(g, e, 1), c0, c1};
+  cg_kernel(g, "tk_bn2d_stats", args, 8);
+}
+
+/* ... combined over the ranks (equal batches), in the calling thread: the global mean is the
+ * ranks' mean of means, the global biased variance the mean of (var_r + (mean_r - mean)^2)
+ * (Chan et al.); aux2 keeps this rank's mean meanwhile. Two tesla_dist_sum calls of C. */
+static void bn_sync_stats(Cg *g, const EmitLayer *e) {
+  int64_t C = e->l->in.d[0];
+  double inv = 1.0 / e->sync_ranks;
+  CgLoop L;
+  LLVMValueRef c = cg_for(g, &L, "bn_sync_copy", cg_i64(g, 0), cg_i64(g, C));
+  cg_store(g, cg_load(g, cg_at(g, TS_A, e->aux, c)), cg_at(g, TS_A, e->aux + 2 * C, c));
+  cg_for_end(g, &L);
+  LLVMValueRef a0[] = {bn_auxp(g, e, 0), cg_i64(g, C)};
+  cg_kernel(g, "tesla_dist_sum", a0, 2);
+  c = cg_for(g, &L, "bn_sync_var", cg_i64(g, 0), cg_i64(g, C));
+  LLVMValueRef pm = cg_at(g, TS_A, e->aux, c), pv = cg_at(g, TS_A, e->aux + C, c);
+  LLVMValueRef mean = cg_fmul(g, cg_load(g, pm), cg_f32(g, inv));
+  cg_store(g, mean, pm);
+  LLVMValueRef dm = cg_fsub(g, cg_load(g, cg_at(g, TS_A, e->aux + 2 * C, c)), mean);
+  cg_store(g, cg_fadd(g, cg_load(g, pv), cg_fmul(g, dm, dm)), pv);
+  cg_for_end(g, &L);
+  LLVMValueRef a1[] = {bn_auxp(g, e, 1), cg_i64(g, C)};
+  cg_kernel(g, "tesla_dist_sum", a1, 2);
+  c = cg_for(g, &L, "bn_sync_mean", cg_i64(g, 0), cg_i64(g, C));
+  pv = cg_at(g, TS_A, e->aux + C, c);
+  cg_store(g, cg_fmul(g, cg_load(g, pv), cg_f32(g, inv)), pv);
+  cg_for_end(g, &L);
+}
+
 static void bn_fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
   const EmitLayer *e = arg;
   BnDims d = bn_dims(e);
@@ -68,7 +107,8 @@ static void bn_fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
   LLVMValueRef c0, c1;
   cg_tile_range(g, t, BN_TILE, d.C, &c0, &c1);
   LLVMValueRef dims[3] = {cg_i64(g, e->B), cg_i64(g, d.C), cg_i64(g, d.S)};
-  if (e->train) {   /* mean -> aux0, biased variance -> aux1 */
+  if (e->sync_ranks) d.n *= e->sync_ranks;   /* aux0/aux1 hold every rank's statistics */
+  else if (e->train) {   /* mean -> aux0, biased variance -> aux1 */
     LLVMValueRef args[] = {dims[0], dims[1], dims[2], cg_in_ptr(g, e), bn_auxp(g, e, 0), bn_auxp(g, e, 1), c0, c1};
     cg_kernel(g, "tk_bn2d_stats", args, 8);
   }
@@ -147,8 +187,10 @@ static void bnv_sqdev(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
 /* var -> 1/std, running statistics (unbiased variance, as PyTorch) */
 static void bnv_stats(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
   const EmitLayer *e = v->e;
-  double n = (double)e->B, mom = e->l->u.bn.momentum, unbias = n > 1 ? n / (n - 1) : 1.0;
-  LLVMValueRef var = cg_fmul(g, cg_load(g, bnv_aux(g, v, 1, c)), cg_f32(g, 1.0 / n));
+  double n = (double)e->B * (e->sync_ranks ? e->sync_ranks : 1), mom = e->l->u.bn.momentum;
+  double unbias = n > 1 ? n / (n - 1) : 1.0;
+  LLVMValueRef var = cg_load(g, bnv_aux(g, v, 1, c));   /* synchronized: already the variance */
+  if (!e->sync_ranks) var = cg_fmul(g, var, cg_f32(g, 1.0 / n));
   cg_store(g, cg_fdiv(g, cg_f32(g, 1), cg_call1(g, "llvm.sqrt.f32", cg_fadd(g, var, cg_f32(g, e->l->u.bn.eps)))),
            bnv_aux(g, v, 1, c));
   LLVMValueRef p_rm = cg_at(g, TS_P, e->w[2], c), p_rv = cg_at(g, TS_P, e->w[3], c);
@@ -174,17 +216,34 @@ static void bnv_apply(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
   cg_store(g, y, cg_at(g, TS_A, e->out, cg_mad(g, b, e->l->in.d[0], c)));
 }
 
+/* this batch's mean (aux0) and sum of squared deviations (aux1) */
+static void bnv_local_stats(Cg *g, const BnV *v) {
+  bnv_loop(g, v, "bn_zero", false, bnv_zero01);
+  bnv_loop(g, v, "bn_sum", true, bnv_sum);
+  bnv_loop(g, v, "bn_mean", false, bnv_mean);
+  bnv_loop(g, v, "bn_var", true, bnv_sqdev);
+}
+
+/* synchronized: this batch's statistics first, aux1 as the biased variance (bn_sync_stats
+ * combines them over the ranks) */
+static void bnv_var_local(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
+  LLVMValueRef p = bnv_aux(g, v, 1, c);
+  cg_store(g, cg_fmul(g, cg_load(g, p), cg_f32(g, 1.0 / (double)v->e->B)), p);
+}
+static void bnv_stats_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  BnV v = {e, NULL, NULL};
+  cg_tile_range(g, t, BN_VTILE, e->l->in.d[0], &v.c0, &v.c1);
+  bnv_local_stats(g, &v);
+  bnv_loop(g, &v, "bn_var_local", false, bnv_var_local);
+}
+
 static void bnv_fwd_tile(Cg *g, LLVMValueRef t, void *arg) {
   const EmitLayer *e = arg;
   BnV v = {e, NULL, NULL};
   cg_tile_range(g, t, BN_VTILE, e->l->in.d[0], &v.c0, &v.c1);
-  if (e->train) {
-    bnv_loop(g, &v, "bn_zero", false, bnv_zero01);
-    bnv_loop(g, &v, "bn_sum", true, bnv_sum);
-    bnv_loop(g, &v, "bn_mean", false, bnv_mean);
-    bnv_loop(g, &v, "bn_var", true, bnv_sqdev);
-    bnv_loop(g, &v, "bn_stats", false, bnv_stats);
-  }
+  if (e->train && !e->sync_ranks) bnv_local_stats(g, &v);
+  if (e->train) bnv_loop(g, &v, "bn_stats", false, bnv_stats);
   bnv_loop(g, &v, "bn_y", true, bnv_apply);
 }
 
@@ -208,7 +267,7 @@ static void bnv_dparams(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
 /* dx = gamma (1/std) / n (n dy - dbeta - xhat dgamma) */
 static void bnv_dx(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
   const EmitLayer *e = v->e;
-  double n = (double)e->B;
+  double n = (double)e->B * (e->sync_ranks ? e->sync_ranks : 1);   /* the rows of the statistics */
   LLVMValueRef k = cg_fmul(g, cg_load(g, cg_at(g, TS_P, e->w[0], c)),
                            cg_fmul(g, cg_load(g, bnv_aux(g, v, 1, c)), cg_f32(g, 1.0 / n)));
   LLVMValueRef t = cg_fsub(g, cg_fsub(g, cg_fmul(g, bnv_dy(g, v, b, c), cg_f32(g, n)), cg_load(g, bnv_aux(g, v, 2, c))),
@@ -216,24 +275,59 @@ static void bnv_dx(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
   cg_store(g, cg_fmul(g, k, t), cg_at(g, TS_A, e->din, cg_mad(g, b, e->l->in.d[0], c)));
 }
 
+/* the backward in two parts when synchronized: this batch's sums and the parameter
+ * gradients from them (the gradient reduction adds the ranks' up), then, once the sums are
+ * every rank's (tesla_dist_sum), the input gradient */
+static void bnv_bwd_sums(Cg *g, const BnV *v) {
+  bnv_loop(g, v, "bn_dzero", false, bnv_zero23);
+  bnv_loop(g, v, "bn_dsum", true, bnv_dsums);
+  bnv_loop(g, v, "bn_dparam", false, bnv_dparams);
+}
 static void bnv_bwd_tile(Cg *g, LLVMValueRef t, void *arg) {
   const EmitLayer *e = arg;
   BnV v = {e, NULL, NULL};
   cg_tile_range(g, t, BN_VTILE, e->l->in.d[0], &v.c0, &v.c1);
-  bnv_loop(g, &v, "bn_dzero", false, bnv_zero23);
-  bnv_loop(g, &v, "bn_dsum", true, bnv_dsums);
-  bnv_loop(g, &v, "bn_dparam", false, bnv_dparams);
+  bnv_bwd_sums(g, &v);
   if (e->din >= 0) bnv_loop(g, &v, "bn_dx", true, bnv_dx);
+}
+static void bnv_bwd_sums_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  BnV v = {e, NULL, NULL};
+  cg_tile_range(g, t, BN_VTILE, e->l->in.d[0], &v.c0, &v.c1);
+  bnv_bwd_sums(g, &v);
+}
+static void bnv_bwd_dx_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  BnV v = {e, NULL, NULL};
+  cg_tile_range(g, t, BN_VTILE, e->l->in.d[0], &v.c0, &v.c1);
+  bnv_loop(g, &v, "bn_dx", true, bnv_dx);
 }
 
 static void bn_fwd(Cg *g, const EmitLayer *e) {
   if (e->fused) return;   /* folded into the layer before it (inference, emit.c) */
   char name[256];
+  bool vec = bn_dims(e).S == 1;
+  int64_t ntiles = cg_ceil_div(bn_dims(e).C, vec ? BN_VTILE : BN_TILE);
+  if (e->sync_ranks) {   /* this batch's statistics, combined over the ranks, then the rest */
+    cg_tile_name(name, sizeof name, e, "bn_stats_sync");
+    cg_parallel(g, name, ntiles, vec ? bnv_stats_tile : bn_stats_tile, (void *)e);
+    bn_sync_stats(g, e);
+  }
   cg_tile_name(name, sizeof name, e, e->train ? "bn_fwd_train" : "bn_fwd_eval");
   if (bn_dims(e).S == 1)
     cg_parallel(g, name, cg_ceil_div(bn_dims(e).C, BN_VTILE), bnv_fwd_tile, (void *)e);
   else
     cg_parallel(g, name, cg_ceil_div(bn_dims(e).C, BN_TILE), bn_fwd_tile, (void *)e);
+}
+
+/* dx over channels [c0, c1), n the rows of the statistics (every rank's when synchronized) */
+static void bn_dx_call(Cg *g, const EmitLayer *e, LLVMValueRef c0, LLVMValueRef c1) {
+  BnDims d = bn_dims(e);
+  LLVMValueRef a[] = {cg_i64(g, e->B), cg_i64(g, d.C), cg_i64(g, d.S), cg_i64(g, d.n * (e->sync_ranks ? e->sync_ranks : 1)),
+                      cg_in_ptr(g, e), cg_at(g, TS_A, e->dout, NULL), bn_auxp(g, e, 0), bn_auxp(g, e, 1),
+                      cg_at(g, TS_P, e->w[0], NULL), bn_auxp(g, e, 2), bn_auxp(g, e, 3),
+                      cg_at(g, TS_A, e->din, NULL), c0, c1};
+  cg_kernel(g, "tk_bn2d_dx", a, 14);
 }
 
 /* dbeta = sum dy, dgamma = sum dy xhat,
@@ -255,21 +349,32 @@ static void bn_bwd_tile(Cg *g, LLVMValueRef t, void *arg) {
   cg_store(g, cg_fadd(g, cg_load(g, p_dg), cg_fmul(g, cg_load(g, cg_at(g, TS_A, e->aux + 3 * d.C, c)), invstd)), p_dg);
   cg_store(g, cg_fadd(g, cg_load(g, p_db), cg_load(g, cg_at(g, TS_A, e->aux + 2 * d.C, c))), p_db);
   cg_for_end(g, &Lc);
-  if (e->din >= 0) {
-    LLVMValueRef a[] = {dims[0], dims[1], dims[2], cg_in_ptr(g, e), dy, bn_auxp(g, e, 0), bn_auxp(g, e, 1),
-                        cg_at(g, TS_P, e->w[0], NULL), bn_auxp(g, e, 2), bn_auxp(g, e, 3),
-                        cg_at(g, TS_A, e->din, NULL), c0, c1};
-    cg_kernel(g, "tk_bn2d_dx", a, 13);
-  }
+  if (e->din >= 0 && !e->sync_ranks) bn_dx_call(g, e, c0, c1);
+}
+
+static void bn_dx_tile(Cg *g, LLVMValueRef t, void *arg) {
+  const EmitLayer *e = arg;
+  LLVMValueRef c0, c1;
+  cg_tile_range(g, t, BN_TILE, bn_dims(e).C, &c0, &c1);
+  bn_dx_call(g, e, c0, c1);
 }
 
 static void bn_bwd(Cg *g, const EmitLayer *e) {
   char name[256];
+  bool vec = bn_dims(e).S == 1;
+  int64_t ntiles = cg_ceil_div(bn_dims(e).C, vec ? BN_VTILE : BN_TILE);
   cg_tile_name(name, sizeof name, e, "bn_bwd");
-  if (bn_dims(e).S == 1)
-    cg_parallel(g, name, cg_ceil_div(bn_dims(e).C, BN_VTILE), bnv_bwd_tile, (void *)e);
-  else
-    cg_parallel(g, name, cg_ceil_div(bn_dims(e).C, BN_TILE), bn_bwd_tile, (void *)e);
+  if (!e->sync_ranks) {
+    cg_parallel(g, name, ntiles, vec ? bnv_bwd_tile : bn_bwd_tile, (void *)e);
+    return;
+  }
+  /* synchronized: local sums and parameter gradients; every rank's sums; the input gradient */
+  cg_parallel(g, name, ntiles, vec ? bnv_bwd_sums_tile : bn_bwd_tile, (void *)e);
+  if (e->din < 0) return;
+  LLVMValueRef a[] = {bn_auxp(g, e, 2), cg_i64(g, 2 * bn_dims(e).C)};   /* sum dy, sum dy xhat */
+  cg_kernel(g, "tesla_dist_sum", a, 2);
+  cg_tile_name(name, sizeof name, e, "bn_bwd_dx");
+  cg_parallel(g, name, ntiles, vec ? bnv_bwd_dx_tile : bn_dx_tile, (void *)e);
 }
 
 const OpEmit op_batchnorm_emit = {bn_fwd, bn_bwd, .fuses_act = true};

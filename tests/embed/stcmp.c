@@ -1,7 +1,8 @@
 /* stcmp.c: are the weights in A those in B, bit for bit? Every F32 tensor of A (a weights file
  * from an object's NAME_save) against B (a teslac checkpoint: a pruned weight as CSR values,
  * crow_indices, col_indices, compared densified). Prints the largest difference; exit 0 only
- * when every tensor is there with the same shape and the same bits. */
+ * when every tensor is there with the same shape and the same bits, or with -t TOL when every
+ * value is within TOL of B's (|a - b| <= TOL (1 + |b|): float reassociation, data-parallel). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,8 +42,10 @@ bad:
 }
 
 int main(int argc, char **argv) {
+  double tol = -1;
+  if (argc == 5 && !strcmp(argv[1], "-t")) tol = atof(argv[2]), argv += 2, argc -= 2;
   if (argc != 3) {
-    fprintf(stderr, "usage: stcmp A.safetensors B.safetensors\n");
+    fprintf(stderr, "usage: stcmp [-t TOL] A.safetensors B.safetensors\n");
     return 2;
   }
   TsStFile a, b;
@@ -64,8 +67,8 @@ int main(int argc, char **argv) {
     } else {
       size_t diff = 0;
       for (size_t j = 0; j < n; j++) {
-        if (memcmp(&x[j], &y[j], 4)) diff++;
         double d = fabs((double)x[j] - (double)y[j]);
+        if (tol < 0 ? memcmp(&x[j], &y[j], 4) != 0 : !(d <= tol * (1 + fabs((double)y[j])))) diff++;
         if (d > worst || d != d) worst = d;
       }
       if (diff) printf("%s: %zu of %zu values differ\n", t->name, diff, n), bad++;

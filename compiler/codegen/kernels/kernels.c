@@ -207,10 +207,11 @@ TK_ENTRY tk_bn2d_dsums(long B, long C, long S, const float *x, const float *dy, 
 
 // dx = k[c] (n dy - sdy[c] - (x - mean[c]) invstd[c] dgamma[c]) with k = gamma invstd / n,
 // dgamma = sdyx invstd: as dx = a dy + b x + c0 per channel
-TK_ENTRY tk_bn2d_dx(long B, long C, long S, const float *x, const float *dy, const float *mean,
+// n: the rows the statistics were taken over (B S, or all ranks' for a synchronized batchnorm)
+TK_ENTRY tk_bn2d_dx(long B, long C, long S, long nrows, const float *x, const float *dy, const float *mean,
                     const float *invstd, const float *gamma, const float *sdy, const float *sdyx,
                     float *dx, long c0, long c1) {
-  float n = (float)(B * S);
+  float n = (float)nrows;
   for (long b = 0; b < B; b++)
     for (long c = c0; c < c1; c++) {
       float is = invstd[c], k = gamma[c] * is / n, dg = sdyx[c] * is;
