@@ -112,6 +112,9 @@ grep -h "ranks (" "$work/bn.3.st.log" | sed 's/^/  /'
 grep -h "gradient reduction" "$work/bn.3.st.log" | sed 's/^/  /'
 [ "$(grep -c "epoch 1/1" "$work/dense.2.st.log")" = 1 ] || bad "rank 0 alone should print the epoch line"
 
+echo "== per-layer non-blocking buckets (TESLA_DIST_OVERLAP=1)"
+TESLA_DIST_OVERLAP=1 train 2 bn overlap.st --steps 40 && close "bn, 2 ranks, overlapped buckets vs one process" overlap.st bn.1.st $TOL
+
 echo "== batchnorm per rank (sync_batchnorm: false): trains, and is not one process's"
 if train 2 bnlocal bnlocal.2.st --steps 10 && train 0 bnlocal bnlocal.1.st --steps 10; then
   grep -q "batchnorm per rank" "$work/bnlocal.2.st.log" || bad "no 'batchnorm per rank' in the banner"

@@ -2,8 +2,8 @@
  * compiles the model for its share of the global batch (B / K rows), takes its rows of every
  * global batch from the same permutation, and runs the same generated train step. The step
  * hands each layer's gradient range to tesla_dist_bucket as soon as that layer's backward is
- * done, which starts a non-blocking MPI_Iallreduce (sum) on it while the layers below are
- * still differentiated, and calls tesla_dist_wait before the optimizer. The loss gradient is
+ * done, and calls tesla_dist_wait before the optimizer; the buckets are summed over the ranks
+ * (MPI_Allreduce) in between (see "Two ways to reduce" below). The loss gradient is
  * taken over the global batch (emit.c), so the sum is the global mean gradient and every rank
  * applies the same update to the same weights. Synchronized batchnorm statistics go through
  * tesla_dist_sum (op_batchnorm.c).
@@ -70,8 +70,25 @@ void dist_abort(int code) {
   if (size > 1) MPI_Abort(MPI_COMM_WORLD, code);
 }
 
+/* Two ways to reduce, both summing the same ranges in the same order on every rank. By
+ * default the buckets' union (the gradient block's trained part, contiguous) goes to one
+ * blocking MPI_Allreduce before the optimizer: Open MPI's tuned allreduce measured faster than
+ * its non-blocking one here (mlp on 2 ranks: 17.6% of the step against 28.9%), and with one
+ * core per rank nothing runs beside the backward to overlap it with. TESLA_DIST_OVERLAP=1
+ * starts each layer's bucket as an MPI_Iallreduce when its backward ends. */
+static int blocking = -1;
+static float *blk_base;
+static int64_t blk_lo = -1, blk_hi = -1;
+
 /* called by generated code after a layer's backward: its gradients are final */
 void tesla_dist_bucket(float *grads, int64_t off, int64_t n) {
+  if (blocking < 0) blocking = getenv("TESLA_DIST_OVERLAP") == NULL;
+  if (blocking) {
+    blk_base = grads;
+    if (blk_lo < 0 || off < blk_lo) blk_lo = off;
+    if (off + n > blk_hi) blk_hi = off + n;
+    return;
+  }
   double t0 = ts_now();
   if (nreqs == MAX_BUCKETS) tesla_dist_wait();
   while (n > 0) {   /* counts are int */
@@ -87,6 +104,10 @@ void tesla_dist_bucket(float *grads, int64_t off, int64_t n) {
 /* called by generated code before the optimizer */
 void tesla_dist_wait(void) {
   double t0 = ts_now();
+  if (blocking > 0 && blk_lo >= 0) {
+    MPI_Allreduce(MPI_IN_PLACE, blk_base + blk_lo, (int)(blk_hi - blk_lo), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    blk_lo = blk_hi = -1;
+  }
   MPI_Waitall(nreqs, reqs, MPI_STATUSES_IGNORE);
   nreqs = 0;
   comm_s += ts_now() - t0;
