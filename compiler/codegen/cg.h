@@ -239,7 +239,9 @@ int  jit_cache_lookup(const JitCacheKey *k, int nparts, LLVMMemoryBufferRef *obj
 void jit_cache_store(const JitCacheKey *k, int nparts, LLVMMemoryBufferRef *objs);
 
 /* Link the kernels and optimize in place for a target machine (jit and object files). */
-int  cg_link_kernels(Ctx *cx, Cg *g);
+int  cg_link_kernels(Ctx *cx, Cg *g, LLVMTargetMachineRef tm);
+/* the wide (AVX-512) kernel build for these target features, else the narrow one */
+bool cg_wide_kernels(const char *features);
 int  cg_optimize(Ctx *cx, Cg *g, LLVMTargetMachineRef tm);
 LLVMTargetMachineRef cg_host_machine(Ctx *cx);
 /* this CPU's name and features as the JIT compiles for them (LLVMDisposeMessage both) */

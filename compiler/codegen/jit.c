@@ -24,8 +24,8 @@
 #include "tesla_rt.h"
 
 /* the kernel bitcode, embedded by the build (kernels_bc.c) */
-extern const unsigned char tk_bitcode[];
-extern const size_t tk_bitcode_size;
+extern const unsigned char tk_bitcode[], tk_bitcode_narrow[];
+extern const size_t tk_bitcode_size, tk_bitcode_narrow_size;
 
 struct Jit {
   LLVMOrcLLJITRef jit;
@@ -90,6 +90,13 @@ static const char *nearest_cpu(const char *features, char *why, size_t whylen) {
 }
 
 void cg_host_cpu(char **cpu, char **features) {
+  /* TESLA_JIT_CPU=NAME: compile for an older CPU of this one's line instead (its own features),
+   * to measure what that CPU would run, e.g. haswell (AVX2) code on an AVX-512 machine */
+  const char *force = getenv("TESLA_JIT_CPU");
+  if (force && *force) {
+    *cpu = LLVMCreateMessage(force), *features = LLVMCreateMessage("");
+    return;
+  }
   *cpu = LLVMGetHostCPUName(), *features = LLVMGetHostCPUFeatures();
   char why[96];
   const char *near = strcmp(*cpu, "generic") ? NULL : nearest_cpu(*features, why, sizeof why);
@@ -224,9 +231,23 @@ out:
   return tm;
 }
 
-int cg_link_kernels(Ctx *cx, Cg *g) {
-  LLVMMemoryBufferRef buf = LLVMCreateMemoryBufferWithMemoryRange((const char *)tk_bitcode, tk_bitcode_size,
-                                                                  "kernels.bc", 0);
+/* The kernels' register blocking (kernels/tk_gemm.h): the wide build for targets with
+ * AVX-512's 32 registers of 16 floats, the narrow one for every other (AVX2, NEON, Cortex-M).
+ * TESLA_KERNELS=wide|narrow overrides the choice (benchmarks, tests). */
+bool cg_wide_kernels(const char *features) {
+  const char *o = getenv("TESLA_KERNELS");
+  if (o && !strcmp(o, "wide")) return true;
+  if (o && !strcmp(o, "narrow")) return false;
+  return has_feature(features, "avx512f");
+}
+
+int cg_link_kernels(Ctx *cx, Cg *g, LLVMTargetMachineRef tm) {
+  char *features = LLVMGetTargetMachineFeatureString(tm);
+  bool wide = cg_wide_kernels(features);
+  LLVMDisposeMessage(features);
+  LLVMMemoryBufferRef buf = LLVMCreateMemoryBufferWithMemoryRange(
+      (const char *)(wide ? tk_bitcode : tk_bitcode_narrow), wide ? tk_bitcode_size : tk_bitcode_narrow_size,
+      "kernels.bc", 0);
   LLVMModuleRef km;
   if (LLVMParseBitcodeInContext2(g->ctx, buf, &km)) {
     LLVMDisposeMemoryBuffer(buf);
@@ -290,7 +311,7 @@ static int cg_prepare(Ctx *cx, Cg *g, LLVMTargetMachineRef tm) {
   LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
   LLVMSetModuleDataLayout(g->mod, td);
   LLVMDisposeTargetData(td);
-  if (cg_link_kernels(cx, g) < 0) return -1;
+  if (cg_link_kernels(cx, g, tm) < 0) return -1;
   stamp_functions(g, tm);
   char *msg = NULL;
   if (LLVMVerifyModule(g->mod, LLVMReturnStatusAction, &msg)) {

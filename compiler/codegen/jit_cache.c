@@ -28,8 +28,8 @@
 
 #include "tesla_rt.h"
 
-extern const unsigned char tk_bitcode[];
-extern const size_t tk_bitcode_size;
+extern const unsigned char tk_bitcode[], tk_bitcode_narrow[];
+extern const size_t tk_bitcode_size, tk_bitcode_narrow_size;
 
 #define CACHE_MAGIC "TESLAJC1"
 #define CACHE_MAX_BYTES ((int64_t)1 << 30)
@@ -86,12 +86,16 @@ int jit_cache_key(Cg *g, const char *cpu, const char *features, int nparts, JitC
   if (!bc) return -1;
   static Hash kernels;   /* the kernel bitcode is constant for the process: hashed once */
   static bool kernels_done;
-  if (!kernels_done) hash_init(&kernels), hash_bytes(&kernels, tk_bitcode, tk_bitcode_size), kernels_done = true;
+  if (!kernels_done) {
+    hash_init(&kernels);
+    hash_bytes(&kernels, tk_bitcode, tk_bitcode_size), hash_bytes(&kernels, tk_bitcode_narrow, tk_bitcode_narrow_size);
+    kernels_done = true;
+  }
   unsigned maj, min, pat;
   LLVMGetVersion(&maj, &min, &pat);
-  snprintf(k->desc, sizeof k->desc, "teslac %s; LLVM %u.%u.%u; kernels %016llx%016llx; cpu %s; parts %d; "
+  snprintf(k->desc, sizeof k->desc, "teslac %s; LLVM %u.%u.%u; kernels %016llx%016llx %s; cpu %s; parts %d; "
            "features %s", TESLAC_VERSION, maj, min, pat, (unsigned long long)kernels.a,
-           (unsigned long long)kernels.b, cpu, nparts, features);
+           (unsigned long long)kernels.b, cg_wide_kernels(features) ? "wide" : "narrow", cpu, nparts, features);
   Hash h;
   hash_init(&h);
   hash_bytes(&h, LLVMGetBufferStart(bc), LLVMGetBufferSize(bc));

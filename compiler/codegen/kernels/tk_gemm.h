@@ -52,7 +52,23 @@
 #define TK_DOT_K 64   // A @ Bt^T with K >= this uses dot products, shorter K packs Bt^T
 #endif
 #define TK_PKC 64     // K block of the packed Bt^T panel
-#define TK_NP 48      // column panel: 3 vectors
+// Register blocking, two builds of this file (compiler/meson.build): the wide one for 32
+// vector registers of 16 floats (AVX-512: an 8 x 48 tile = 24 accumulators; dot blocks of 4 x
+// 4 = 16), and with TK_NARROW for 16 registers of 8 floats (AVX2), where one tk_v16f takes two
+// registers: a 6 x 16 tile (12 registers of accumulators, 2 for B, 1 broadcast) and 2 x 2 dot
+// blocks. The JIT links the one that fits the target (jit.c, cg_link_kernels).
+#ifdef TK_NARROW
+#define TK_MR 6       // rows per micro-kernel block
+#define TK_NV 1       // vectors per column panel
+#define TK_DOT_MR 2
+#define TK_DOT_NC 2
+#else
+#define TK_MR 8
+#define TK_NV 3
+#define TK_DOT_MR 4
+#define TK_DOT_NC 4
+#endif
+#define TK_NP (16 * TK_NV)   // column panel
 
 typedef float tk_v16f __attribute__((vector_size(64)));
 
@@ -154,14 +170,14 @@ TK_AI void tk__kern(int mr, int nv, long tail, long K,
     for (int j = 0; j < nt; j++) tk__stv(C + r * ldc, j, nv, tail, acc[r][j]);
 }
 
-// Rows [m0, m1) of one column group (width 16*nv + tail): blocks of 8, then 4, 2, 1.
+// Rows [m0, m1) of one column group (width 16*nv + tail): blocks of TK_MR, then 4, 2, 1.
 // Written out per mr so that mr is a literal in every micro-kernel instance.
 TK_AI void tk__rows(long m0, long m1, int nv, long tail, long K,
                     const float *A, long sam, long sak, const float *Bm, long ldb,
                     float *C, long ldc, int init, const float *bias) {
   long m = m0;
-  for (; m + 8 <= m1; m += 8)
-    tk__kern(8, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, init == TK_INIT_RBIAS ? bias + m : bias);
+  for (; m + TK_MR <= m1; m += TK_MR)
+    tk__kern(TK_MR, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, init == TK_INIT_RBIAS ? bias + m : bias);
   if (m + 4 <= m1) {
     tk__kern(4, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, init == TK_INIT_RBIAS ? bias + m : bias);
     m += 4;
@@ -181,7 +197,7 @@ TK_AI void tk__panels(long m0, long m1, long n0, long n1, long K,
                       float *C, long ldc, int init, const float *bias) {
   long n = n0;
   for (; n + TK_NP <= n1; n += TK_NP)
-    tk__rows(m0, m1, 3, 0, K, A, sam, sak, Bm + n, ldb, C + n, ldc, init, bias && init == TK_INIT_BIAS ? bias + n : bias);
+    tk__rows(m0, m1, TK_NV, 0, K, A, sam, sak, Bm + n, ldb, C + n, ldc, init, bias && init == TK_INIT_BIAS ? bias + n : bias);
   long r = n1 - n;
   if (r <= 0) return;
   const float *bn = Bm + n, *biasn = bias && init == TK_INIT_BIAS ? bias + n : bias;
@@ -272,8 +288,8 @@ TK_AI void tk__dot(int mr, int nc, long K, const float *restrict A, long lda,
 TK_AI void tk__dot_rows(int nc, long m0, long m1, long K, const float *A, long lda,
                         const float *Bt, long ldbt, float *C, long ldc, int init) {
   long m = m0;
-  for (; m + 4 <= m1; m += 4)
-    tk__dot(4, nc, K, A + m * lda, lda, Bt, ldbt, C + m * ldc, ldc, init);
+  for (; m + TK_DOT_MR <= m1; m += TK_DOT_MR)
+    tk__dot(TK_DOT_MR, nc, K, A + m * lda, lda, Bt, ldbt, C + m * ldc, ldc, init);
   long r = m1 - m;
   if (r == 3) tk__dot(3, nc, K, A + m * lda, lda, Bt, ldbt, C + m * ldc, ldc, init);
   else if (r == 2) tk__dot(2, nc, K, A + m * lda, lda, Bt, ldbt, C + m * ldc, ldc, init);
@@ -285,8 +301,8 @@ TK_AI void tk__gemm_nt_dot(long m0, long m1, long n0, long n1, long K, const flo
                            long lda, const float *Bt, long ldbt, float *C, long ldc,
                            int init) {
   long n = n0;
-  for (; n + 4 <= n1; n += 4)
-    tk__dot_rows(4, m0, m1, K, A, lda, Bt + n * ldbt, ldbt, C + n, ldc, init);
+  for (; n + TK_DOT_NC <= n1; n += TK_DOT_NC)
+    tk__dot_rows(TK_DOT_NC, m0, m1, K, A, lda, Bt + n * ldbt, ldbt, C + n, ldc, init);
   long r = n1 - n;
   if (r == 3) tk__dot_rows(3, m0, m1, K, A, lda, Bt + n * ldbt, ldbt, C + n, ldc, init);
   else if (r == 2) tk__dot_rows(2, m0, m1, K, A, lda, Bt + n * ldbt, ldbt, C + n, ldc, init);
@@ -326,7 +342,7 @@ TK_AI void tk__gemm_nt(long m0, long m1, long n0, long n1, long K,
       int in = k0 == 0 ? init : TK_INIT_ACC;
       const float *a = A + k0;
       long t = w % 16;
-      if (w == TK_NP) tk__rows(m0, m1, 3, 0, kc, a, lda, 1, P, TK_NP, C + n, ldc, in, 0);
+      if (w == TK_NP) tk__rows(m0, m1, TK_NV, 0, kc, a, lda, 1, P, TK_NP, C + n, ldc, in, 0);
       else if (w >= 32) tk__rows(m0, m1, 2, t, kc, a, lda, 1, P, TK_NP, C + n, ldc, in, 0);
       else if (w >= 16) tk__rows(m0, m1, 1, t, kc, a, lda, 1, P, TK_NP, C + n, ldc, in, 0);
       else tk__rows(m0, m1, 0, t, kc, a, lda, 1, P, TK_NP, C + n, ldc, in, 0);
