@@ -218,20 +218,13 @@ int ts_dataset_load(const char *images, const char *labels, float scale, int cla
               classes);
       goto done;
     }
-  size_t n = xi.count * xi.item_size, xbytes;
-  if (__builtin_mul_overflow(n, sizeof(float), &xbytes)) {
-    ts_fail(e, "%s: too large", images);
+  out->y = ts_malloc(yi.count * sizeof(int32_t) + 1);
+  if (!out->y) {
+    ts_fail(e, "%s: out of memory", labels);
     goto done;
   }
-  out->x = ts_aligned_alloc(xbytes);
-  out->y = ts_malloc(yi.count * sizeof(int32_t));
-  if (!out->x || !out->y) {
-    ts_fail(e, "%s: out of memory (%zu bytes of floats)", images, xbytes);
-    goto done;
-  }
-  float table[256];
-  for (int v = 0; v < 256; v++) table[v] = (float)v / scale;
-  for (size_t i = 0; i < n; i++) out->x[i] = table[xi.data[i]];
+  out->x = xi.data, xi.data = NULL;   /* the bytes are the dataset's now */
+  for (int v = 0; v < 256; v++) out->value[v] = (float)v / scale;
   for (size_t i = 0; i < yi.count; i++) out->y[i] = yi.data[i];
   out->count = xi.count;
   out->item_size = xi.item_size;
@@ -247,7 +240,12 @@ done:
 
 void ts_dataset_free(TsDataset *d) {
   if (!d) return;
-  ts_aligned_free(d->x);
+  ts_free(d->x);
   ts_free(d->y);
   memset(d, 0, sizeof *d);
+}
+
+void ts_dataset_gather(const TsDataset *d, size_t first, size_t n, float *dst) {
+  const uint8_t *s = d->x + first * d->item_size;
+  for (size_t i = 0; i < n * d->item_size; i++) dst[i] = d->value[s[i]];
 }

@@ -465,9 +465,12 @@ START_TEST(test_dataset_good) {
   ck_assert_int_eq(d.item_ndims, 2);
   ck_assert_uint_eq(d.item_dims[0], 2);
   ck_assert_uint_eq(d.item_dims[1], 2);
-  ck_assert_uint_eq((uintptr_t)d.x % 64, 0);
-  for (int i = 0; i < 12; i++) ck_assert_float_eq(d.x[i], (float)px[i] / 255.0f);
-  ck_assert_float_eq(d.x[1], 1.0f);
+  float xf[12];
+  ts_dataset_gather(&d, 0, 3, xf);   /* 3 samples of 4 */
+  for (int i = 0; i < 12; i++) ck_assert_float_eq(xf[i], (float)px[i] / 255.0f);
+  ck_assert_float_eq(xf[1], 1.0f);
+  ts_dataset_gather(&d, 2, 1, xf);
+  for (int i = 0; i < 4; i++) ck_assert_float_eq(xf[i], (float)px[8 + i] / 255.0f);
   for (int i = 0; i < 3; i++) ck_assert_int_eq(d.y[i], lb[i]);
   ts_dataset_free(&d);
   ck_assert_ptr_null(d.x);
@@ -519,10 +522,15 @@ START_TEST(test_dataset_fashion_mnist) {
   }
   for (int c = 0; c < 10; c++) ck_assert_int_eq(hist[c], 6000);   // Fashion-MNIST is balanced
   float lo = 1, hi = 0;
-  for (size_t i = 0; i < d.count * d.item_size; i++) {
-    if (d.x[i] < lo) lo = d.x[i];
-    if (d.x[i] > hi) hi = d.x[i];
+  float *xf = malloc(sizeof(float) * d.item_size);
+  for (size_t k = 0; k < d.count; k++) {
+    ts_dataset_gather(&d, k, 1, xf);
+    for (size_t i = 0; i < d.item_size; i++) {
+      if (xf[i] < lo) lo = xf[i];
+      if (xf[i] > hi) hi = xf[i];
+    }
   }
+  free(xf);
   ck_assert_float_eq(lo, 0.0f);
   ck_assert_float_eq(hi, 1.0f);
   ts_dataset_free(&d);

@@ -458,7 +458,7 @@ void model_eval(Model *m, const TsDataset *d, double *loss, double *acc) {
   TeslaStep s;
   for (size_t at = 0; at < d->count; at += (size_t)B) {
     int64_t n = (int64_t)(d->count - at) < B ? (int64_t)(d->count - at) : B;
-    memcpy(m->X, d->x + at * d->item_size, sizeof(float) * (size_t)(n * m->in_elems));
+    ts_dataset_gather(d, at, (size_t)n, m->X);
     memcpy(m->Y, d->y + at, sizeof(int32_t) * (size_t)n);
     if (n < B) {
       memset(m->X + n * m->in_elems, 0, sizeof(float) * (size_t)((B - n) * m->in_elems));

@@ -16,6 +16,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static double lr_at_epoch(const TrainCfg *t, double lr0, int64_t epoch) {
@@ -150,7 +151,7 @@ int train_main(int argc, char **argv) {
       if (st < 0) st = 0;
       for (int64_t b = 0; b < lbatch; b++) {
         uint32_t k = order[st * batch + first + b];
-        memcpy(m.X + b * m.in_elems, tr.x + (size_t)k * tr.item_size, sizeof(float) * (size_t)m.in_elems);
+        ts_dataset_gather(&tr, k, 1, m.X + b * m.in_elems);
         m.Y[b] = tr.y[k];
       }
       TeslaStep s;
@@ -217,7 +218,10 @@ int train_main(int argc, char **argv) {
     printf("gradient reduction: %.3f s of %.1f s (%.1f%%) on rank 0\n", dist_comm_seconds(), ts_now() - t_start,
            100 * dist_comm_seconds() / (ts_now() - t_start));
   }
-  printf("done in %.1f s; weights in %s\n", ts_now() - t_start, out_path);
+  struct rusage ru;   /* the high-water mark of this process's resident memory */
+  double peak_mb = getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : 0;
+  printf("done in %.1f s; weights in %s; peak memory %.0f MB%s\n", ts_now() - t_start, out_path, peak_mb,
+         K > 1 ? " (rank 0)" : "");
   rc = 0;
 out:
   if (rc && K > 1) dist_abort(rc);   /* no rank may wait in a collective for this one */
