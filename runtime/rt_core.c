@@ -89,6 +89,12 @@ void ts_aligned_free(void *p) {
 
 /* ---- clock ---------------------------------------------------------------------------- */
 
+uint64_t ts_fnv1a(const void *p, size_t n, uint64_t h) {
+  const unsigned char *s = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ull;
+  return h;
+}
+
 double ts_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -188,6 +188,14 @@ typedef struct TsProgress {
 } TsProgress;
 
 double ts_now(void);   /* monotonic seconds */
+/* FNV-1a over n bytes, continuing from h (TS_FNV1A_INIT to start): checkpoints' spec hash,
+ * objects' weights hash, the compile cache's checksum */
+#define TS_FNV1A_INIT 0xcbf29ce484222325ull
+/* the start checkpoints' spec_hash and objects' weights hash have always used: FNV's offset
+ * basis with its last digit lost (14695981039346656037 -> 1469598103934665603); kept so that
+ * existing checkpoints and objects keep their hashes */
+#define TS_FNV1A_TESLA 1469598103934665603ull
+uint64_t ts_fnv1a(const void *p, size_t n, uint64_t h);
 
 /* Phase timing for `teslac train --profile`: generated code compiled with profiling calls
  * ts_prof_mark(id) at the end of each phase (id >= 0: the time since the previous mark goes to

@@ -504,7 +504,7 @@ int jit_compile(Ctx *cx, const Spec *sp, const Plan *pl, bool profile, int npart
       if (err) rc = llvm_fail(cx, err, "LLVM JIT refused an object");
     }
     if (parts[i].obj) LLVMDisposeMemoryBuffer(parts[i].obj);
-    if (parts[i].g.mod) cg_dispose(&parts[i].g);
+    cg_dispose(&parts[i].g);   /* a part never emitted (cache hit) is all zero */
   }
   if (rc < 0) {
     if (jit) LLVMOrcDisposeLLJIT(jit);

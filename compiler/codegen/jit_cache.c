@@ -42,16 +42,13 @@ void jit_cache_enable(bool on) { cache_on = on; }
 
 typedef struct Hash { uint64_t a, b; } Hash;
 
-static void hash_init(Hash *h) { h->a = 0xcbf29ce484222325ull, h->b = 0x9e3779b97f4a7c15ull; }
+static void hash_init(Hash *h) { h->a = TS_FNV1A_INIT, h->b = 0x9e3779b97f4a7c15ull; }
 
 static void hash_bytes(Hash *h, const void *p, size_t n) {
   const unsigned char *s = p;
-  uint64_t a = h->a, b = h->b;
-  for (size_t i = 0; i < n; i++) {
-    a = (a ^ s[i]) * 0x100000001b3ull;                      /* FNV-1a */
-    b = (b + s[i] + 1) * 0xff51afd7ed558ccdull, b ^= b >> 31;  /* a multiply-xorshift lane */
-  }
-  h->a = a, h->b = b;
+  uint64_t b = h->b;
+  for (size_t i = 0; i < n; i++) b = (b + s[i] + 1) * 0xff51afd7ed558ccdull, b ^= b >> 31;   /* multiply-xorshift */
+  h->a = ts_fnv1a(p, n, h->a), h->b = b;
 }
 
 static void hash_str(Hash *h, const char *s) { hash_bytes(h, s, strlen(s) + 1); }
@@ -156,13 +153,6 @@ static int read_all(const char *path, unsigned char **data, size_t *size) {
   return 0;
 }
 
-static uint64_t fnv64(const void *p, size_t n) {
-  Hash h;
-  hash_init(&h);
-  hash_bytes(&h, p, n);
-  return h.a;
-}
-
 /* the entry's objects into objs (1), or 0 with `why` set when it does not hold them */
 static int parse_entry(const unsigned char *d, size_t n, const JitCacheKey *k, int nparts,
                        LLVMMemoryBufferRef *objs, const char **why) {
@@ -178,7 +168,7 @@ static int parse_entry(const unsigned char *d, size_t n, const JitCacheKey *k, i
     total += s;
   }
   if (total != n - at) return *why = "it is truncated or has trailing bytes", 0;
-  if (fnv64(d + at, (size_t)total) != rd64(sz + 8 * (size_t)nparts)) return *why = "its checksum does not match", 0;
+  if (ts_fnv1a(d + at, (size_t)total, TS_FNV1A_INIT) != rd64(sz + 8 * (size_t)nparts)) return *why = "its checksum does not match", 0;
   size_t off = at;
   for (int i = 0; i < nparts; i++) {
     size_t s = (size_t)rd64(sz + 8 * i);
@@ -263,13 +253,12 @@ void jit_cache_store(const JitCacheKey *k, int nparts, LLVMMemoryBufferRef *objs
     wr32(head + 8, (uint32_t)dl);
     memcpy(head + 12, k->desc, dl);
     wr32(head + 12 + dl, (uint32_t)nparts);
-    Hash h;
-    hash_init(&h);
+    uint64_t sum = TS_FNV1A_INIT;   /* of the objects, in order */
     for (int i = 0; i < nparts; i++) {
       wr64(head + 16 + dl + 8 * i, LLVMGetBufferSize(objs[i]));
-      hash_bytes(&h, LLVMGetBufferStart(objs[i]), LLVMGetBufferSize(objs[i]));
+      sum = ts_fnv1a(LLVMGetBufferStart(objs[i]), LLVMGetBufferSize(objs[i]), sum);
     }
-    wr64(head + 16 + dl + 8 * (size_t)nparts, h.a);
+    wr64(head + 16 + dl + 8 * (size_t)nparts, sum);
     rc = ts_out_open(&o, path, &e);
     if (rc == 0) rc = ts_out_write(&o, head, hl, &e);
     for (int i = 0; i < nparts && rc == 0; i++)

@@ -23,6 +23,8 @@
 
 #include <string.h>
 
+#include "tesla_rt.h"   /* TS_FNV1A_TESLA: the hash build.c computes */
+
 static LLVMValueRef fn_of(Cg *g, const char *iname, const char *what) {
   char name[200];
   snprintf(name, sizeof name, "%s_%s", iname, what);
@@ -169,7 +171,7 @@ static void emit_check_weights(Cg *g, const ObjModel *om, LLVMTypeRef t_size) {
   LLVMPositionBuilderAtEnd(g->b, b_bad);
   LLVMBuildRet(g->b, cg_i32(g, -1));
   LLVMPositionBuilderAtEnd(g->b, b_hash);
-  LLVMValueRef h = cg_var(g, "h", LLVMConstInt(g->t_i64, 1469598103934665603ull, 0));
+  LLVMValueRef h = cg_var(g, "h", LLVMConstInt(g->t_i64, TS_FNV1A_TESLA, 0));
   CgLoop L;
   LLVMValueRef i = cg_for(g, &L, "byte", cg_i64(g, 0), size);
   LLVMValueRef byte = LLVMBuildLoad2(g->b, LLVMInt8TypeInContext(g->ctx), bytes_at(g, LLVMGetParam(f, 0), i), "");

@@ -14,12 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t fnv1a(const void *p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char *)p)[i]) * 1099511628211ull;
-  return h;
-}
-
 /* ---- the header ------------------------------------------------------------------------------ */
 
 typedef struct Hdr { FILE *f; const char *lc; char uc[160]; } Hdr;
@@ -294,7 +288,7 @@ int build_main(int argc, char **argv) {
     if (same_saved_layout(&w->pl, &p1)) om.pl[1] = &p1, om.nplans = 2;
   }
   om.weights = o.ext_weights ? NULL : w->P;
-  om.weights_hash = fnv1a(w->P, (size_t)lo_weights_bytes(&om));
+  om.weights_hash = ts_fnv1a(w->P, (size_t)lo_weights_bytes(&om), TS_FNV1A_TESLA);
   LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
   om.ptr_bits = (int)LLVMPointerSize(td) * 8;
   ObjLayout lo;

@@ -168,11 +168,10 @@ static void tensor_import(const Model *m, const PlanTensor *pt, const float *src
     for (int64_t r = 0; r < R; r++) dst[c * R + r] = src[r * C + c];
 }
 
-static uint64_t spec_hash(const Ctx *cx) {
-  uint64_t h = 1469598103934665603ull;   /* FNV-1a over the spec's text */
-  for (size_t i = 0; i < cx->srclen; i++) h = (h ^ (unsigned char)cx->src[i]) * 1099511628211ull;
-  return h;
-}
+/* the batch a checkpoint records: the global one (every rank's rows when data-parallel) */
+static int64_t global_batch(const Model *m) { return m->pl.batch * (m->dist > 1 ? m->dist : 1); }
+
+static uint64_t spec_hash(const Ctx *cx) { return ts_fnv1a(cx->src, cx->srclen, TS_FNV1A_TESLA); }
 
 /* weights under PyTorch's names; optimizer state under "__opt__.<slot>.<name>"; position and
  * the spec's hash in __metadata__ */
@@ -241,7 +240,7 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
   snprintf(hash, sizeof hash, "%016llx", (unsigned long long)spec_hash(cx));
   snprintf(ep, sizeof ep, "%lld", (long long)epoch);
   snprintf(st, sizeof st, "%lld", (long long)m->t);
-  snprintf(bt, sizeof bt, "%lld", (long long)(m->pl.batch * (m->dist > 1 ? m->dist : 1)));   /* the global batch */
+  snprintf(bt, sizeof bt, "%lld", (long long)global_batch(m));   /* the global batch */
   snprintf(pt_, sizeof pt_, "%lld", (long long)m->prune_total);
   const char **meta = arena_alloc(cx, sizeof(char *) * (size_t)(2 * (8 + nt)));   /* a shape per tensor at most */
   const char *head[] = {"format", "tesla", "model", m->sp.name, "spec_hash", hash, "epoch", ep, "step", st, "batch", bt};
@@ -426,9 +425,9 @@ int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, Ts
     if (pts) m->prune_total = atoll(pts);
     /* the position in the epoch is counted in batches: another batch size would misplace it */
     const char *bt = ts_st_meta(&f, "batch");
-    if (bt && atoll(bt) != m->pl.batch * (m->dist > 1 ? m->dist : 1))
+    if (bt && atoll(bt) != global_batch(m))
       rc = ts_fail(e, "%s was trained at batch %s; resume it at that batch (--batch %s), not %lld", path, bt, bt,
-                   (long long)(m->pl.batch * (m->dist > 1 ? m->dist : 1)));
+                   (long long)global_batch(m));
   }
   if (rc == 0 && opt) {   /* the tensors fit, but the spec may have changed (another lr, schedule, data) */
     char hash[32];

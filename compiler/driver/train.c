@@ -204,13 +204,10 @@ int train_main(int argc, char **argv) {
   sparse_report(&m, stdout);
   if (K > 1) {   /* the ranks took the same steps: their trained tensors must be the same bits
                     (a per-rank batchnorm's running statistics are rank 0's in the checkpoint) */
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (int t = 0; t < m.pl.ntensors; t++) {
-      const PlanTensor *pt = &m.pl.tensors[t];
-      const unsigned char *pb = (const unsigned char *)(m.P + pt->offset);
-      for (size_t i = 0; pt->grad_offset >= 0 && i < sizeof(float) * (size_t)pt->elems; i++)
-        h = (h ^ pb[i]) * 0x100000001b3ull;
-    }
+    uint64_t h = TS_FNV1A_INIT;
+    for (int t = 0; t < m.pl.ntensors; t++)
+      if (m.pl.tensors[t].grad_offset >= 0)
+        h = ts_fnv1a(m.P + m.pl.tensors[t].offset, sizeof(float) * (size_t)m.pl.tensors[t].elems, h);
     if (!dist_same(h)) {
       fprintf(stderr, "teslac: internal error: the ranks' weights differ after training\n");
       goto out;

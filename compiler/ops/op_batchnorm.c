@@ -176,10 +176,12 @@ static void bnv_zero01(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
 static void bnv_sum(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
   bnv_add(g, bnv_aux(g, v, 0, c), bnv_x(g, v, b, c));
 }
-static void bnv_mean(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
-  LLVMValueRef p = bnv_aux(g, v, 0, c);
+/* aux k /= B: a sum over this batch into its mean */
+static void bnv_per_row(Cg *g, const BnV *v, int k, LLVMValueRef c) {
+  LLVMValueRef p = bnv_aux(g, v, k, c);
   cg_store(g, cg_fmul(g, cg_load(g, p), cg_f32(g, 1.0 / (double)v->e->B)), p);
 }
+static void bnv_mean(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) { bnv_per_row(g, v, 0, c); }
 static void bnv_sqdev(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
   LLVMValueRef d = cg_fsub(g, bnv_x(g, v, b, c), cg_load(g, bnv_aux(g, v, 0, c)));
   bnv_add(g, bnv_aux(g, v, 1, c), cg_fmul(g, d, d));
@@ -226,10 +228,7 @@ static void bnv_local_stats(Cg *g, const BnV *v) {
 
 /* synchronized: this batch's statistics first, aux1 as the biased variance (bn_sync_stats
  * combines them over the ranks) */
-static void bnv_var_local(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) {
-  LLVMValueRef p = bnv_aux(g, v, 1, c);
-  cg_store(g, cg_fmul(g, cg_load(g, p), cg_f32(g, 1.0 / (double)v->e->B)), p);
-}
+static void bnv_var_local(Cg *g, const BnV *v, LLVMValueRef b, LLVMValueRef c) { bnv_per_row(g, v, 1, c); }
 static void bnv_stats_tile(Cg *g, LLVMValueRef t, void *arg) {
   const EmitLayer *e = arg;
   BnV v = {e, NULL, NULL};
