@@ -121,6 +121,7 @@ expect_fail() {   # what, then the command; exit 1, a message, no files in $d/ou
 expect_fail "weights of another model" "$T" build "$spec" --weights "$d/mlp.safetensors" -o "$d/out/seed.o"
 expect_fail "an unknown triple" "$T" build "$spec" --weights "$d/seed.safetensors" -o "$d/out/seed.o" --target nonsense-foo-bar
 expect_fail "an unknown CPU" "$T" build "$spec" --weights "$d/seed.safetensors" -o "$d/out/seed.o" --target aarch64-linux-gnu --cpu cortex-z99
+expect_fail "an unknown CPU for this machine's x86-64 (LLVM aborted here once)" "$T" build "$spec" --weights "$d/seed.safetensors" -o "$d/out/seed.o" --cpu bogus
 expect_fail "an unwritable output" "$T" build "$spec" --weights "$d/seed.safetensors" -o "$d/out/nonexistent/seed.o"
 expect_fail "an unwritable header" "$T" build "$spec" --weights "$d/seed.safetensors" -o "$d/out/seed.o" --header "$d/out/nonexistent/seed.h"
 expect_fail "a symbol prefix that is not a C identifier" "$T" build "$spec" --weights "$d/seed.safetensors" -o "$d/out/seed.o" --name 9-lives

@@ -93,7 +93,19 @@ void cg_host_cpu(char **cpu, char **features) {
   /* TESLA_JIT_CPU=NAME: compile for an older CPU of this one's line instead (its own features),
    * to measure what that CPU would run, e.g. haswell (AVX2) code on an AVX-512 machine */
   const char *force = getenv("TESLA_JIT_CPU");
-  if (force && *force) {
+  static int force_ok = -1;   /* checked once: a CPU LLVM does not know is a warning, not an abort */
+  if (force && *force && force_ok < 0) {
+    Ctx cx;
+    FILE *quiet = fopen("/dev/null", "w");   /* the warning below says it all */
+    ctx_init(&cx, "TESLA_JIT_CPU", quiet ? quiet : stderr);
+    LLVMTargetMachineRef tm = cg_target_machine(&cx, NULL, force);
+    force_ok = tm != NULL;
+    if (tm) LLVMDisposeTargetMachine(tm);
+    else fprintf(stderr, "teslac: warning: TESLA_JIT_CPU=%s ignored (LLVM does not know it); compiling for this CPU\n", force);
+    ctx_free(&cx);
+    if (quiet) fclose(quiet);
+  }
+  if (force && *force && force_ok) {
     *cpu = LLVMCreateMessage(force), *features = LLVMCreateMessage("");
     return;
   }
@@ -214,16 +226,22 @@ LLVMTargetMachineRef cg_target_machine(Ctx *cx, const char *triple, const char *
   /* bare metal: static; objects for an OS position-independent (PIE executables) */
   Capture cap;
   char why[512];
+  /* the probe machine: on x86-64 an unknown CPU has no features, not even 64-bit mode, and LLVM
+   * would abort compiling for it ("64-bit code requested on a subtarget that doesn't support
+   * it") before its warning could be read; the probe asks for +64bit */
+  char pfeat[4096];
+  snprintf(pfeat, sizeof pfeat, "%s%s", features,
+           strncmp(norm, "x86_64", 6) ? "" : *features ? ",+64bit" : "+64bit");
   capture_begin(&cap);
-  tm = LLVMCreateTargetMachine(target, norm, cpu, features, LLVMCodeGenLevelAggressive,
-                               bare ? LLVMRelocStatic : LLVMRelocPIC, LLVMCodeModelDefault);
-  if (tm) probe_compile(tm);
+  LLVMTargetMachineRef probe = LLVMCreateTargetMachine(target, norm, cpu, pfeat, LLVMCodeGenLevelDefault,
+                                                       bare ? LLVMRelocStatic : LLVMRelocPIC, LLVMCodeModelDefault);
+  if (probe) probe_compile(probe), LLVMDisposeTargetMachine(probe);
   capture_end(&cap, why, sizeof why);
-  if (tm && strstr(why, "not a recognized")) {
+  if (strstr(why, "not a recognized"))
     diag_at(cx, (SrcLoc){0}, "unknown CPU '%s' for %s (LLVM: %s)", cpu, norm, why);
-    LLVMDisposeTargetMachine(tm);
-    tm = NULL;
-  }
+  else
+    tm = LLVMCreateTargetMachine(target, norm, cpu, features, LLVMCodeGenLevelAggressive,
+                                 bare ? LLVMRelocStatic : LLVMRelocPIC, LLVMCodeModelDefault);
 out:
   LLVMDisposeMessage(norm);
   if (hcpu) LLVMDisposeMessage(hcpu);
