@@ -155,6 +155,12 @@ typedef struct Layer {
 typedef enum OptKind { OPT_SGD, OPT_ADAM, OPT_ADAMW } OptKind;
 typedef enum SchedKind { SCHED_CONSTANT, SCHED_STEP, SCHED_COSINE } SchedKind;
 
+/* what early stopping and best checkpoints watch: losses fall, accuracies rise */
+typedef enum Monitor { MON_VAL_LOSS, MON_VAL_ACC, MON_TRAIN_LOSS, MON_TRAIN_ACC } Monitor;
+#define MONITOR_IS_VAL(m) ((m) == MON_VAL_LOSS || (m) == MON_VAL_ACC)
+#define MONITOR_IS_ACC(m) ((m) == MON_VAL_ACC || (m) == MON_TRAIN_ACC)
+extern const char *const monitor_names[];   /* val_loss, val_accuracy, train_loss, train_accuracy */
+
 typedef struct TrainCfg {
   int     loss;                 /* 0 = cross_entropy (the only one in version 1) */
   OptKind opt;
@@ -169,14 +175,22 @@ typedef struct TrainCfg {
   bool    shuffle;
   bool    metric_accuracy;
   bool    sync_bn;                           /* data-parallel: batchnorm over all ranks' rows */
-  SrcLoc  loc, batch_loc;
+  /* early_stopping: stop when `monitor` has not improved by more than min_delta for
+   * `patience` epochs (Keras' EarlyStopping); save_best: NAME.best.safetensors on each best */
+  bool    early_stop, save_best, test_every_epoch;
+  Monitor monitor;
+  int64_t patience; double min_delta;
+  SrcLoc  loc, batch_loc, monitor_loc;
 } TrainCfg;
 
 typedef struct DataCfg {
   bool   present;
   const char *train_images, *train_labels, *test_images, *test_labels;  /* resolved paths */
+  /* a validation set: its own files (val:), or a held-out fraction of train (validation_split) */
+  const char *val_images, *val_labels;
+  double val_split;             /* 0 = none */
   double scale;
-  SrcLoc loc;
+  SrcLoc loc, val_loc;
 } DataCfg;
 
 typedef struct Compress {

@@ -245,6 +245,50 @@ void ts_dataset_free(TsDataset *d) {
   memset(d, 0, sizeof *d);
 }
 
+int ts_dataset_split(TsDataset *d, const uint8_t *take, TsDataset *held, TsErr *e) {
+  size_t n = 0, item = d->item_size;
+  for (size_t i = 0; i < d->count; i++) n += take[i] != 0;
+  *held = *d;
+  held->count = n;
+  held->x = ts_malloc(item * (n ? n : 1));
+  held->y = ts_malloc(sizeof(int32_t) * (n ? n : 1));
+  if (!held->x || !held->y) {
+    ts_free(held->x), ts_free(held->y);
+    memset(held, 0, sizeof *held);
+    return ts_fail(e, "out of memory splitting %zu samples", d->count);
+  }
+  size_t k = 0, j = 0;   /* the kept rows move forward in place: j <= i */
+  for (size_t i = 0; i < d->count; i++) {
+    uint8_t *dst = take[i] ? held->x + k * item : d->x + j * item;
+    int32_t *ydst = take[i] ? &held->y[k++] : &d->y[j++];
+    if (dst != d->x + i * item) memmove(dst, d->x + i * item, item);
+    *ydst = d->y[i];
+  }
+  d->count = j;
+  return 0;
+}
+
+int ts_dataset_holdout(TsDataset *d, double f, uint64_t seed, TsDataset *held, TsErr *e) {
+  memset(held, 0, sizeof *held);
+  size_t n = d->count, nval = n - (size_t)floor((double)n * (1 - f));
+  if (!(f > 0 && f < 1) || nval == 0 || nval == n)
+    return ts_fail(e, "a fraction of %g of %zu samples leaves %s", f, n, nval == n ? "none to train on" : "none to validate on");
+  uint32_t *perm = ts_malloc(sizeof(uint32_t) * n);
+  uint8_t *take = ts_malloc(n);
+  if (!perm || !take) {
+    ts_free(perm), ts_free(take);
+    return ts_fail(e, "out of memory splitting %zu samples", n);
+  }
+  for (size_t i = 0; i < n; i++) perm[i] = (uint32_t)i, take[i] = 0;
+  TsRng r;
+  ts_rng_seed(&r, seed, 2000);
+  ts_shuffle_u32(&r, perm, n);
+  for (size_t i = 0; i < nval; i++) take[perm[i]] = 1;
+  int rc = ts_dataset_split(d, take, held, e);
+  ts_free(perm), ts_free(take);
+  return rc;
+}
+
 void ts_dataset_gather(const TsDataset *d, size_t first, size_t n, float *dst) {
   const uint8_t *s = d->x + first * d->item_size;
   for (size_t i = 0; i < n * d->item_size; i++) dst[i] = d->value[s[i]];

@@ -79,6 +79,13 @@ void ts_dataset_free(TsDataset *d);
  * Fashion-MNIST training set) and become floats in the batch gather, through d->value:
  * samples [first, first + n) into dst (n * item_size floats). */
 void ts_dataset_gather(const TsDataset *d, size_t first, size_t n, float *dst);
+/* Moves the samples with take[i] != 0 into *held (new buffers), keeping the order of both
+ * parts; d keeps the rest, compacted in place (no second copy of the data). */
+int  ts_dataset_split(TsDataset *d, const uint8_t *take, TsDataset *held, TsErr *e);
+/* validation_split: the fraction f of d's samples, chosen by `seed` (a shuffle of stream 2000),
+ * split off into *held (Keras' count: d keeps floor(n (1 - f))); an error when either part
+ * would be empty */
+int  ts_dataset_holdout(TsDataset *d, double f, uint64_t seed, TsDataset *held, TsErr *e);
 
 /* ---- random numbers ------------------------------------------------------------------- */
 

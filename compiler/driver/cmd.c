@@ -4,9 +4,11 @@
 #include "cmd.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int cmd_usage(const char *cmd, const char *fmt, const char *arg) {
@@ -20,10 +22,18 @@ static const char train_help[] =
     "usage: teslac train SPEC [options]\n"
     "\n"
     "Compile SPEC for this CPU and train it on the spec's data; after each epoch print the\n"
-    "train loss, test loss and test accuracy, and write a checkpoint.\n"
+    "train loss and accuracy (and the validation set's, when the spec has one), and write a\n"
+    "checkpoint; the test set is evaluated after the last epoch. Ctrl-C (SIGINT) or SIGTERM\n"
+    "finishes the current step, writes a checkpoint there and prints how to resume.\n"
     "\n"
     "  -o CKPT           checkpoint path (default: NAME.safetensors); written atomically at\n"
     "                    the end of each epoch and of the run\n"
+    "  --save-best       also NAME.best.safetensors (next to CKPT) at each best value of\n"
+    "                    train.monitor (default val_loss) or of early_stopping's monitor\n"
+    "  --save-every N    also checkpoint CKPT every N steps\n"
+    "  --validation-split F  hold out the fraction F of the training set, chosen by the seed,\n"
+    "                    as the validation set (default: data.validation_split / data.val)\n"
+    "  --test-every-epoch  evaluate the test set after every epoch, not only the last\n"
     "  --epochs N        epochs (default: train.epochs)\n"
     "  --steps N         stop after N optimizer steps (short, reproducible runs)\n"
     "  --batch B         batch size (default: train.batch)\n"
@@ -92,6 +102,7 @@ static int num_opt(const char *cmd, int argc, char **argv, int *i, double lo, do
 
 int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
   memset(o, 0, sizeof *o);
+  o->val_split = -1;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     double d;
@@ -123,6 +134,16 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
       STR_OPT("--init", init)
       STR_OPT("--resume", resume)
       STR_OPT("--log", log)
+      NUM_OPT("--save-every", 1, 1e12, true, o->save_every = (int64_t)d)
+      NUM_OPT("--validation-split", 0, 0.99, false, o->val_split = d)
+      if (!strcmp(a, "--save-best")) {
+        o->save_best = true;
+        continue;
+      }
+      if (!strcmp(a, "--test-every-epoch")) {
+        o->test_every_epoch = true;
+        continue;
+      }
       NUM_OPT("--epochs", 1, 1e6, true, o->epochs = (int64_t)d)
       NUM_OPT("--steps", 1, 1e12, true, o->steps = (int64_t)d)
       NUM_OPT("--lr", 1e-12, 1e6, false, o->lr = d)
@@ -177,6 +198,41 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
   if ((!strcmp(cmd, "eval") || !strcmp(cmd, "predict") || !strcmp(cmd, "build")) && !o->weights)
     return cmd_usage(cmd, "%s needs --weights CKPT", cmd);
   if (o->init && o->resume) return cmd_usage(cmd, "%sgive --init or --resume, not both", "");
+  return 0;
+}
+
+int cmd_check_output(const char *path, const char *what) {
+  struct stat st;
+  if (!*path) {
+    fprintf(stderr, "teslac: the %s path is empty\n", what);
+    return -1;
+  }
+  if (stat(path, &st) == 0) {
+    if (!S_ISREG(st.st_mode)) {
+      fprintf(stderr, "teslac: cannot write the %s '%s': it exists and is not a regular file\n", what, path);
+      return -1;
+    }
+  } else if (errno != ENOENT) {
+    fprintf(stderr, "teslac: cannot write the %s '%s': %s\n", what, path, strerror(errno));
+    return -1;
+  }
+  /* the folder must take a new file: outputs are written next to their path, then renamed */
+  const char *slash = strrchr(path, '/');
+  int dirlen = slash ? (slash == path ? 1 : (int)(slash - path)) : 1;
+  char probe[4200];
+  if (snprintf(probe, sizeof probe, "%.*s/.teslac-probe-%ld", dirlen, slash ? path : ".", (long)getpid()) >=
+      (int)sizeof probe) {
+    fprintf(stderr, "teslac: cannot write the %s '%s': the path is too long\n", what, path);
+    return -1;
+  }
+  int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0600);
+  int err = errno;
+  if (fd >= 0) close(fd), unlink(probe);
+  if (fd < 0) {
+    fprintf(stderr, "teslac: cannot write the %s '%s': %s\n", what, path,
+            err == ENOENT ? "its folder does not exist" : strerror(err));
+    return -1;
+  }
   return 0;
 }
 

@@ -7,6 +7,9 @@
 
 typedef struct TrainOpts {
   bool profile, json, optimized, train_step, quiet;
+  bool save_best, test_every_epoch;                          /* train */
+  int64_t save_every;                                        /* train: steps, 0 = never */
+  double val_split;                                          /* train: -1 = the spec's */
   const char *header, *ext_weights, *target, *cpu, *name;   /* build */
   const char *spec, *out, *init, *resume, *log, *weights, *input;
   int64_t epochs, steps, batch, threads;
@@ -19,6 +22,9 @@ typedef struct TrainOpts {
 int cmd_usage(const char *cmd, const char *fmt, const char *arg);
 /* the options of `cmd` into *o: 0, 2 after a usage error, -1 after --help was printed */
 int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o);
+/* Fails (with a message naming `what`, -1) unless `path` can be written: an existing regular
+ * file, or a new name in a folder that exists and takes new files; nothing is left behind. */
+int cmd_check_output(const char *path, const char *what);
 /* a split of the spec's data (`what`: train or test); -1 after a message */
 int cmd_load_split(Ctx *cx, const Spec *sp, const char *images, const char *labels, const char *what,
                    TsDataset *d);

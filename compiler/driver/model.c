@@ -236,13 +236,13 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
       tracked[i] = m->t;
       out[n++] = (TsStOut){arena_printf(cx, "%s.num_batches_tracked", m->sp.layers[i].name), TS_I64, 0, {0}, &tracked[i]};
     }
-  char hash[32], ep[32], st[32], bt[32], pt_[32];
+  char hash[32], ep[32], st[32], bt[32], pt_[32], wb[40], we[32], ww[32];
   snprintf(hash, sizeof hash, "%016llx", (unsigned long long)spec_hash(cx));
   snprintf(ep, sizeof ep, "%lld", (long long)epoch);
   snprintf(st, sizeof st, "%lld", (long long)m->t);
   snprintf(bt, sizeof bt, "%lld", (long long)global_batch(m));   /* the global batch */
   snprintf(pt_, sizeof pt_, "%lld", (long long)m->prune_total);
-  const char **meta = arena_alloc(cx, sizeof(char *) * (size_t)(2 * (8 + nt)));   /* a shape per tensor at most */
+  const char **meta = arena_alloc(cx, sizeof(char *) * (size_t)(2 * (12 + nt)));   /* a shape per tensor at most */
   const char *head[] = {"format", "tesla", "model", m->sp.name, "spec_hash", hash, "epoch", ep, "step", st, "batch", bt};
   memcpy(meta, head, sizeof head);
   int nmeta = 6;
@@ -250,6 +250,14 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
   for (int t = 0; t < nt; t++) pruned |= m->pl.tensors[t].p.sparse;
   /* the schedule's length in steps (resume keeps it) */
   if (pruned && m->prune_total > 0) meta[2 * nmeta] = "prune_total_steps", meta[2 * nmeta + 1] = pt_, nmeta++;
+  if (m->watch.best_epoch > 0) {   /* the monitor's best so far (train.c's early stopping, --save-best) */
+    snprintf(wb, sizeof wb, "%.17g", m->watch.best);
+    snprintf(we, sizeof we, "%lld", (long long)m->watch.best_epoch);
+    snprintf(ww, sizeof ww, "%lld", (long long)m->watch.wait);
+    const char *kv[] = {"monitor_best", wb, "monitor_best_epoch", we, "monitor_wait", ww};
+    memcpy(meta + 2 * nmeta, kv, sizeof kv);
+    nmeta += 3;
+  }
   /* the dense shape of each pruned weight, for torch.sparse_csr_tensor(..., size=...) */
   for (int t = 0; t < nt; t++) {
     const PlanTensor *q = &m->pl.tensors[t];
@@ -423,6 +431,9 @@ int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, Ts
     m->t = atoll(ts_st_meta(&f, "step")), *epoch = atoll(ts_st_meta(&f, "epoch"));
     const char *pts = ts_st_meta(&f, "prune_total_steps");
     if (pts) m->prune_total = atoll(pts);
+    const char *wb = ts_st_meta(&f, "monitor_best"), *we = ts_st_meta(&f, "monitor_best_epoch"),
+               *ww = ts_st_meta(&f, "monitor_wait");
+    if (wb && we && ww) m->watch.best = strtod(wb, NULL), m->watch.best_epoch = atoll(we), m->watch.wait = atoll(ww);
     /* the position in the epoch is counted in batches: another batch size would misplace it */
     const char *bt = ts_st_meta(&f, "batch");
     if (bt && atoll(bt) != global_batch(m))

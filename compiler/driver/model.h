@@ -23,6 +23,12 @@ typedef struct Model {
   TsPool  *pool;
   int      dist;                       /* data-parallel ranks (train.c, dist.c); 0: one process */
   bool     sync_bn;                    /* ... with batchnorm statistics over all of them */
+  struct {                             /* early stopping's and --save-best's monitor (train.c;
+                                          checkpoints keep it, so that a resume goes on counting) */
+    int64_t best_epoch;                /* 0: nothing seen yet */
+    int64_t wait;                      /* epochs since the best */
+    double  best;
+  } watch;
 } Model;
 
 /* m->sp must be checked; plans for `batch`, emits, JITs, allocates, starts `threads` threads

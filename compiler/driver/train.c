@@ -1,7 +1,13 @@
 /* train.c: `teslac train`, where compiled code meets data: it checks and plans the spec, builds
  * the model (model.c), initializes it as PyTorch does or from --init / --resume, and runs the
- * generated <name>_train_step over shuffled batches of the spec's IDX data, evaluating the
- * test set with <name>_infer after every epoch and writing a checkpoint per epoch.
+ * generated <name>_train_step over shuffled batches of the spec's IDX data. After every epoch
+ * it evaluates the validation set with <name>_infer (data.val, or data.validation_split: a
+ * held-out part of train chosen by the seed), watches the monitor for early stopping and
+ * --save-best, and writes a checkpoint; the test set is evaluated after the last epoch (every
+ * epoch with --test-every-epoch). Every output path is checked before anything is compiled.
+ * SIGINT/SIGTERM finish the step, checkpoint there, print the command that resumes, and exit
+ * 128 + the signal; a second signal exits at once (the last checkpoint is whole: writes are
+ * atomic).
  *
  * Batches: training drops a last partial batch (DataLoader(drop_last=True)), since batch
  * statistics are compiled for the batch size.
@@ -14,6 +20,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -43,6 +50,78 @@ static void print_profile(const Model *m) {
          "optimizer", 1e3 * ts_prof_seconds(2 * n + 1) / (double)m->t);
 }
 
+/* ---- signals: the first asks to stop after the step, the second stops now ------------------- */
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig) {
+  if (stop_signal) {
+    signal(sig, SIG_DFL);   /* the second: as if there were no handler (the exit status says so) */
+    raise(sig);
+    _exit(128 + sig);
+  }
+  stop_signal = sig;
+}
+
+static void catch_signals(bool on) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on ? on_signal : SIG_DFL;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+/* one argument as the shell reads it back */
+static void print_shell_word(const char *a) {
+  if (*a && strspn(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == strlen(a)) {
+    fputs(a, stdout);
+    return;
+  }
+  putchar('\'');
+  for (; *a; a++) *a == '\'' ? fputs("'\\''", stdout) : putchar(*a);
+  putchar('\'');
+}
+
+/* the command that continues this run from `ckpt`: this one's arguments, --init and --resume
+ * dropped, --resume ckpt added */
+static void print_resume_command(int argc, char **argv, const char *ckpt) {
+  fputs("  teslac train", stdout);
+  for (int i = 0; i < argc; i++) {
+    if (!strcmp(argv[i], "--resume") || !strcmp(argv[i], "--init")) { i++; continue; }
+    if (!strncmp(argv[i], "--resume=", 9) || !strncmp(argv[i], "--init=", 7)) continue;
+    putchar(' ');
+    print_shell_word(argv[i]);
+  }
+  fputs(" --resume ", stdout);
+  print_shell_word(ckpt);
+  putchar('\n');
+}
+
+/* ---- data: train, validation (its files or a held-out part of train), test ----------------- */
+
+/* ---- the monitor: early stopping and the best checkpoint ------------------------------------ */
+
+static bool improves(const TrainCfg *t, const Model *m, double v) {
+  if (!isfinite(v)) return false;
+  if (m->watch.best_epoch == 0) return true;
+  return MONITOR_IS_ACC(t->monitor) ? v > m->watch.best + t->min_delta : v < m->watch.best - t->min_delta;
+}
+
+/* "x.safetensors" -> "x.best.safetensors" */
+static const char *best_path(Ctx *cx, const char *out) {
+  size_t n = strlen(out), k = strlen(".safetensors");
+  if (n > k && !strcmp(out + n - k, ".safetensors")) return arena_printf(cx, "%.*s.best.safetensors", (int)(n - k), out);
+  return arena_printf(cx, "%s.best.safetensors", out);
+}
+
+/* JSON has no NaN: what was not measured is null */
+static const char *json_num(char *buf, size_t n, double v) {
+  if (!isfinite(v)) return "null";
+  snprintf(buf, n, "%.6f", v);
+  return buf;
+}
+
 int train_main(int argc, char **argv) {
   double t_launch = ts_now();   /* for "elapsed": time to accuracy counts the compile too */
   TrainOpts o;
@@ -54,23 +133,48 @@ int train_main(int argc, char **argv) {
   if (!lead && !freopen("/dev/null", "w", stdout)) return 1;   /* rank 0 speaks for the run */
   Ctx cx;
   Model m = {0};
-  TsDataset tr = {0}, te = {0};
+  TsDataset tr = {0}, va = {0}, te = {0};
   FILE *log = NULL;
+  uint32_t *order = NULL;
   rc = 1;
   if (tesla_front_file(&cx, o.spec, &m.sp) < 0) goto out;
   TrainCfg *tc = &m.sp.train;
+  DataCfg *dc = &m.sp.data;
   if (o.epochs) tc->epochs = o.epochs;
   if (o.lr > 0) tc->lr = o.lr;
   if (o.have_seed) tc->seed = (uint64_t)o.seed;
+  if (o.save_best) tc->save_best = true;
+  if (o.test_every_epoch) tc->test_every_epoch = true;
+  if (o.val_split >= 0) dc->val_split = o.val_split, dc->val_images = dc->val_labels = NULL;
+  bool have_val = dc->val_images || dc->val_split > 0;
+  if ((tc->save_best || tc->early_stop) && MONITOR_IS_VAL(tc->monitor) && !have_val) {
+    fprintf(stderr, "teslac: %s watches %s, but there is no validation set: give --validation-split F or "
+                    "data.val, or set train.monitor: train_loss\n",
+            tc->early_stop ? "early stopping" : "--save-best", monitor_names[tc->monitor]);
+    goto out;
+  }
   int64_t batch = o.batch ? o.batch : tc->batch;   /* the global batch */
   if (batch % K) {
     fprintf(stderr, "teslac: the batch of %lld does not split over %d ranks; give --batch a multiple of %d\n",
             (long long)batch, K, K);
     goto out;
   }
-  if (cmd_load_split(&cx, &m.sp, m.sp.data.train_images, m.sp.data.train_labels, "train", &tr) < 0) goto out;
-  if (m.sp.data.test_images && cmd_load_split(&cx, &m.sp, m.sp.data.test_images, m.sp.data.test_labels, "test", &te) < 0)
+  /* every output can be written, before the data is read and the model compiled */
+  const char *out_path = o.out ? o.out : arena_printf(&cx, "%s.safetensors", m.sp.name);
+  const char *best = tc->save_best ? best_path(&cx, out_path) : NULL;
+  if (lead && (cmd_check_output(out_path, "checkpoint") < 0 || (best && cmd_check_output(best, "best checkpoint") < 0) ||
+               (o.log && cmd_check_output(o.log, "log") < 0)))
     goto out;
+  if (cmd_load_split(&cx, &m.sp, dc->train_images, dc->train_labels, "train", &tr) < 0) goto out;
+  if (dc->val_images && cmd_load_split(&cx, &m.sp, dc->val_images, dc->val_labels, "validation", &va) < 0) goto out;
+  if (dc->val_split > 0) {
+    TsErr se;
+    if (ts_dataset_holdout(&tr, dc->val_split, tc->seed, &va, &se) < 0) {
+      fprintf(stderr, "teslac: validation_split: %s\n", se.msg);
+      goto out;
+    }
+  }
+  if (dc->test_images && cmd_load_split(&cx, &m.sp, dc->test_images, dc->test_labels, "test", &te) < 0) goto out;
   if ((int64_t)tr.count < batch) {
     fprintf(stderr, "teslac: the training set has %zu samples, fewer than one batch of %lld\n", tr.count, (long long)batch);
     goto out;
@@ -82,7 +186,6 @@ int train_main(int argc, char **argv) {
   }
   m.dist = K, m.sync_bn = tc->sync_bn;
   if (model_build_ex(&cx, &m, lbatch, threads, true, o.profile) < 0) goto out;
-  const char *out_path = o.out ? o.out : arena_printf(&cx, "%s.safetensors", m.sp.name);
   int64_t epoch0 = 0;
   TsErr e;
   model_init(&m, tc->seed);
@@ -98,42 +201,54 @@ int train_main(int argc, char **argv) {
   if (K > 1) {
     dist_bcast(&loaded, sizeof loaded);
     if (loaded < 0) goto out;
-    int64_t pos[3] = {m.t, epoch0, m.prune_total};
+    int64_t pos[6] = {m.t, epoch0, m.prune_total, m.watch.best_epoch, m.watch.wait, 0};
+    memcpy(&pos[5], &m.watch.best, sizeof(double));
     dist_bcast(pos, sizeof pos);
-    m.t = pos[0], epoch0 = pos[1], m.prune_total = pos[2];
+    m.t = pos[0], epoch0 = pos[1], m.prune_total = pos[2], m.watch.best_epoch = pos[3], m.watch.wait = pos[4];
+    memcpy(&m.watch.best, &pos[5], sizeof(double));
     dist_bcast(m.P, sizeof(float) * (size_t)m.pl.param_block);
     dist_bcast(m.O, sizeof(float) * (size_t)m.pl.opt_block);
   } else if (loaded < 0) {
     goto out;
   }
+  int64_t per_epoch = (int64_t)tr.count / batch;
+  /* the position is the step: a checkpoint at an epoch's last step is at the next epoch's start
+   * (older checkpoints written by --steps there said the epoch they ended) */
+  if (m.t / per_epoch > epoch0) epoch0 = m.t / per_epoch;
   if (lead && o.log && !(log = fopen(o.log, "w"))) {
     fprintf(stderr, "teslac: cannot write the log '%s': %s\n", o.log, strerror(errno));
     goto out;
   }
-  int64_t per_epoch = (int64_t)tr.count / batch;
   /* the pruning schedule runs over the whole training (epochs x steps); a resumed run keeps the
    * length it started with */
   if (m.prune_total <= 0) m.prune_total = tc->epochs * per_epoch;
   if (m.t == 0) sparse_prune(&m, m.prune_total);   /* oneshot at start 0 */
-  uint32_t *order = ts_malloc(sizeof(uint32_t) * tr.count);
+  order = ts_malloc(sizeof(uint32_t) * tr.count);
+  char valdesc[64] = "";
+  if (va.count) snprintf(valdesc, sizeof valdesc, " (+%zu validation)", va.count);
   if (K > 1)
-    printf("training %s: %zu samples, %lld steps per epoch, %d ranks (%s) of %lld rows and %d threads each%s\n",
-           m.sp.name, tr.count, (long long)per_epoch, K, dist_library(), (long long)lbatch, ts_pool_threads(m.pool),
-           m.sp.train.sync_bn ? "" : ", batchnorm per rank");
+    printf("training %s: %zu samples%s, %lld steps per epoch, %d ranks (%s) of %lld rows and %d threads each%s\n",
+           m.sp.name, tr.count, valdesc, (long long)per_epoch, K, dist_library(), (long long)lbatch,
+           ts_pool_threads(m.pool), m.sp.train.sync_bn ? "" : ", batchnorm per rank");
   else
-    printf("training %s: %zu samples, %lld steps per epoch, %d threads\n", m.sp.name, tr.count,
+    printf("training %s: %zu samples%s, %lld steps per epoch, %d threads\n", m.sp.name, tr.count, valdesc,
            (long long)per_epoch, ts_pool_threads(m.pool));
   double t_start = ts_now();
-  /* a resumed run may be at its --steps already: it takes no step (and -o gets the checkpoint) */
-  bool stop = o.steps && m.t >= o.steps;
+  /* a resumed run may be done already: it takes no step, and -o gets the checkpoint as it is */
+  bool stop = (o.steps && m.t >= o.steps) || epoch0 >= tc->epochs;
   if (stop) {
-    printf("the checkpoint is at step %lld, --steps is %lld: no step to take\n", (long long)m.t, (long long)o.steps);
+    if (o.steps && m.t >= o.steps)
+      printf("the checkpoint is at step %lld, --steps is %lld: no step to take\n", (long long)m.t, (long long)o.steps);
+    else
+      printf("the checkpoint is at epoch %lld of %lld: no epoch to train (give --epochs more than %lld to go on)\n",
+             (long long)epoch0, (long long)tc->epochs, (long long)epoch0);
     if (lead && model_save(&cx, &m, out_path, epoch0, &e) < 0) {
       fprintf(stderr, "teslac: %s\n", e.msg);
-      ts_free(order);
       goto out;
     }
   }
+  if (K == 1) catch_signals(true);   /* under mpirun, mpirun owns the signals */
+  const char *why = NULL;   /* why training stopped early */
   /* a resumed run continues inside its epoch: the shuffles are a function of (seed, epoch) */
   for (int64_t ep = epoch0; ep < tc->epochs && !stop; ep++) {
     for (size_t i = 0; i < tr.count; i++) order[i] = (uint32_t)i;
@@ -165,41 +280,95 @@ int train_main(int argc, char **argv) {
       sparse_prune(&m, m.prune_total);
       loss_sum += s.loss, correct += s.correct, seen += lbatch;
       ts_progress_update(&pr, (size_t)seen, loss_sum / (double)seen);
-      if (o.steps && m.t >= o.steps) { stop = true; break; }
+      if (stop_signal) break;
+      if (o.save_every && m.t % o.save_every == 0 && st + 1 < per_epoch && lead &&
+          model_save(&cx, &m, out_path, m.t / per_epoch, &e) < 0) {
+        ts_progress_end(&pr);
+        fprintf(stderr, "teslac: %s\n", e.msg);
+        goto out;
+      }
+      if (o.steps && m.t >= o.steps) { stop = true; why = "--steps"; break; }
     }
     ts_progress_end(&pr);
+    if (stop_signal) {   /* the step is done: checkpoint it, say how to go on */
+      const char *sig = stop_signal == SIGINT ? "SIGINT" : "SIGTERM";
+      if (model_save(&cx, &m, out_path, m.t / per_epoch, &e) < 0) {
+        fprintf(stderr, "teslac: interrupted (%s) at step %lld, and the checkpoint failed: %s\n", sig, (long long)m.t, e.msg);
+      } else {
+        printf("interrupted (%s) at step %lld (epoch %lld, step %lld of %lld); checkpoint in %s\nresume with:\n", sig,
+               (long long)m.t, (long long)(m.t / per_epoch) + 1, (long long)(m.t % per_epoch), (long long)per_epoch, out_path);
+        print_resume_command(argc, argv, out_path);
+      }
+      fflush(stdout);
+      rc = 128 + stop_signal;
+      goto out;
+    }
     if (K > 1) {   /* the epoch's loss and accuracy over every rank's rows */
       double sums[3] = {loss_sum, (double)correct, (double)seen};
       dist_sum_f64(sums, 3);
       loss_sum = sums[0], correct = (int64_t)sums[1], seen = (int64_t)sums[2];
     }
-    double dt = ts_now() - t0, tl = NAN, ta = NAN;
-    if (te.count && lead) model_eval(&m, &te, &tl, &ta);
-    double trl = seen ? loss_sum / (double)seen : NAN;
+    double dt = ts_now() - t0, vl = NAN, vacc = NAN, tl = NAN, ta = NAN;
+    double trl = seen ? loss_sum / (double)seen : NAN, tra = seen ? (double)correct / (double)seen : NAN;
+    if (va.count && lead) model_eval(&m, &va, &vl, &vacc);
+    /* the monitor, on rank 0, whose decision every rank takes */
+    bool is_best = false;
+    if (lead && (tc->early_stop || tc->save_best)) {
+      double v = tc->monitor == MON_VAL_LOSS ? vl : tc->monitor == MON_VAL_ACC ? vacc : tc->monitor == MON_TRAIN_LOSS ? trl : tra;
+      if (improves(tc, &m, v)) m.watch.best = v, m.watch.best_epoch = ep + 1, m.watch.wait = 0, is_best = true;
+      else m.watch.wait++;
+      if (tc->early_stop && !is_best && m.watch.wait >= tc->patience && !stop) stop = true, why = "early stopping";
+    }
+    if (K > 1) {
+      int flags[2] = {stop, why && !strcmp(why, "early stopping")};
+      dist_bcast(flags, sizeof flags);
+      stop = flags[0];
+      if (flags[1]) why = "early stopping";
+    }
+    bool last = stop || ep + 1 == tc->epochs;
+    if (te.count && lead && (last || tc->test_every_epoch)) model_eval(&m, &te, &tl, &ta);
     printf("epoch %lld/%lld  train loss %.4f", (long long)ep + 1, (long long)tc->epochs, trl);
-    if (tc->metric_accuracy) printf("  train acc %.4f", seen ? (double)correct / (double)seen : NAN);
-    if (te.count) {
+    if (tc->metric_accuracy) printf("  train acc %.4f", tra);
+    if (va.count) {
+      printf("  val loss %.4f", vl);
+      if (tc->metric_accuracy) printf("  val acc %.4f", vacc);
+    }
+    if (isfinite(tl) || isfinite(ta)) {
       printf("  test loss %.4f", tl);
       if (tc->metric_accuracy) printf("  test acc %.4f", ta);
     }
     printf("  %.1f s  %.0f samples/s  (%.0f s elapsed)\n", dt, (double)seen / dt, ts_now() - t_launch);
     fflush(stdout);
-    if (log) {   /* JSON has no NaN: what was not measured (no test data) is null */
-      char tls[32] = "null", tas[32] = "null";
-      if (te.count) snprintf(tls, sizeof tls, "%.6f", tl), snprintf(tas, sizeof tas, "%.6f", ta);
-      fprintf(log, "{\"epoch\": %lld, \"step\": %lld, \"train_loss\": %.6f, \"test_loss\": %s, "
-                   "\"test_accuracy\": %s, \"seconds\": %.3f, \"samples_per_second\": %.1f, \"lr\": %g, "
-                   "\"elapsed\": %.3f}\n",
-              (long long)ep + 1, (long long)m.t, trl, tls, tas, dt, (double)seen / dt, lr, ts_now() - t_launch);
-      fflush(log);
+    if (log) {
+      char b[6][32];
+      fprintf(log, "{\"epoch\": %lld, \"step\": %lld, \"train_loss\": %s, \"train_accuracy\": %s, \"val_loss\": %s, "
+                   "\"val_accuracy\": %s, \"test_loss\": %s, \"test_accuracy\": %s, \"seconds\": %.3f, "
+                   "\"samples_per_second\": %.1f, \"lr\": %g, \"elapsed\": %.3f}\n",
+              (long long)ep + 1, (long long)m.t, json_num(b[0], 32, trl), json_num(b[1], 32, tra), json_num(b[2], 32, vl),
+              json_num(b[3], 32, vacc), json_num(b[4], 32, tl), json_num(b[5], 32, ta), dt, (double)seen / dt, lr,
+              ts_now() - t_launch);
+      if (fflush(log) != 0 || ferror(log)) {
+        fprintf(stderr, "teslac: writing the log '%s' failed: %s\n", o.log, strerror(errno));
+        goto out;
+      }
     }
-    if (lead && model_save(&cx, &m, out_path, stop ? ep : ep + 1, &e) < 0) {
+    if (lead && model_save(&cx, &m, out_path, m.t / per_epoch, &e) < 0) {
       fprintf(stderr, "teslac: %s\n", e.msg);
-      ts_free(order);
       goto out;
     }
+    if (lead && is_best && tc->save_best) {
+      if (model_save(&cx, &m, best, m.t / per_epoch, &e) < 0) {
+        fprintf(stderr, "teslac: %s\n", e.msg);
+        goto out;
+      }
+      printf("  best %s %.4f: %s\n", monitor_names[tc->monitor], m.watch.best, best);
+    }
+    if (why && !strcmp(why, "early stopping"))
+      printf("early stopping: %s has not improved on %.4f (epoch %lld) for %lld epoch%s (patience %lld, min_delta %g)\n",
+             monitor_names[tc->monitor], m.watch.best, (long long)m.watch.best_epoch, (long long)m.watch.wait,
+             m.watch.wait == 1 ? "" : "s", (long long)tc->patience, tc->min_delta);
   }
-  ts_free(order);
+  catch_signals(false);
   if (o.profile) print_profile(&m);
   sparse_report(&m, stdout);
   if (K > 1) {   /* the ranks took the same steps: their trained tensors must be the same bits
@@ -217,15 +386,21 @@ int train_main(int argc, char **argv) {
   }
   struct rusage ru;   /* the high-water mark of this process's resident memory */
   double peak_mb = getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : 0;
-  printf("done in %.1f s; weights in %s; peak memory %.0f MB%s\n", ts_now() - t_start, out_path, peak_mb,
+  printf("done in %.1f s; weights in %s%s%s; peak memory %.0f MB%s\n", ts_now() - t_start, out_path,
+         best && m.watch.best_epoch ? "; best in " : "", best && m.watch.best_epoch ? best : "", peak_mb,
          K > 1 ? " (rank 0)" : "");
   rc = 0;
 out:
+  catch_signals(false);
   if (rc && K > 1) dist_abort(rc);   /* no rank may wait in a collective for this one */
   dist_finalize();
-  if (log) fclose(log);
+  if (log && fclose(log) != 0 && rc == 0) {
+    fprintf(stderr, "teslac: writing the log '%s' failed: %s\n", o.log, strerror(errno));
+    rc = 1;
+  }
+  ts_free(order);
   model_free(&m);
-  ts_dataset_free(&tr), ts_dataset_free(&te);
+  ts_dataset_free(&tr), ts_dataset_free(&va), ts_dataset_free(&te);
   ctx_free(&cx);
   return rc;
 }

@@ -528,6 +528,7 @@ static void train_defaults(TrainCfg *t) {
   t->sched = SCHED_CONSTANT, t->gamma = 0.1;
   t->epochs = 10, t->batch = 32, t->seed = 0, t->shuffle = true, t->sync_bn = true;
   t->metric_accuracy = true;
+  t->monitor = MON_VAL_LOSS, t->patience = 3, t->min_delta = 0;
 }
 
 /* optimizer: sgd | adam | adamw
@@ -635,10 +636,52 @@ static void parse_schedule(Ctx *cx, TrainCfg *t, YNode *v) {
   if ((x = spec_get(args, "eta_min"))) spec_num(cx, x, "eta_min", 0, 1e6, false, false, &t->eta_min);
 }
 
-/* train: {loss, optimizer, lr, schedule, epochs, batch, seed, shuffle, metrics, sync_batchnorm} */
+const char *const monitor_names[] = {"val_loss", "val_accuracy", "train_loss", "train_accuracy", NULL};
+
+/* a monitored quantity: val_loss, val_accuracy, train_loss, train_accuracy (Keras' val_acc,
+ * loss, accuracy and acc name the same) */
+static bool parse_monitor(Ctx *cx, YNode *x, const char *key, Monitor *out) {
+  static const struct { const char *name; Monitor m; } alias[] = {
+      {"val_loss", MON_VAL_LOSS}, {"val_accuracy", MON_VAL_ACC}, {"val_acc", MON_VAL_ACC},
+      {"train_loss", MON_TRAIN_LOSS}, {"loss", MON_TRAIN_LOSS}, {"train_accuracy", MON_TRAIN_ACC},
+      {"train_acc", MON_TRAIN_ACC}, {"accuracy", MON_TRAIN_ACC}, {"acc", MON_TRAIN_ACC}};
+  if (x->kind == Y_SCALAR)
+    for (size_t i = 0; i < sizeof alias / sizeof alias[0]; i++)
+      if (!strcmp(x->str, alias[i].name)) { *out = alias[i].m; return true; }
+  const char *s = x->kind == Y_SCALAR ? diag_suggest(x->str, monitor_names) : NULL;
+  if (s) diag_at(cx, x->loc, "unknown '%s' %s; did you mean '%s'?", key, spec_scalar_desc(cx, x), s);
+  else diag_at(cx, x->loc, "'%s' must be val_loss, val_accuracy, train_loss or train_accuracy, got %s", key,
+               spec_scalar_desc(cx, x));
+  return false;
+}
+
+/* early_stopping: {monitor: val_loss, patience: 3, min_delta: 0} | true (those defaults) */
+static void parse_early_stopping(Ctx *cx, TrainCfg *t, YNode *v) {
+  static const char *const keys[] = {"monitor", "patience", "min_delta", NULL};
+  if (v->kind == Y_SCALAR) {
+    bool on;
+    if (spec_bool(cx, v, "early_stopping", &on)) t->early_stop = on;
+    t->monitor_loc = v->loc;
+    return;
+  }
+  if (!check_keys(cx, v, "'early_stopping'", keys, NULL)) return;
+  t->early_stop = true;
+  t->monitor_loc = v->loc;
+  YNode *x;
+  if ((x = spec_get(v, "monitor"))) {
+    t->monitor_loc = x->loc;
+    parse_monitor(cx, x, "monitor", &t->monitor);
+  }
+  if ((x = spec_get(v, "patience"))) spec_int(cx, x, "patience", 0, 1000000, &t->patience);
+  if ((x = spec_get(v, "min_delta"))) spec_num(cx, x, "min_delta", 0, 1e30, false, false, &t->min_delta);
+}
+
+/* train: {loss, optimizer, lr, schedule, epochs, batch, seed, shuffle, metrics, sync_batchnorm,
+ *         early_stopping, monitor, save_best, test_every_epoch} */
 static void parse_train(Ctx *cx, Spec *sp, YNode *v) {
   static const char *const keys[] = {"loss", "optimizer", "lr", "schedule", "epochs", "batch",
-                                     "seed", "shuffle", "metrics", "sync_batchnorm", NULL};
+                                     "seed", "shuffle", "metrics", "sync_batchnorm", "early_stopping",
+                                     "monitor", "save_best", "test_every_epoch", NULL};
   TrainCfg *t = &sp->train;
   t->loc = v->loc;
   if (!check_keys(cx, v, "'train'", keys, NULL)) return;
@@ -673,6 +716,20 @@ static void parse_train(Ctx *cx, Spec *sp, YNode *v) {
   }
   if ((x = spec_get(v, "shuffle"))) spec_bool(cx, x, "shuffle", &t->shuffle);
   if ((x = spec_get(v, "sync_batchnorm"))) spec_bool(cx, x, "sync_batchnorm", &t->sync_bn);
+  if ((x = spec_get(v, "early_stopping"))) parse_early_stopping(cx, t, x);
+  if ((x = spec_get(v, "monitor"))) {   /* for save_best alone; early_stopping's wins */
+    YNode *es = spec_get(v, "early_stopping");
+    if (es && es->kind == Y_MAP && spec_get(es, "monitor"))
+      diag_at(cx, x->loc, "'monitor' is given twice: here and in 'early_stopping' at line %d; keep one",
+              spec_get(es, "monitor")->loc.line);
+    else if (parse_monitor(cx, x, "monitor", &t->monitor))
+      t->monitor_loc = x->loc;
+  }
+  if ((x = spec_get(v, "save_best"))) {
+    spec_bool(cx, x, "save_best", &t->save_best);
+    if (!t->monitor_loc.line) t->monitor_loc = x->loc;
+  }
+  if ((x = spec_get(v, "test_every_epoch"))) spec_bool(cx, x, "test_every_epoch", &t->test_every_epoch);
   if ((x = spec_get(v, "metrics"))) {
     if (x->kind != Y_SEQ) {
       diag_at(cx, x->loc, "'metrics' must be a list, e.g. [accuracy], got %s", spec_scalar_desc(cx, x));
@@ -712,9 +769,10 @@ static void parse_split(Ctx *cx, YNode *v, const char *what, const char **images
   else if (is_path(cx, x, "labels")) *labels = resolve_path(cx, x->str);
 }
 
-/* data: {format: idx, train: {images, labels}, test: {images, labels}, scale: 255} */
+/* data: {format: idx, train: {images, labels}, test: {images, labels}, scale: 255,
+ *        val: {images, labels} | validation_split: 0.1} */
 static void parse_data(Ctx *cx, Spec *sp, YNode *v) {
-  static const char *const keys[] = {"format", "train", "test", "scale", NULL};
+  static const char *const keys[] = {"format", "train", "test", "scale", "val", "validation_split", NULL};
   DataCfg *d = &sp->data;
   d->loc = v->loc;
   d->scale = 255;
@@ -726,6 +784,16 @@ static void parse_data(Ctx *cx, Spec *sp, YNode *v) {
   if (!(x = spec_get(v, "train"))) diag_at(cx, v->loc, "'data' needs 'train: {images, labels}'");
   else parse_split(cx, x, "'data.train'", &d->train_images, &d->train_labels);
   if ((x = spec_get(v, "test"))) parse_split(cx, x, "'data.test'", &d->test_images, &d->test_labels);
+  YNode *val = spec_get(v, "val"), *split = spec_get(v, "validation_split");
+  if (val && split)
+    diag_at(cx, split->loc, "give either 'val' (its own files) or 'validation_split' (a part of train), not both");
+  else if (val) {
+    d->val_loc = val->loc;
+    parse_split(cx, val, "'data.val'", &d->val_images, &d->val_labels);
+  } else if (split) {
+    d->val_loc = split->loc;
+    spec_num(cx, split, "validation_split", 0, 1, true, true, &d->val_split);
+  }
   if ((x = spec_get(v, "scale"))) spec_num(cx, x, "scale", 0, 1e30, true, false, &d->scale);
 }
 
@@ -839,4 +907,10 @@ void spec_parse(Ctx *cx, YNode *root, Spec *sp) {
   if ((x = spec_get(root, "train"))) parse_train(cx, sp, x);
   else { sp->train.lr = 0.001; sp->train.weight_decay = 0; }
   if ((x = spec_get(root, "data"))) parse_data(cx, sp, x);
+  TrainCfg *t = &sp->train;
+  if ((t->early_stop || t->save_best) && MONITOR_IS_VAL(t->monitor) && sp->data.present && !sp->data.val_images &&
+      !(sp->data.val_split > 0))
+    diag_at(cx, t->monitor_loc, "%s watches %s, but 'data' has no validation set: add 'validation_split: 0.1' "
+            "or 'val: {images, labels}' to 'data', or monitor train_loss", t->early_stop ? "early_stopping" : "save_best",
+            monitor_names[t->monitor]);
 }
