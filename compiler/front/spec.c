@@ -670,7 +670,7 @@ static void parse_early_stopping(Ctx *cx, TrainCfg *t, YNode *v) {
   YNode *x;
   if ((x = spec_get(v, "monitor"))) {
     t->monitor_loc = x->loc;
-    parse_monitor(cx, x, "monitor", &t->monitor);
+    if (!parse_monitor(cx, x, "monitor", &t->monitor)) t->early_stop = false;   /* no second error */
   }
   if ((x = spec_get(v, "patience"))) spec_int(cx, x, "patience", 0, 1000000, &t->patience);
   if ((x = spec_get(v, "min_delta"))) spec_num(cx, x, "min_delta", 0, 1e30, false, false, &t->min_delta);
@@ -686,6 +686,7 @@ static void parse_train(Ctx *cx, Spec *sp, YNode *v) {
   t->loc = v->loc;
   if (!check_keys(cx, v, "'train'", keys, NULL)) return;
   YNode *x, *opt_lr = NULL;
+  bool bad_monitor = false;
   if ((x = spec_get(v, "loss"))) {
     if (x->kind != Y_SCALAR ||
         (strcmp(x->str, "cross_entropy") && strcmp(x->str, "categorical_crossentropy"))) {
@@ -724,10 +725,13 @@ static void parse_train(Ctx *cx, Spec *sp, YNode *v) {
               spec_get(es, "monitor")->loc.line);
     else if (parse_monitor(cx, x, "monitor", &t->monitor))
       t->monitor_loc = x->loc;
+    else
+      bad_monitor = true;
   }
   if ((x = spec_get(v, "save_best"))) {
     spec_bool(cx, x, "save_best", &t->save_best);
     if (!t->monitor_loc.line) t->monitor_loc = x->loc;
+    if (bad_monitor) t->save_best = false;   /* reported once, at the monitor */
   }
   if ((x = spec_get(v, "test_every_epoch"))) spec_bool(cx, x, "test_every_epoch", &t->test_every_epoch);
   if ((x = spec_get(v, "metrics"))) {

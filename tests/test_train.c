@@ -1,0 +1,425 @@
+/* test_train.c: the training workflow around the steps (compiler/driver/train.c), through the
+ * built teslac on the synthetic data set of net.h: the validation set (a seeded holdout that is
+ * deterministic and disjoint from what is trained on, or its own files), early stopping at the
+ * epoch it must stop at (and going on counting after a resume), the best checkpoint, outputs
+ * checked before anything is compiled, the no-op resume, SIGINT mid-epoch then --resume giving
+ * the uninterrupted run's bytes, a second SIGINT exiting at once, --save-every surviving a
+ * kill -9, and every new flag fed something wrong. */
+#include "net.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <time.h>
+
+/* the synthetic spec for `epochs`, with `train_extra` lines under train: and `data_extra` under data: */
+static char *spec_with(const char *file, int epochs, const char *train_extra, const char *data_extra) {
+  char *src = xprintf("tesla: 1\nname: synth\ninput: [1, 8, 8]\nclasses: 4\nlayers:\n"
+                      "  - dense: {units: 32}\n  - relu: {}\n  - dense: {units: 4}\n  - softmax: {}\n"
+                      "train:\n  optimizer: adam\n  lr: 0.01\n  epochs: %d\n  batch: 32\n  seed: 7\n%s"
+                      "data:\n  train: {images: train-images.gz, labels: train-labels.gz}\n"
+                      "  test: {images: test-images.gz, labels: test-labels.gz}\n%s",
+                      epochs, train_extra, data_extra);
+  char *path = tmp_path(file);
+  write_bytes(path, src, strlen(src), false);
+  free(src);
+  return path;
+}
+
+static int count_of(const char *text, const char *needle) {
+  int n = 0;
+  for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle)) n++;
+  return n;
+}
+
+/* ---- 1. the holdout itself (runtime/rt_idx.c) ----------------------------------------------- */
+
+/* n samples whose two bytes are their index, labels index % 4 */
+static TsDataset indexed(size_t n) {
+  TsDataset d = {.count = n, .item_size = 2, .item_ndims = 1, .item_dims = {2}};
+  d.x = ts_malloc(2 * n), d.y = ts_malloc(sizeof(int32_t) * n);
+  for (size_t i = 0; i < n; i++) d.x[2 * i] = (uint8_t)(i & 255), d.x[2 * i + 1] = (uint8_t)(i >> 8), d.y[i] = (int32_t)(i % 4);
+  return d;
+}
+
+static size_t index_of(const TsDataset *d, size_t k) { return (size_t)d->x[2 * k] | (size_t)d->x[2 * k + 1] << 8; }
+
+START_TEST(holdout_split) {
+  size_t n = 1000;
+  uint8_t seen[1000];
+  TsErr e;
+  size_t first[100];
+  for (int seed = 7; seed <= 8; seed++) {
+    TsDataset d = indexed(n), v;
+    ck_assert_int_eq(ts_dataset_holdout(&d, 0.1, (uint64_t)seed, &v, &e), 0);
+    ck_assert_uint_eq(v.count, 100);   /* Keras' count: train keeps floor(1000 * 0.9) */
+    ck_assert_uint_eq(d.count, 900);
+    memset(seen, 0, sizeof seen);
+    for (int part = 0; part < 2; part++) {   /* disjoint, together every sample, order kept */
+      const TsDataset *p = part ? &v : &d;
+      for (size_t k = 0; k < p->count; k++) {
+        size_t i = index_of(p, k);
+        ck_assert_uint_lt(i, n);
+        ck_assert_msg(!seen[i], "sample %zu is in both parts", i);
+        seen[i] = 1;
+        ck_assert_int_eq(p->y[k], (int32_t)(i % 4));
+        if (k) ck_assert_uint_gt(i, index_of(p, k - 1));
+      }
+    }
+    for (size_t i = 0; i < n; i++) ck_assert_msg(seen[i], "sample %zu is in neither part", i);
+    if (seed == 7)
+      for (size_t k = 0; k < 100; k++) first[k] = index_of(&v, k);
+    else {   /* another seed, another split */
+      size_t same = 0;
+      for (size_t k = 0; k < 100; k++) same += first[k] == index_of(&v, k);
+      ck_assert_uint_lt(same, 100);
+    }
+    ts_dataset_free(&d), ts_dataset_free(&v);
+  }
+  /* the same seed, the same split */
+  TsDataset a = indexed(n), b = indexed(n), va, vb;
+  ck_assert_int_eq(ts_dataset_holdout(&a, 0.25, 3, &va, &e), 0);
+  ck_assert_int_eq(ts_dataset_holdout(&b, 0.25, 3, &vb, &e), 0);
+  ck_assert_uint_eq(va.count, 250);
+  ck_assert_int_eq(memcmp(va.x, vb.x, 2 * va.count), 0);
+  ck_assert_int_eq(memcmp(a.x, b.x, 2 * a.count), 0);
+  ts_dataset_free(&a), ts_dataset_free(&b), ts_dataset_free(&va), ts_dataset_free(&vb);
+  /* a part that would be empty is an error, and d is left whole */
+  TsDataset one = indexed(1), h;
+  ck_assert_int_eq(ts_dataset_holdout(&one, 0.5, 1, &h, &e), -1);
+  ck_assert_msg(strstr(e.msg, "none to"), "%s", e.msg);
+  ck_assert_uint_eq(one.count, 1);
+  ts_dataset_free(&one);
+}
+END_TEST
+
+/* ---- 2. the validation set in training -------------------------------------------------------- */
+
+START_TEST(cli_validation) {
+  char *spec = spec_with("val.yaml", 3, "", "  validation_split: 0.25\n");
+  char *ck = tmp_path("val.st"), *log = tmp_path("val.jsonl"), *log2 = tmp_path("val2.jsonl");
+  Cli a = CLI("train", spec, "--threads", "2", "-o", ck, "--log", log);
+  cli_ok(&a);
+  ck_assert_msg(strstr(a.out, "training synth: 768 samples (+256 validation), 24 steps per epoch"), "%s", a.out);
+  ck_assert_int_eq(count_of(a.out, "val loss "), 3);
+  ck_assert_int_eq(count_of(a.out, "test loss "), 1);   /* the test set after the last epoch only */
+  ck_assert_msg(strstr(strstr(a.out, "epoch 3/3"), "test acc "), "%s", a.out);
+  char *jl = slurp(log, NULL);
+  ck_assert_int_eq(count_of(jl, "\"val_loss\": null"), 0);
+  ck_assert_int_eq(count_of(jl, "\"train_accuracy\": null"), 0);
+  ck_assert_int_eq(count_of(jl, "\"test_loss\": null"), 2);
+  ck_assert_int_eq(count_of(jl, "nan"), 0);
+  /* the same seed, the same split and the same numbers; the log is the same but for timings */
+  Cli b = CLI("train", spec, "--threads", "2", "-o", ck, "--log", log2);
+  cli_ok(&b);
+  ck_assert_double_eq(parse_last(a.out, "val loss "), parse_last(b.out, "val loss "));
+  /* --test-every-epoch; --validation-split from the command line; data.val as its own files */
+  Cli d = CLI("train", spec, "--threads", "2", "-o", ck, "--test-every-epoch", "--validation-split", "0.5");
+  cli_ok(&d);
+  ck_assert_msg(strstr(d.out, "512 samples (+512 validation)"), "%s", d.out);
+  ck_assert_int_eq(count_of(d.out, "test loss "), 3);
+  char *spec2 = spec_with("val_files.yaml", 3, "", "  val: {images: test-images.gz, labels: test-labels.gz}\n");
+  Cli e = CLI("train", spec2, "--threads", "2", "-o", ck, "--epochs", "1");
+  cli_ok(&e);
+  ck_assert_msg(strstr(e.out, "1024 samples (+256 validation)"), "%s", e.out);
+  /* the validation set is the test files here: the same numbers at the last epoch */
+  ck_assert_double_eq_tol(parse_last(e.out, "val loss "), parse_last(e.out, "test loss "), 1e-9);
+  cli_free(&a), cli_free(&b), cli_free(&d), cli_free(&e);
+  free(jl), free(spec), free(spec2), free(ck), free(log), free(log2);
+}
+END_TEST
+
+/* ---- 3. early stopping and the best checkpoint ---------------------------------------------- */
+
+START_TEST(cli_early_stopping) {
+  char buf[64];
+  /* nothing improves by 1000: the first epoch is the best, patience 2 stops after epoch 3 */
+  char *spec = spec_with("es.yaml", 10, "  early_stopping: {monitor: train_loss, patience: 2, min_delta: 1000}\n", "");
+  char *ck = tmp_path("es.st"), *ck2 = tmp_path("es2.st");
+  Cli a = CLI("train", spec, "--threads", "2", "-o", ck);
+  cli_ok(&a);
+  ck_assert_msg(strstr(a.out, "epoch 3/10") && !strstr(a.out, "epoch 4/10"), "%s", a.out);
+  ck_assert_msg(strstr(a.out, "early stopping: train_loss has not improved on "), "%s", a.out);
+  ck_assert_msg(strstr(a.out, "(epoch 1) for 2 epochs (patience 2"), "%s", a.out);
+  ck_assert_msg(strstr(strstr(a.out, "epoch 3/10"), "test acc "), "the test set after the stop: %s", a.out);
+  ck_assert_str_eq(ckpt_meta(ck, "epoch", buf, sizeof buf), "3");
+  ck_assert_str_eq(ckpt_meta(ck, "monitor_wait", buf, sizeof buf), "2");
+  /* a resume goes on counting: one more epoch without improvement stops it again */
+  Cli b = CLI("train", spec, "--threads", "2", "--resume", ck, "-o", ck2);
+  cli_ok(&b);
+  ck_assert_msg(strstr(b.out, "epoch 4/10") && !strstr(b.out, "epoch 5/10"), "%s", b.out);
+  ck_assert_msg(strstr(b.out, "(epoch 1) for 3 epochs"), "%s", b.out);
+  /* patience 0: the first epoch that does not improve */
+  char *spec0 = spec_with("es0.yaml", 10, "  early_stopping: {monitor: train_loss, patience: 0, min_delta: 1000}\n", "");
+  Cli c = CLI("train", spec0, "--threads", "2", "-o", ck);
+  cli_ok(&c);
+  ck_assert_msg(strstr(c.out, "epoch 2/10") && !strstr(c.out, "epoch 3/10"), "%s", c.out);
+  /* val_accuracy on a validation split, which cannot rise by 2: stops after 1 + patience */
+  char *specv = spec_with("esv.yaml", 10, "  early_stopping: {monitor: val_accuracy, patience: 1, min_delta: 2}\n",
+                          "  validation_split: 0.2\n");
+  Cli d = CLI("train", specv, "--threads", "2", "-o", ck);
+  cli_ok(&d);
+  ck_assert_msg(strstr(d.out, "epoch 2/10") && !strstr(d.out, "epoch 3/10"), "%s", d.out);
+  ck_assert_msg(strstr(d.out, "early stopping: val_accuracy"), "%s", d.out);
+  /* a monitor that keeps improving never stops the run (the synthetic set is learnable) */
+  char *specl = spec_with("esl.yaml", 3, "  early_stopping: {monitor: train_loss, patience: 1}\n", "");
+  Cli f = CLI("train", specl, "--threads", "2", "-o", ck);
+  cli_ok(&f);
+  ck_assert_msg(strstr(f.out, "epoch 3/3") && !strstr(f.out, "early stopping"), "%s", f.out);
+  cli_free(&a), cli_free(&b), cli_free(&c), cli_free(&d), cli_free(&f);
+  free(spec), free(spec0), free(specv), free(specl), free(ck), free(ck2);
+}
+END_TEST
+
+START_TEST(cli_save_best) {
+  char buf[64];
+  /* train_loss that cannot improve by 1000: the best is epoch 1, the last epoch 3 */
+  char *spec = spec_with("best.yaml", 3, "  monitor: train_loss\n  early_stopping: {monitor: train_loss, patience: 5, min_delta: 1000}\n", "");
+  char *ck = tmp_path("run.safetensors"), *best = tmp_path("run.best.safetensors");
+  Cli a = CLI("train", spec, "--threads", "2", "-o", ck, "--save-best");
+  ck_assert_msg(a.status == 1 && strstr(a.err, "'monitor' is given twice"), "two monitors: exit %d: %s", a.status, a.err);
+  free(spec);
+  spec = spec_with("best.yaml", 3, "  early_stopping: {monitor: train_loss, patience: 5, min_delta: 1000}\n", "");
+  Cli b = CLI("train", spec, "--threads", "2", "-o", ck, "--save-best");
+  cli_ok(&b);
+  ck_assert_int_eq(count_of(b.out, "best train_loss "), 1);
+  ck_assert_msg(strstr(b.out, "best in "), "%s", b.out);
+  ck_assert_str_eq(ckpt_meta(best, "epoch", buf, sizeof buf), "1");
+  ck_assert_str_eq(ckpt_meta(ck, "epoch", buf, sizeof buf), "3");
+  /* the best file is a whole checkpoint: eval reads it */
+  Cli c = CLI("eval", spec, "--weights", best, "--threads", "2");
+  cli_ok(&c);
+  /* train.save_best with the default monitor, val_loss, on a validation split; an improving
+   * val_loss saves at least at epoch 1 */
+  char *spec2 = spec_with("best2.yaml", 3, "  save_best: true\n", "  validation_split: 0.25\n");
+  char *ck2 = tmp_path("run2.st"), *best2 = tmp_path("run2.st.best.safetensors");
+  Cli d = CLI("train", spec2, "--threads", "2", "-o", ck2);
+  cli_ok(&d);
+  ck_assert_msg(strstr(d.out, "best val_loss "), "%s", d.out);
+  ck_assert_str_ne(ckpt_meta(best2, "epoch", buf, sizeof buf), "");
+  /* --save-best without a validation set watches val_loss: an error before compiling */
+  char *spec3 = spec_with("best3.yaml", 3, "", "");
+  Cli e = CLI("train", spec3, "--threads", "2", "-o", ck2, "--save-best");
+  cli_fails(&e, 1, "--save-best without validation", (const char *const[]){"no validation set", "--validation-split", NULL});
+  cli_free(&a), cli_free(&b), cli_free(&c), cli_free(&d), cli_free(&e);
+  free(spec), free(spec2), free(spec3), free(ck), free(best), free(ck2), free(best2);
+}
+END_TEST
+
+/* ---- 4. outputs checked first, the no-op resume ----------------------------------------------- */
+
+START_TEST(cli_bad_outputs) {
+  char *spec = spec_with("out.yaml", 3, "", "");
+  char *ck = tmp_path("out.st");
+  struct { const char *flag, *path, *needle; } cases[] = {
+      {"-o", "/nonexistent/x.safetensors", "cannot write the checkpoint '/nonexistent/x.safetensors': its folder does not exist"},
+      {"-o", tmpdir, "it exists and is not a regular file"},
+      {"--log", "/nonexistent/l.jsonl", "cannot write the log"},
+      {"-o", "", "path is empty"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    double t0 = ts_now();
+    Cli r = !strcmp(cases[i].flag, "-o") ? CLI("train", spec, "--threads", "2", "-o", cases[i].path)
+                                         : CLI("train", spec, "--threads", "2", "-o", ck, cases[i].flag, cases[i].path);
+    cli_fails(&r, 1, cases[i].path, (const char *const[]){cases[i].needle, NULL});
+    ck_assert_msg(!strstr(r.out, "compiled") && !strstr(r.out, "epoch"), "%s: it went on: %s", cases[i].path, r.out);
+    ck_assert_msg(ts_now() - t0 < 5, "the check came late");
+    cli_free(&r);
+  }
+  /* the probe file is gone */
+  DIR *dir = opendir(tmpdir);
+  for (struct dirent *de; (de = readdir(dir));) ck_assert_msg(strncmp(de->d_name, ".teslac-probe", 13), "%s left", de->d_name);
+  closedir(dir);
+  free(spec), free(ck);
+}
+END_TEST
+
+START_TEST(cli_noop_resume) {
+  char buf[64];
+  char *spec = spec_with("noop.yaml", 3, "", "");
+  char *a = tmp_path("noop_a.st"), *b = tmp_path("noop_b.st"), *c = tmp_path("noop_c.st"), *d = tmp_path("noop_d.st");
+  Cli r1 = CLI("train", spec, "--threads", "2", "--epochs", "2", "-o", a);
+  cli_ok(&r1);
+  Cli r2 = CLI("train", spec, "--threads", "2", "--epochs", "2", "--resume", a, "-o", b);
+  cli_ok(&r2);
+  ck_assert_msg(strstr(r2.out, "no epoch to train"), "%s", r2.out);
+  ck_assert_int_eq(ckpt_diff(a, b, true), 0);   /* -o written, as it was */
+  /* --steps ending exactly at an epoch's end is at the next epoch: the resume trains epoch 2, no empty epoch */
+  Cli r3 = CLI("train", spec, "--threads", "2", "--steps", "32", "-o", c);
+  cli_ok(&r3);
+  ck_assert_str_eq(ckpt_meta(c, "epoch", buf, sizeof buf), "1");
+  Cli r4 = CLI("train", spec, "--threads", "2", "--epochs", "2", "--resume", c, "-o", d);
+  cli_ok(&r4);
+  ck_assert_msg(!strstr(r4.out, "epoch 1/2") && strstr(r4.out, "epoch 2/2") && !strstr(r4.out, "nan"), "%s", r4.out);
+  ck_assert_int_eq(ckpt_diff(a, d, true), 0);
+  cli_free(&r1), cli_free(&r2), cli_free(&r3), cli_free(&r4);
+  free(spec), free(a), free(b), free(c), free(d);
+}
+END_TEST
+
+/* ---- 5. signals ----------------------------------------------------------------------------- */
+
+/* teslac started in the background, stdout and stderr into files */
+static pid_t spawn(const char *const *args, const char *outp) {
+  const char *argv[32];
+  int k = 0;
+  argv[k++] = teslac_bin;
+  for (; *args && k < 31; args++) argv[k++] = *args;
+  argv[k] = NULL;
+  fflush(stdout);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    int o = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(o, 1), dup2(o, 2);
+    execv(teslac_bin, (char *const *)argv);
+    _exit(127);
+  }
+  return pid;
+}
+
+/* waits up to 60 s for `path` to hold `needle`; false after that */
+static bool wait_for(const char *path, const char *needle) {
+  for (int i = 0; i < 3000; i++) {
+    char *s = slurp(path, NULL);
+    bool ok = strstr(s, needle) != NULL;
+    free(s);
+    if (ok) return true;
+    usleep(20000);
+  }
+  return false;
+}
+
+static int reap(pid_t pid) {
+  int st;
+  ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+START_TEST(cli_sigint_resume) {
+  char buf[64];
+  char *spec = spec_with("sig.yaml", 100000, "", "");
+  char *ck = tmp_path("sig.st"), *log = tmp_path("sig.jsonl"), *outp = tmp_path("sig.out");
+  char *resumed = tmp_path("sig_resumed.st"), *straight = tmp_path("sig_straight.st");
+  /* interrupted somewhere after the first epoch */
+  pid_t pid = spawn((const char *const[]){"train", spec, "--threads", "2", "-o", ck, "--log", log, NULL}, outp);
+  ck_assert_msg(wait_for(log, "\"epoch\": 1,"), "no first epoch");
+  kill(pid, SIGINT);
+  int rc = reap(pid);
+  char *out = slurp(outp, NULL);
+  ck_assert_msg(rc == 130, "exit %d: %s", rc, out);
+  ck_assert_msg(strstr(out, "interrupted (SIGINT) at step "), "%s", out);
+  ck_assert_msg(strstr(out, "resume with:\n  teslac train "), "%s", out);
+  ck_assert_msg(strstr(out, xprintf("--resume %s\n", ck)), "%s", out);
+  long long at = atoll(ckpt_meta(ck, "step", buf, sizeof buf));
+  printf("  SIGINT: checkpoint at step %lld (epoch %lld, step %lld of 32)\n", at, at / 32 + 1, at % 32);
+  ck_assert_int_gt(at, 32);
+  /* resumed to 40 steps past the interruption = the same steps straight */
+  char *target = xprintf("%lld", at + 40);
+  Cli a = CLI("train", spec, "--threads", "2", "--resume", ck, "--steps", target, "-o", resumed);
+  cli_ok(&a);
+  Cli b = CLI("train", spec, "--threads", "2", "--steps", target, "-o", straight);
+  cli_ok(&b);
+  ck_assert_int_eq(ckpt_diff(resumed, straight, true), 0);
+  cli_free(&a), cli_free(&b);
+  free(out), free(target), free(spec), free(ck), free(log), free(outp), free(resumed), free(straight);
+}
+END_TEST
+
+/* SIGTERM does the same; a second SIGINT exits at once and the checkpoint stays loadable */
+START_TEST(cli_signals_more) {
+  char *spec = spec_with("sig2.yaml", 100000, "", "");
+  char *ck = tmp_path("sig2.st"), *log = tmp_path("sig2.jsonl"), *outp = tmp_path("sig2.out");
+  pid_t pid = spawn((const char *const[]){"train", spec, "--threads", "2", "-o", ck, "--log", log, NULL}, outp);
+  ck_assert_msg(wait_for(log, "\"epoch\": 1,"), "no first epoch");
+  kill(pid, SIGTERM);
+  int rc = reap(pid);
+  char *out = slurp(outp, NULL);
+  ck_assert_msg(rc == 143 && strstr(out, "interrupted (SIGTERM)"), "exit %d: %s", rc, out);
+  free(out);
+  unlink(log);
+  pid = spawn((const char *const[]){"train", spec, "--threads", "2", "-o", ck, "--log", log, NULL}, outp);
+  ck_assert_msg(wait_for(log, "\"epoch\": 2,"), "no second epoch");
+  kill(pid, SIGINT), kill(pid, SIGINT);
+  rc = reap(pid);
+  ck_assert_int_eq(rc, 130);
+  Cli e = CLI("eval", spec, "--weights", ck, "--threads", "2");   /* whichever checkpoint was last, it is whole */
+  cli_ok(&e);
+  cli_free(&e);
+  free(spec), free(ck), free(log), free(outp);
+}
+END_TEST
+
+/* --save-every: a kill -9 leaves a checkpoint at a multiple of N (or an epoch's end) that
+ * resumes to the uninterrupted run's bytes */
+START_TEST(cli_save_every) {
+  char buf[64];
+  char *spec = spec_with("every.yaml", 100000, "", "");
+  char *ck = tmp_path("every.st"), *outp = tmp_path("every.out"), *a = tmp_path("every_a.st"), *b = tmp_path("every_b.st");
+  pid_t pid = spawn((const char *const[]){"train", spec, "--threads", "2", "-o", ck, "--save-every", "5", NULL}, outp);
+  struct stat st;
+  for (int i = 0; i < 3000 && stat(ck, &st) != 0; i++) usleep(20000);
+  usleep(300000);
+  kill(pid, SIGKILL);
+  reap(pid);
+  long long at = atoll(ckpt_meta(ck, "step", buf, sizeof buf));
+  printf("  --save-every 5, kill -9: checkpoint at step %lld\n", at);
+  ck_assert_msg(at > 0 && (at % 5 == 0 || at % 32 == 0), "step %lld", at);
+  char *target = xprintf("%lld", at + 13);
+  Cli r = CLI("train", spec, "--threads", "2", "--resume", ck, "--steps", target, "-o", a);
+  cli_ok(&r);
+  Cli s = CLI("train", spec, "--threads", "2", "--steps", target, "-o", b, "--save-every", "3");
+  cli_ok(&s);
+  ck_assert_int_eq(ckpt_diff(a, b, true), 0);
+  cli_free(&r), cli_free(&s);
+  free(target), free(spec), free(ck), free(outp), free(a), free(b);
+}
+END_TEST
+
+/* ---- 6. flags fed something wrong ------------------------------------------------------------ */
+
+START_TEST(cli_bad_train_flags) {
+  char *spec = spec_with("flags.yaml", 3, "", "");
+  struct { const char *flag, *value, *needle; } cases[] = {
+      {"--save-every", "0", "--save-every must be an integer"},
+      {"--save-every", "2.5", "--save-every must be an integer"},
+      {"--validation-split", "1", "--validation-split must be a number from 0 to 0.99"},
+      {"--validation-split", "-0.1", "--validation-split must be a number"},
+      {"--validation-split", "half", "--validation-split must be a number"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    Cli r = CLI("train", spec, cases[i].flag, cases[i].value);
+    cli_fails(&r, 2, cases[i].flag, (const char *const[]){cases[i].needle, NULL});
+    cli_free(&r);
+  }
+  Cli r = CLI("train", spec, "--save-every");
+  cli_fails(&r, 2, "--save-every", (const char *const[]){"--save-every needs a value", NULL});
+  cli_free(&r);
+  /* a split that leaves less than a batch to train on */
+  Cli t = CLI("train", spec, "--validation-split", "0.99");
+  cli_fails(&t, 1, "big split", (const char *const[]){"10 samples, fewer than one batch of 32", NULL});
+  cli_free(&t);
+  free(spec);
+}
+END_TEST
+
+static Suite *train_suite(void) {
+  Suite *s = suite_create("train");
+  TCase *tc = tcase_create("holdout");
+  tcase_add_test(tc, holdout_split);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("cli");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, cli_validation);
+  tcase_add_test(tc, cli_early_stopping);
+  tcase_add_test(tc, cli_save_best);
+  tcase_add_test(tc, cli_bad_outputs);
+  tcase_add_test(tc, cli_noop_resume);
+  tcase_add_test(tc, cli_sigint_resume);
+  tcase_add_test(tc, cli_signals_more);
+  tcase_add_test(tc, cli_save_every);
+  tcase_add_test(tc, cli_bad_train_flags);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(int argc, char **argv) { return suite_main(argc, argv, "test_train", synth_dataset, train_suite); }
