@@ -117,7 +117,7 @@ def main():
         full = {}
         for spec in ["specs/mlp.yaml", "specs/mlp_sparse.yaml"]:
             out = os.path.join(tmp, os.path.basename(spec) + ".st")
-            text = run([a.teslac, "train", spec, "--threads", str(a.threads), "-o", out])
+            text = run([a.teslac, "train", spec, "--test-every-epoch", "--threads", str(a.threads), "-o", out])
             accs = [float(x) for x in re.findall(r"test acc ([\d.]+)", text)]
             secs = sum(float(x) for x in re.findall(r"test acc [\d.]+\s+([\d.]+) s", text))
             full[spec] = {"seconds": secs, "test_acc": accs, "ckpt_bytes": os.path.getsize(out)}
