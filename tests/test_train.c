@@ -4,7 +4,8 @@
  * epoch it must stop at (and going on counting after a resume), the best checkpoint, outputs
  * checked before anything is compiled, the no-op resume, SIGINT mid-epoch then --resume giving
  * the uninterrupted run's bytes, a second SIGINT exiting at once, --save-every surviving a
- * kill -9, and every new flag fed something wrong. */
+ * kill -9, checkpoint metadata checked like any input, a resume taking the run's seed, lr and
+ * validation split from its checkpoint, and every new flag fed something wrong. */
 #include "net.h"
 
 #include <dirent.h>
@@ -375,7 +376,83 @@ START_TEST(cli_save_every) {
 }
 END_TEST
 
-/* ---- 6. flags fed something wrong ------------------------------------------------------------ */
+/* ---- 6. what a checkpoint says is input too ------------------------------------------------------ */
+
+/* a copy of checkpoint `src` at `dst` whose metadata value of `key` is `value` (the header
+ * rewritten with its new length; the tensors' offsets are relative to its end) */
+static void patch_meta(const char *src, const char *dst, const char *key, const char *value) {
+  size_t len;
+  char *b = slurp(src, &len);
+  uint64_t n;
+  memcpy(&n, b, 8);
+  char *hdr = strndup(b + 8, (size_t)n), *pat = xprintf("\"%s\":\"", key), *at = strstr(hdr, pat);
+  ck_assert_msg(at, "%s has no metadata %s", src, key);
+  char *vend = strchr(at + strlen(pat), '"');
+  char *nh = xprintf("%.*s%s%s", (int)(at + strlen(pat) - hdr), hdr, value, vend);
+  uint64_t nn = strlen(nh);
+  FILE *f = fopen(dst, "wb");
+  NEED(f);
+  NEED(fwrite(&nn, 8, 1, f) == 1 && fwrite(nh, 1, nn, f) == nn && fwrite(b + 8 + n, 1, len - 8 - n, f) == len - 8 - n);
+  NEED(fclose(f) == 0);
+  free(b), free(hdr), free(pat), free(nh);
+}
+
+START_TEST(cli_bad_metadata) {
+  char *spec = spec_with("meta.yaml", 3, "", "");
+  char *ck = tmp_path("meta.st"), *bad = tmp_path("meta_bad.st"), *o = tmp_path("meta_out.st");
+  Cli r = CLI("train", spec, "--threads", "2", "--steps", "40", "-o", ck);
+  cli_ok(&r);
+  cli_free(&r);
+  struct { const char *key, *value, *needle; } cases[] = {
+      {"step", "-5", "checkpoint metadata 'step' is \"-5\"; it must be an integer from 0 to 2147483647"},
+      {"step", "abc", "'step' is \"abc\""},
+      {"step", " 5", "'step' is \" 5\""},
+      {"step", "", "'step' is \"\""},
+      {"epoch", "-1000000", "'epoch' is \"-1000000\""},
+      {"epoch", "3", "says epoch 3 at step 40, but an epoch here is 32 steps"},
+      {"epoch", "0", "says epoch 0 at step 40"},
+      {"batch", "0", "'batch' is \"0\""},
+      {"batch", "64", "was trained at batch 64"},
+      {"seed", "x", "'seed' is \"x\""},
+      {"lr", "nan", "'lr' is \"nan\""},
+      {"lr", "-1", "'lr' is \"-1\""},
+      {"validation_split", "1", "'validation_split' is \"1\""},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    patch_meta(ck, bad, cases[i].key, cases[i].value);
+    Cli c = CLI("train", spec, "--threads", "2", "--resume", bad, "-o", o);
+    cli_fails(&c, 1, cases[i].key, (const char *const[]){cases[i].needle, NULL});
+    ck_assert_msg(!strstr(c.out, "epoch 1/"), "%s=%s trained: %s", cases[i].key, cases[i].value, c.out);
+    cli_free(&c);
+  }
+  free(spec), free(ck), free(bad), free(o);
+}
+END_TEST
+
+/* a run trained with --seed and --lr resumes with them when the flags are not repeated */
+START_TEST(cli_resume_settings) {
+  char *spec = spec_with("settings.yaml", 3, "", "");
+  char *full = tmp_path("set_full.st"), *part = tmp_path("set_part.st"), *res = tmp_path("set_res.st");
+  Cli a = CLI("train", spec, "--threads", "2", "--seed", "5", "--lr", "0.02", "--validation-split", "0.25", "--steps", "40", "-o", full);
+  cli_ok(&a);
+  Cli b = CLI("train", spec, "--threads", "2", "--seed", "5", "--lr", "0.02", "--validation-split", "0.25", "--steps", "15", "-o", part);
+  cli_ok(&b);
+  Cli c = CLI("train", spec, "--threads", "2", "--resume", part, "--steps", "40", "-o", res);
+  cli_ok(&c);
+  ck_assert_msg(strstr(c.out, "resuming with the checkpoint's seed 5 (the spec says 7)"), "%s", c.out);
+  ck_assert_msg(strstr(c.out, "resuming with the checkpoint's lr 0.02"), "%s", c.out);
+  ck_assert_msg(strstr(c.out, "resuming with the checkpoint's validation split 0.25"), "%s", c.out);
+  ck_assert_int_eq(ckpt_diff(full, res, true), 0);
+  /* a flag that parts from the checkpoint is a warning */
+  Cli d = CLI("train", spec, "--threads", "2", "--resume", part, "--steps", "40", "--seed", "6", "-o", res);
+  cli_ok(&d);
+  ck_assert_msg(strstr(d.err, "warning: ") && strstr(d.err, "was trained with seed 5; --seed 6"), "%s", d.err);
+  cli_free(&a), cli_free(&b), cli_free(&c), cli_free(&d);
+  free(spec), free(full), free(part), free(res);
+}
+END_TEST
+
+/* ---- 7. flags fed something wrong ------------------------------------------------------------ */
 
 START_TEST(cli_bad_train_flags) {
   char *spec = spec_with("flags.yaml", 3, "", "");
@@ -396,7 +473,7 @@ START_TEST(cli_bad_train_flags) {
   cli_free(&r);
   /* a split that leaves less than a batch to train on */
   Cli t = CLI("train", spec, "--validation-split", "0.99");
-  cli_fails(&t, 1, "big split", (const char *const[]){"10 samples, fewer than one batch of 32", NULL});
+  cli_fails(&t, 1, "big split", (const char *const[]){"10 samples after the validation split, fewer than one batch of 32", NULL});
   cli_free(&t);
   free(spec);
 }
@@ -418,6 +495,8 @@ static Suite *train_suite(void) {
   tcase_add_test(tc, cli_signals_more);
   tcase_add_test(tc, cli_save_every);
   tcase_add_test(tc, cli_bad_train_flags);
+  tcase_add_test(tc, cli_bad_metadata);
+  tcase_add_test(tc, cli_resume_settings);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -145,7 +145,7 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
         continue;
       }
       NUM_OPT("--epochs", 1, 1e6, true, o->epochs = (int64_t)d)
-      NUM_OPT("--steps", 1, 1e12, true, o->steps = (int64_t)d)
+      NUM_OPT("--steps", 1, 2147483647, true, o->steps = (int64_t)d)
       NUM_OPT("--lr", 1e-12, 1e6, false, o->lr = d)
       NUM_OPT("--seed", 0, 9e15, true, (o->seed = (int64_t)d, o->have_seed = true))
     } else if (!strcmp(cmd, "build")) {

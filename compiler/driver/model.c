@@ -9,6 +9,7 @@
  * counts. */
 #include "model.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -236,7 +237,7 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
       tracked[i] = m->t;
       out[n++] = (TsStOut){arena_printf(cx, "%s.num_batches_tracked", m->sp.layers[i].name), TS_I64, 0, {0}, &tracked[i]};
     }
-  char hash[32], ep[32], st[32], bt[32], pt_[32], wb[40], we[32], ww[32];
+  char hash[32], ep[32], st[32], bt[32], pt_[32], wb[40], we[32], ww[32], sd[32], lr[40], vs[40];
   snprintf(hash, sizeof hash, "%016llx", (unsigned long long)spec_hash(cx));
   snprintf(ep, sizeof ep, "%lld", (long long)epoch);
   snprintf(st, sizeof st, "%lld", (long long)m->t);
@@ -246,6 +247,14 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
   const char *head[] = {"format", "tesla", "model", m->sp.name, "spec_hash", hash, "epoch", ep, "step", st, "batch", bt};
   memcpy(meta, head, sizeof head);
   int nmeta = 6;
+  /* what a faithful resume needs besides the position: the seed (shuffles, dropout, the
+   * validation split), the base lr, the validation split */
+  snprintf(sd, sizeof sd, "%llu", (unsigned long long)m->sp.train.seed);
+  snprintf(lr, sizeof lr, "%.17g", m->sp.train.lr);
+  snprintf(vs, sizeof vs, "%.17g", m->sp.data.val_split);
+  const char *run[] = {"seed", sd, "lr", lr, "validation_split", vs};
+  memcpy(meta + 2 * nmeta, run, sizeof run);
+  nmeta += 3;
   bool pruned = false;
   for (int t = 0; t < nt; t++) pruned |= m->pl.tensors[t].p.sparse;
   /* the schedule's length in steps (resume keeps it) */
@@ -381,6 +390,66 @@ out:
 
 /* Loads weights (and, with `opt`, optimizer state and position) from a safetensors file;
  * the first tensor that is missing or has another shape is named in the error. */
+/* A metadata value that must be an integer in [lo, hi], written as teslac writes it (digits
+ * only); absent: *out untouched, 0 (or an error when required). */
+static int meta_int(const TsStFile *f, const char *path, const char *key, int64_t lo, int64_t hi, bool required,
+                    int64_t *out, TsErr *e) {
+  const char *v = ts_st_meta(f, key);
+  if (!v) return required ? ts_fail(e, "%s: the checkpoint has no '%s' in its metadata", path, key) : 0;
+  bool digits = *v && strlen(v) <= 19 && strspn(v, "0123456789") == strlen(v);
+  long long x = digits ? strtoll(v, NULL, 10) : 0;
+  if (!digits || x < lo || x > hi)
+    return ts_fail(e, "%s: checkpoint metadata '%s' is \"%.40s\"; it must be an integer from %lld to %lld", path, key, v,
+                   (long long)lo, (long long)hi);
+  *out = x;
+  return 0;
+}
+
+/* ... a finite number in [lo, hi] */
+static int meta_num(const TsStFile *f, const char *path, const char *key, double lo, double hi, double *out, TsErr *e) {
+  const char *v = ts_st_meta(f, key);
+  if (!v) return 0;
+  char *end;
+  errno = 0;
+  double x = strtod(v, &end);
+  if (!*v || *end || errno || !isfinite(x) || x < lo || x > hi || isspace((unsigned char)*v))
+    return ts_fail(e, "%s: checkpoint metadata '%s' is \"%.40s\"; it must be a number from %g to %g", path, key, v, lo, hi);
+  *out = x;
+  return 0;
+}
+
+/* the position and the run's settings in a --resume checkpoint, each checked */
+static int load_position(Model *m, const TsStFile *f, const char *path, int64_t *epoch, TsErr *e) {
+  int64_t bt = 0, seed = -1, we = 0, ww = 0;
+  double lr = 0, vs = 0, wb = 0;
+  if (meta_int(f, path, "step", 0, INT32_MAX, true, &m->t, e) < 0 ||
+      meta_int(f, path, "epoch", 0, 1000000, true, epoch, e) < 0 ||
+      meta_int(f, path, "batch", 1, 1 << 20, false, &bt, e) < 0 ||
+      meta_int(f, path, "prune_total_steps", 1, (int64_t)1 << 53, false, &m->prune_total, e) < 0 ||
+      meta_int(f, path, "seed", 0, INT64_MAX, false, &seed, e) < 0 || meta_num(f, path, "lr", 1e-300, 1e6, &lr, e) < 0 ||
+      meta_num(f, path, "validation_split", 0, 0.999999, &vs, e) < 0)
+    return -1;
+  /* the position in the epoch is counted in batches: another batch size would misplace it */
+  if (bt && bt != global_batch(m))
+    return ts_fail(e, "%s was trained at batch %lld; resume it at that batch (--batch %lld), not %lld", path, (long long)bt,
+                   (long long)bt, (long long)global_batch(m));
+  bool watched = ts_st_meta(f, "monitor_best") || ts_st_meta(f, "monitor_best_epoch") || ts_st_meta(f, "monitor_wait");
+  if (watched) {
+    if (!ts_st_meta(f, "monitor_best") || !ts_st_meta(f, "monitor_best_epoch") || !ts_st_meta(f, "monitor_wait"))
+      return ts_fail(e, "%s: checkpoint metadata has some of monitor_best, monitor_best_epoch, monitor_wait but not all", path);
+    if (meta_num(f, path, "monitor_best", -1e300, 1e300, &wb, e) < 0 ||
+        meta_int(f, path, "monitor_best_epoch", 1, *epoch > 0 ? *epoch : 1, true, &we, e) < 0 ||
+        meta_int(f, path, "monitor_wait", 0, *epoch, true, &ww, e) < 0)
+      return -1;
+    m->watch.best = wb, m->watch.best_epoch = we, m->watch.wait = ww;
+  }
+  if (ts_st_meta(f, "seed") && ts_st_meta(f, "lr")) {
+    m->saved.present = true;
+    m->saved.seed = (uint64_t)seed, m->saved.lr = lr, m->saved.val_split = vs;
+  }
+  return 0;
+}
+
 int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, TsErr *e) {
   TsStFile f;
   if (ts_st_read(path, &f, e) < 0) return -1;
@@ -427,19 +496,7 @@ int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, Ts
       tensor_import(m, pt, tmp, dst);
     }
   }
-  if (rc == 0 && opt) {
-    m->t = atoll(ts_st_meta(&f, "step")), *epoch = atoll(ts_st_meta(&f, "epoch"));
-    const char *pts = ts_st_meta(&f, "prune_total_steps");
-    if (pts) m->prune_total = atoll(pts);
-    const char *wb = ts_st_meta(&f, "monitor_best"), *we = ts_st_meta(&f, "monitor_best_epoch"),
-               *ww = ts_st_meta(&f, "monitor_wait");
-    if (wb && we && ww) m->watch.best = strtod(wb, NULL), m->watch.best_epoch = atoll(we), m->watch.wait = atoll(ww);
-    /* the position in the epoch is counted in batches: another batch size would misplace it */
-    const char *bt = ts_st_meta(&f, "batch");
-    if (bt && atoll(bt) != global_batch(m))
-      rc = ts_fail(e, "%s was trained at batch %s; resume it at that batch (--batch %s), not %lld", path, bt, bt,
-                   (long long)global_batch(m));
-  }
+  if (rc == 0 && opt) rc = load_position(m, &f, path, epoch, e);
   if (rc == 0 && opt) {   /* the tensors fit, but the spec may have changed (another lr, schedule, data) */
     char hash[32];
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)spec_hash(cx));

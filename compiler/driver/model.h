@@ -29,6 +29,12 @@ typedef struct Model {
     int64_t wait;                      /* epochs since the best */
     double  best;
   } watch;
+  struct {                             /* what a --resume checkpoint says the run was trained
+                                          with (model_load; train.c takes it over the spec's) */
+    bool     present;
+    uint64_t seed;
+    double   lr, val_split;
+  } saved;
 } Model;
 
 /* m->sp must be checked; plans for `batch`, emits, JITs, allocates, starts `threads` threads

@@ -100,6 +100,52 @@ static void print_resume_command(int argc, char **argv, const char *ckpt) {
 
 /* ---- data: train, validation (its files or a held-out part of train), test ----------------- */
 
+/* the training set's size after a validation split of f; -1 after a message if that is less
+ * than one batch */
+static int train_count(const TsDataset *tr, double f, int64_t batch) {
+  size_t n = f > 0 ? (size_t)floor((double)tr->count * (1 - f)) : tr->count;
+  if ((int64_t)n >= batch) return 0;
+  fprintf(stderr, "teslac: the training set has %zu samples%s, fewer than one batch of %lld\n", n,
+          f > 0 ? " after the validation split" : "", (long long)batch);
+  return -1;
+}
+
+/* --resume: the run goes on with the seed, lr and validation split it was trained with (they
+ * shape the shuffles, the dropout masks, the split and the steps), unless the command line
+ * gives them, which is then said to part from the uninterrupted run */
+static void resume_settings(const TrainOpts *o, Model *m) {
+  TrainCfg *tc = &m->sp.train;
+  DataCfg *dc = &m->sp.data;
+  if (m->saved.seed != tc->seed) {
+    if (o->have_seed)
+      fprintf(stderr, "teslac: warning: %s was trained with seed %llu; --seed %llu makes this run differ from the "
+                      "uninterrupted one\n", o->resume, (unsigned long long)m->saved.seed, (unsigned long long)tc->seed);
+    else {
+      printf("resuming with the checkpoint's seed %llu (the spec says %llu)\n", (unsigned long long)m->saved.seed,
+             (unsigned long long)tc->seed);
+      tc->seed = m->saved.seed;
+    }
+  }
+  if (m->saved.lr != tc->lr) {
+    if (o->lr > 0)
+      fprintf(stderr, "teslac: warning: %s was trained with lr %g; --lr %g makes this run differ from the uninterrupted "
+                      "one\n", o->resume, m->saved.lr, tc->lr);
+    else {
+      printf("resuming with the checkpoint's lr %g (the spec says %g)\n", m->saved.lr, tc->lr);
+      tc->lr = m->saved.lr;
+    }
+  }
+  if (m->saved.val_split != dc->val_split && !dc->val_images) {
+    if (o->val_split >= 0)
+      fprintf(stderr, "teslac: warning: %s was trained with a validation split of %g; --validation-split %g makes this "
+                      "run differ from the uninterrupted one\n", o->resume, m->saved.val_split, dc->val_split);
+    else {
+      printf("resuming with the checkpoint's validation split %g (the spec says %g)\n", m->saved.val_split, dc->val_split);
+      dc->val_split = m->saved.val_split;
+    }
+  }
+}
+
 /* ---- the monitor: early stopping and the best checkpoint ------------------------------------ */
 
 static bool improves(const TrainCfg *t, const Model *m, double v) {
@@ -167,18 +213,8 @@ int train_main(int argc, char **argv) {
     goto out;
   if (cmd_load_split(&cx, &m.sp, dc->train_images, dc->train_labels, "train", &tr) < 0) goto out;
   if (dc->val_images && cmd_load_split(&cx, &m.sp, dc->val_images, dc->val_labels, "validation", &va) < 0) goto out;
-  if (dc->val_split > 0) {
-    TsErr se;
-    if (ts_dataset_holdout(&tr, dc->val_split, tc->seed, &va, &se) < 0) {
-      fprintf(stderr, "teslac: validation_split: %s\n", se.msg);
-      goto out;
-    }
-  }
   if (dc->test_images && cmd_load_split(&cx, &m.sp, dc->test_images, dc->test_labels, "test", &te) < 0) goto out;
-  if ((int64_t)tr.count < batch) {
-    fprintf(stderr, "teslac: the training set has %zu samples, fewer than one batch of %lld\n", tr.count, (long long)batch);
-    goto out;
-  }
+  if (train_count(&tr, dc->val_split, batch) < 0) goto out;   /* before compiling; the split comes after --resume */
   int64_t lbatch = batch / K, threads = o.threads;   /* this rank's rows of every batch */
   if (K > 1 && !threads) {   /* the cores of this machine shared by its ranks */
     threads = sysconf(_SC_NPROCESSORS_ONLN) / dist_local_size();
@@ -201,20 +237,34 @@ int train_main(int argc, char **argv) {
   if (K > 1) {
     dist_bcast(&loaded, sizeof loaded);
     if (loaded < 0) goto out;
-    int64_t pos[6] = {m.t, epoch0, m.prune_total, m.watch.best_epoch, m.watch.wait, 0};
-    memcpy(&pos[5], &m.watch.best, sizeof(double));
+    int64_t pos[3] = {m.t, epoch0, m.prune_total};
     dist_bcast(pos, sizeof pos);
-    m.t = pos[0], epoch0 = pos[1], m.prune_total = pos[2], m.watch.best_epoch = pos[3], m.watch.wait = pos[4];
-    memcpy(&m.watch.best, &pos[5], sizeof(double));
+    m.t = pos[0], epoch0 = pos[1], m.prune_total = pos[2];
+    dist_bcast(&m.watch, sizeof m.watch);
+    dist_bcast(&m.saved, sizeof m.saved);
     dist_bcast(m.P, sizeof(float) * (size_t)m.pl.param_block);
     dist_bcast(m.O, sizeof(float) * (size_t)m.pl.opt_block);
   } else if (loaded < 0) {
     goto out;
   }
+  if (m.saved.present) resume_settings(&o, &m);
+  if (dc->val_split > 0) {   /* held out by the seed: after --resume, which may bring its own */
+    TsErr se;
+    if (train_count(&tr, dc->val_split, batch) < 0) goto out;
+    if (ts_dataset_holdout(&tr, dc->val_split, tc->seed, &va, &se) < 0) {
+      fprintf(stderr, "teslac: validation_split: %s\n", se.msg);
+      goto out;
+    }
+  }
   int64_t per_epoch = (int64_t)tr.count / batch;
   /* the position is the step: a checkpoint at an epoch's last step is at the next epoch's start
    * (older checkpoints written by --steps there said the epoch they ended) */
-  if (m.t / per_epoch > epoch0) epoch0 = m.t / per_epoch;
+  if (epoch0 > m.t / per_epoch || epoch0 < m.t / per_epoch - 1 || (epoch0 == m.t / per_epoch - 1 && m.t % per_epoch)) {
+    fprintf(stderr, "teslac: --resume: %s says epoch %lld at step %lld, but an epoch here is %lld steps (another data "
+                    "set or split?)\n", o.resume, (long long)epoch0, (long long)m.t, (long long)per_epoch);
+    goto out;
+  }
+  epoch0 = m.t / per_epoch;
   if (lead && o.log && !(log = fopen(o.log, "w"))) {
     fprintf(stderr, "teslac: cannot write the log '%s': %s\n", o.log, strerror(errno));
     goto out;
