@@ -3,16 +3,21 @@
  * runtime through one realloc-style hook so that tests can count allocations and make any
  * one of them fail, builds 64-byte aligned blocks on top of that hook (the hook itself need
  * not align anything: we over-allocate and keep the original pointer just below the block),
- * and reads the monotonic clock. */
+ * reads the monotonic clock, and opens input files without ever blocking on one that is not
+ * a regular file (a FIFO would block open() until a writer came). */
 #define _GNU_SOURCE
 #include "tesla_rt.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- errors --------------------------------------------------------------------------- */
 
@@ -26,6 +31,36 @@ int ts_fail(TsErr *e, const char *fmt, ...) {
   for (char *c = e->msg; *c; c++)
     if (*c == '\n' || *c == '\r') *c = ' ';
   return -1;
+}
+
+/* ---- input files ---------------------------------------------------------------------- */
+
+static const char *file_kind(mode_t m) {
+  return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket" : S_ISCHR(m) ? "a character device"
+         : S_ISBLK(m) ? "a block device" : "not a regular file";
+}
+
+int ts_open_input(const char *path, const char *want, TsErr *e) {
+  /* O_NONBLOCK: open() of a FIFO returns at once; the check below then refuses it */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return ts_fail(e, "%s: cannot open: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int err = errno;
+    close(fd);
+    return ts_fail(e, "%s: cannot stat: %s", path, strerror(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return ts_fail(e, "%s: is %s, not %s", path, file_kind(st.st_mode), want);
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+    int err = errno;
+    close(fd);
+    return ts_fail(e, "%s: cannot open: %s", path, strerror(err));
+  }
+  return fd;
 }
 
 /* ---- allocation hook ------------------------------------------------------------------ */

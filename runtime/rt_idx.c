@@ -144,13 +144,8 @@ static int idx_read(const char *path, gzFile g, TsIdx *out, TsErr *e) {
 int ts_idx_load(const char *path, TsIdx *out, TsErr *e) {
   memset(out, 0, sizeof *out);
   if (!path) return ts_fail(e, "(null): no IDX file given");
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ts_fail(e, "%s: cannot open: %s", path, strerror(errno));
-  struct stat st;
-  if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-    close(fd);
-    return ts_fail(e, "%s: is a directory, not an IDX file", path);
-  }
+  int fd = ts_open_input(path, "an IDX file", e);
+  if (fd < 0) return -1;
   gzFile g = gzdopen(fd, "rb");
   if (!g) {
     close(fd);

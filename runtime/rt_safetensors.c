@@ -457,17 +457,13 @@ static int check_layout(Parse *ps) {
 }
 
 static int read_file(const char *path, TsStFile *f, TsErr *e) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ts_fail(e, "%s: cannot open: %s", path, strerror(errno));
+  int fd = ts_open_input(path, "a safetensors file", e);
+  if (fd < 0) return -1;
   struct stat st;
   if (fstat(fd, &st)) {
     int err = errno;
     close(fd);
     return ts_fail(e, "%s: cannot stat: %s", path, strerror(err));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    close(fd);
-    return ts_fail(e, "%s: not a regular file", path);
   }
   size_t size = (size_t)st.st_size;
   if (size < 8) {

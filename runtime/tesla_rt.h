@@ -33,6 +33,9 @@ int ts_fail(TsErr *e, const char *fmt, ...) __attribute__((format(printf, 2, 3))
 typedef void *(*TsAllocFn)(void *ud, void *ptr, size_t size);
 void  ts_set_allocator(TsAllocFn fn, void *ud);
 void *ts_malloc(size_t n);             /* NULL on failure */
+/* `path` opened for reading if it is a regular file: its fd, or -1 with "PATH: cannot open:
+ * ..." or "PATH: is a FIFO, not <want>" (never blocks: a FIFO or device is refused at once) */
+int   ts_open_input(const char *path, const char *want, TsErr *e);
 void *ts_realloc(void *p, size_t n);   /* resize a ts_malloc block (p NULL = ts_malloc); NULL
                                           on failure, p then still valid. Added for growing
                                           buffers (IDX reads, safetensors header tables). */
@@ -161,7 +164,7 @@ void            ts_st_free(TsStFile *f);
 /* A temporary next to `path`; ts_out_write appends; ts_out_finish fsyncs and closes it;
  * ts_out_commit renames it over `path` and fsyncs the folder. Every failure removes the
  * temporary (the target is untouched) and returns -1 with e->msg; ts_out_abort removes it. */
-typedef struct TsOut { const char *path; char *tmp, *dir; int fd; bool created; } TsOut;
+typedef struct TsOut { const char *path; char *tmp, *dir, *real; int fd; bool created; } TsOut;
 int  ts_out_open(TsOut *o, const char *path, TsErr *e);
 int  ts_out_write(TsOut *o, const void *p, size_t n, TsErr *e);
 int  ts_out_finish(TsOut *o, TsErr *e);

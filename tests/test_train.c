@@ -5,7 +5,9 @@
  * checked before anything is compiled, the no-op resume, SIGINT mid-epoch then --resume giving
  * the uninterrupted run's bytes, a second SIGINT exiting at once, --save-every surviving a
  * kill -9, checkpoint metadata checked like any input, a resume taking the run's seed, lr and
- * validation split from its checkpoint, and every new flag fed something wrong. */
+ * validation split from its checkpoint, files that are not regular (FIFO inputs fail at once,
+ * device outputs are refused, symlinks written through), one file in one role, stale
+ * temporaries of dead writers removed, and every new flag fed something wrong. */
 #include "net.h"
 
 #include <dirent.h>
@@ -452,7 +454,113 @@ START_TEST(cli_resume_settings) {
 }
 END_TEST
 
-/* ---- 7. flags fed something wrong ------------------------------------------------------------ */
+/* ---- 7. files: kinds, roles, temporaries ---------------------------------------------------- */
+
+START_TEST(cli_file_kinds) {
+  char *spec = spec_with("kinds.yaml", 3, "", "");
+  char *ck = tmp_path("kinds.st"), *fifo = tmp_path("kinds.fifo");
+  Cli r = CLI("train", spec, "--threads", "2", "--steps", "3", "-o", ck);
+  cli_ok(&r);
+  cli_free(&r);
+  ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+  /* a FIFO as any input fails at once, never blocks in open() */
+  char *fspec = spec_with("kinds_fifo_data.yaml", 3, "", "");
+  char *src = slurp(fspec, NULL), *at = strstr(src, "train-images.gz");
+  char *patched = xprintf("%.*s%s%s", (int)(at - src), src, "kinds.fifo", at + strlen("train-images.gz"));
+  write_bytes(fspec, patched, strlen(patched), false);
+  struct { const char *what; Cli c; const char *needle; } cases[] = {
+      {"spec", CLI("check", fifo), "cannot read the spec: it is a FIFO"},
+      {"--init", CLI("train", spec, "--init", fifo, "-o", ck), "is a FIFO, not a safetensors file"},
+      {"--resume", CLI("train", spec, "--resume", fifo, "-o", ck), "is a FIFO, not a safetensors file"},
+      {"--weights", CLI("eval", spec, "--weights", fifo), "is a FIFO, not a safetensors file"},
+      {"data", CLI("train", fspec, "-o", ck), "is a FIFO, not an IDX file"},
+      {"--input", CLI("predict", spec, "--weights", ck, "--input", fifo), "is a FIFO, not an IDX file"},
+      /* outputs: only regular files are replaced */
+      {"-o /dev/null", CLI("train", spec, "-o", "/dev/null"), "it exists and is not a regular file"},
+      {"build -o /dev/null", CLI("build", spec, "--weights", ck, "-o", "/dev/null", "--header", tmp_path("k.h")),
+       "exists and is not a regular file"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    ck_assert_msg(cases[i].c.status == 1 && strstr(cases[i].c.err, cases[i].needle), "%s: exit %d\n%s", cases[i].what,
+                  cases[i].c.status, cases[i].c.err);
+    cli_free(&cases[i].c);
+  }
+  struct stat st;
+  ck_assert_int_eq(stat("/dev/null", &st), 0);
+  ck_assert_msg(S_ISCHR(st.st_mode), "/dev/null was replaced");
+  /* a symlink is written through to its target, and stays a link */
+  char *target = tmp_path("kinds_target.st"), *link = tmp_path("kinds_link.st");
+  Cli a = CLI("train", spec, "--threads", "2", "--steps", "3", "-o", target);
+  cli_ok(&a);
+  ck_assert_int_eq(symlink(target, link), 0);
+  Cli b = CLI("train", spec, "--threads", "2", "--steps", "5", "-o", link);
+  cli_ok(&b);
+  ck_assert_int_eq(lstat(link, &st), 0);
+  ck_assert_msg(S_ISLNK(st.st_mode), "the link was replaced by a file");
+  char buf[32];
+  ck_assert_str_eq(ckpt_meta(target, "step", buf, sizeof buf), "5");
+  cli_free(&a), cli_free(&b);
+  free(src), free(patched), free(fspec), free(spec), free(ck), free(fifo), free(target), free(link);
+}
+END_TEST
+
+START_TEST(cli_file_roles) {
+  char *spec = spec_with("roles.yaml", 3, "", "");
+  char *ck = tmp_path("roles.st"), *link = tmp_path("roles_link.st"), *ck2 = tmp_path("roles2.st");
+  Cli r = CLI("train", spec, "--threads", "2", "--steps", "3", "-o", ck);
+  cli_ok(&r);
+  cli_free(&r);
+  ck_assert_int_eq(symlink(ck, link), 0);
+  size_t len0;
+  free(slurp(ck, &len0));
+  struct { const char *what; Cli c; const char *needle; } cases[] = {
+      {"--log = --init", CLI("train", spec, "--init", ck, "--log", ck, "-o", ck2), "the log '"},
+      {"--log = --resume (a link)", CLI("train", spec, "--resume", ck, "--log", link, "-o", ck2), "is the --resume checkpoint"},
+      {"--log = spec", CLI("train", spec, "--log", spec, "-o", ck2), "is the spec"},
+      {"-o = --init", CLI("train", spec, "--init", ck, "-o", link), "the checkpoint '"},
+      {"-o = --log", CLI("train", spec, "-o", ck2, "--log", ck2), "the checkpoint and the log are the same file"},
+      {"-o = data", CLI("train", spec, "-o", tmp_path("train-images.gz")), "is the training images"},
+      {"build -o = --weights", CLI("build", spec, "--weights", ck, "-o", link), "is the --weights checkpoint"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    ck_assert_msg(cases[i].c.status == 1 && strstr(cases[i].c.err, cases[i].needle), "%s: exit %d\n%s", cases[i].what,
+                  cases[i].c.status, cases[i].c.err);
+    ck_assert_msg(!strstr(cases[i].c.out, "compiled"), "%s went on", cases[i].what);
+    cli_free(&cases[i].c);
+  }
+  size_t len1;
+  free(slurp(ck, &len1));
+  ck_assert_uint_eq(len0, len1);   /* the input is whole */
+  /* the one exception: -o over --resume continues a run in place */
+  Cli ok = CLI("train", spec, "--threads", "2", "--resume", ck, "--steps", "6", "-o", ck);
+  cli_ok(&ok);
+  cli_free(&ok);
+  free(spec), free(ck), free(link), free(ck2);
+}
+END_TEST
+
+/* temporaries left by a writer that died are removed by the next write of that file; one whose
+ * writer lives is not */
+START_TEST(cli_stale_temporaries) {
+  char *spec = spec_with("stale.yaml", 3, "", "");
+  char *ck = tmp_path("stale.st");
+  pid_t dead = 4194000;   /* above the usual pid_max of 32768 ... or checked below */
+  while (kill(dead, 0) == 0 || errno != ESRCH) dead--;
+  char *gone = xprintf("%s.tmp-%d-abcdef", ck, (int)dead), *live = xprintf("%s.tmp-%d-ghijkl", ck, (int)getpid());
+  char *old = xprintf("%s.tmp-qwerty", ck);   /* an older teslac's: no pid, left alone */
+  write_bytes(gone, "x", 1, false), write_bytes(live, "y", 1, false), write_bytes(old, "z", 1, false);
+  Cli r = CLI("train", spec, "--threads", "2", "--steps", "3", "-o", ck);
+  cli_ok(&r);
+  cli_free(&r);
+  ck_assert_msg(access(gone, F_OK) != 0, "%s is still there", gone);
+  ck_assert_msg(access(live, F_OK) == 0, "%s (a live writer's) was removed", live);
+  ck_assert_msg(access(old, F_OK) == 0, "%s was removed", old);
+  unlink(live), unlink(old);
+  free(spec), free(ck), free(gone), free(live), free(old);
+}
+END_TEST
+
+/* ---- 8. flags fed something wrong ------------------------------------------------------------ */
 
 START_TEST(cli_bad_train_flags) {
   char *spec = spec_with("flags.yaml", 3, "", "");
@@ -497,6 +605,9 @@ static Suite *train_suite(void) {
   tcase_add_test(tc, cli_bad_train_flags);
   tcase_add_test(tc, cli_bad_metadata);
   tcase_add_test(tc, cli_resume_settings);
+  tcase_add_test(tc, cli_file_kinds);
+  tcase_add_test(tc, cli_file_roles);
+  tcase_add_test(tc, cli_stale_temporaries);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -266,6 +266,9 @@ int build_main(int argc, char **argv) {
     fprintf(stderr, "teslac: the object, the header and the weights file need three different paths\n");
     goto out;
   }
+  const CmdFile role_in[] = {{o.spec, "spec"}, {o.weights, "--weights checkpoint"}};
+  const CmdFile role_out[] = {{obj_path, "object"}, {hdr_path, "header"}, {o.ext_weights, "external weights file"}};
+  if (cmd_check_roles(role_in, 2, role_out, 3, -1, -1) < 0) goto out;
   if (!(tm = cg_target_machine(&cx, o.target, o.cpu))) goto out;
 
   /* the weights, as predict loads them; pruned patterns frozen */

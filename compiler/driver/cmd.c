@@ -236,6 +236,33 @@ int cmd_check_output(const char *path, const char *what) {
   return 0;
 }
 
+/* the same file: the same device and inode when both exist; the same name otherwise */
+static bool same_file(const char *a, const char *b) {
+  struct stat sa, sb;
+  bool ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
+  if (ea && eb) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  return !ea && !eb && !strcmp(a, b);
+}
+
+int cmd_check_roles(const CmdFile *in, int nin, const CmdFile *out, int nout, int allow_in, int allow_out) {
+  for (int j = 0; j < nout; j++) {
+    if (!out[j].path) continue;
+    for (int i = 0; i < nin; i++)
+      if (in[i].path && !(i == allow_in && j == allow_out) && same_file(in[i].path, out[j].path)) {
+        fprintf(stderr, "teslac: the %s '%s' is the %s '%s': writing it would destroy an input of this run; give the "
+                        "%s another path\n", out[j].role, out[j].path, in[i].role, in[i].path, out[j].role);
+        return -1;
+      }
+    for (int k = 0; k < j; k++)
+      if (out[k].path && same_file(out[k].path, out[j].path)) {
+        fprintf(stderr, "teslac: the %s and the %s are the same file '%s'; give them different paths\n", out[k].role,
+                out[j].role, out[j].path);
+        return -1;
+      }
+  }
+  return 0;
+}
+
 int cmd_load_split(Ctx *cx, const Spec *sp, const char *images, const char *labels, const char *what,
                       TsDataset *d) {
   if (!images || !labels) {

@@ -25,6 +25,12 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o);
 /* Fails (with a message naming `what`, -1) unless `path` can be written: an existing regular
  * file, or a new name in a folder that exists and takes new files; nothing is left behind. */
 int cmd_check_output(const char *path, const char *what);
+/* One file, one role: fails (a message, -1) when an output names the same file as an input
+ * (by device and inode, so links and other spellings count) or as another output (by inode, or
+ * by name while it does not exist yet). NULL entries are skipped; `allow_in`/`allow_out` (both
+ * indices, -1 for none) name the one input an output may be (train's -o over --resume). */
+typedef struct CmdFile { const char *path, *role; } CmdFile;
+int cmd_check_roles(const CmdFile *in, int nin, const CmdFile *out, int nout, int allow_in, int allow_out);
 /* a split of the spec's data (`what`: train or test); -1 after a message */
 int cmd_load_split(Ctx *cx, const Spec *sp, const char *images, const char *labels, const char *what,
                    TsDataset *d);

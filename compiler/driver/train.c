@@ -208,6 +208,13 @@ int train_main(int argc, char **argv) {
   /* every output can be written, before the data is read and the model compiled */
   const char *out_path = o.out ? o.out : arena_printf(&cx, "%s.safetensors", m.sp.name);
   const char *best = tc->save_best ? best_path(&cx, out_path) : NULL;
+  const CmdFile ins[] = {{o.spec, "spec"}, {o.init, "--init file"}, {o.resume, "--resume checkpoint"},
+                         {dc->train_images, "training images"}, {dc->train_labels, "training labels"},
+                         {dc->val_images, "validation images"}, {dc->val_labels, "validation labels"},
+                         {dc->test_images, "test images"}, {dc->test_labels, "test labels"}};
+  const CmdFile outs[] = {{out_path, "checkpoint"}, {best, "best checkpoint"}, {o.log, "log"}};
+  /* -o over --resume is the one exception: a run continued in place */
+  if (cmd_check_roles(ins, 9, outs, 3, 2, 0) < 0) goto out;
   if (lead && (cmd_check_output(out_path, "checkpoint") < 0 || (best && cmd_check_output(best, "best checkpoint") < 0) ||
                (o.log && cmd_check_output(o.log, "log") < 0)))
     goto out;

@@ -6,6 +6,7 @@
 #include "teslac.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,15 +74,24 @@ void ctx_set_source(Ctx *cx, const char *text, size_t len) {
 /* A spec is a small text file: refuse directories, huge files and unreadable ones plainly. */
 int ctx_read_file(Ctx *cx) {
   SrcLoc none = {0};
-  FILE *f = fopen(cx->path, "rb");
-  if (!f) {
+  /* O_NONBLOCK: a FIFO must not block open(); it is refused below with any non-regular file */
+  int fd = open(cx->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
     diag_at(cx, none, "cannot read the spec: %s", strerror(errno));
     return -1;
   }
-  struct stat st;
-  if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
-    fclose(f);
-    diag_at(cx, none, "cannot read the spec: it is a directory");
+  struct stat st = {0};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    diag_at(cx, none, "cannot read the spec: it is %s", S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                      : S_ISCHR(st.st_mode) ? "a character device" : "not a regular file");
+    return -1;
+  }
+  int fl = fcntl(fd, F_GETFL);
+  FILE *f = fl >= 0 && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == 0 ? fdopen(fd, "rb") : NULL;
+  if (!f) {
+    diag_at(cx, none, "cannot read the spec: %s", strerror(errno));
+    close(fd);
     return -1;
   }
   size_t cap = 4096, n = 0;
