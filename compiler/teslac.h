@@ -199,6 +199,9 @@ typedef struct Compress {
   SrcLoc  loc;
 } Compress;
 
+/* a model's name prefixes every symbol of its code and every macro of its header */
+#define MAX_NAME 64
+
 typedef struct Spec {
   int      version;
   const char *name;

@@ -560,6 +560,27 @@ START_TEST(cli_stale_temporaries) {
 }
 END_TEST
 
+/* a documented limit holds in every command: a 64-character name trains and builds, 65 is
+ * refused by check and by build --name */
+START_TEST(cli_name_limit) {
+  char name[70];
+  memset(name, 'a', 64), name[64] = 0;
+  char *src = xprintf("tesla: 1\nname: %s\ninput: [1, 8, 8]\nclasses: 4\nlayers:\n  - dense: {units: 4}\n"
+                      "train: {batch: 32}\ndata:\n  train: {images: train-images.gz, labels: train-labels.gz}\n", name);
+  char *spec = tmp_path("name64.yaml"), *ck = tmp_path("name64.st"), *obj = tmp_path("name64.o");
+  write_bytes(spec, src, strlen(src), false);
+  Cli a = CLI("train", spec, "--threads", "2", "--steps", "2", "-o", ck);
+  cli_ok(&a);
+  Cli b = CLI("build", spec, "--weights", ck, "-o", obj);
+  cli_ok(&b);
+  name[64] = 'a', name[65] = 0;
+  Cli c = CLI("build", spec, "--weights", ck, "-o", obj, "--name", name);
+  cli_fails(&c, 1, "--name of 65", (const char *const[]){"is 65 characters long; give --name PREFIX of 1 to 64", NULL});
+  cli_free(&a), cli_free(&b), cli_free(&c);
+  free(src), free(spec), free(ck), free(obj);
+}
+END_TEST
+
 /* ---- 8. flags fed something wrong ------------------------------------------------------------ */
 
 START_TEST(cli_bad_train_flags) {
@@ -608,6 +629,7 @@ static Suite *train_suite(void) {
   tcase_add_test(tc, cli_file_kinds);
   tcase_add_test(tc, cli_file_roles);
   tcase_add_test(tc, cli_stale_temporaries);
+  tcase_add_test(tc, cli_name_limit);
   suite_add_tcase(s, tc);
   return s;
 }

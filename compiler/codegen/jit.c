@@ -29,7 +29,7 @@ extern const size_t tk_bitcode_size, tk_bitcode_narrow_size;
 
 struct Jit {
   LLVMOrcLLJITRef jit;
-  char prefix[128];
+  char prefix[MAX_NAME + 1];
 };
 
 static int llvm_fail(Ctx *cx, LLVMErrorRef err, const char *what) {

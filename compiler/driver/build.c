@@ -254,6 +254,11 @@ int build_main(int argc, char **argv) {
   if (tesla_front_file(&cx, o.spec, &m.sp) < 0 || !emit_supported(&cx, &m.sp)) goto out;
   sp = m.sp;
   if (o.name) sp.name = o.name;
+  if (strlen(sp.name) > MAX_NAME || !*sp.name) {
+    fprintf(stderr, "teslac: the symbol prefix '%.80s%s' is %zu characters long; give --name PREFIX of 1 to %d\n", sp.name,
+            strlen(sp.name) > 80 ? "..." : "", strlen(sp.name), MAX_NAME);
+    goto out;
+  }
   for (const char *c = sp.name; *c; c++)
     if (!(isalnum((unsigned char)*c) || *c == '_') || isdigit((unsigned char)sp.name[0])) {
       fprintf(stderr, "teslac: the symbol prefix '%s' is not a C identifier; give --name PREFIX\n", sp.name);

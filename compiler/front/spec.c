@@ -860,6 +860,9 @@ void spec_parse(Ctx *cx, YNode *root, Spec *sp) {
     if (!is_name(x->str, true))
       diag_at(cx, x->loc, "'name' must match [a-z_][a-z0-9_]* (it prefixes the symbols of emitted "
                           "objects), got %s", spec_scalar_desc(cx, x));
+    else if (strlen(x->str) > MAX_NAME)
+      diag_at(cx, x->loc, "'name' is %zu characters long; at most %d (it prefixes the symbols of emitted objects)",
+              strlen(x->str), MAX_NAME);
     else
       sp->name = x->str;
   }
