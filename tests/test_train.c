@@ -581,7 +581,38 @@ START_TEST(cli_name_limit) {
 }
 END_TEST
 
-/* ---- 8. flags fed something wrong ------------------------------------------------------------ */
+/* ---- 8. numbers ------------------------------------------------------------------------------ */
+
+/* a diverging run stops with a message and exit 1, keeping the last good checkpoint;
+ * --allow-nonfinite trains on; batchnorm with one value per channel is refused */
+START_TEST(cli_divergence) {
+  char *src = xprintf("tesla: 1\nname: synth\ninput: [1, 8, 8]\nclasses: 4\nlayers:\n  - dense: {units: 32}\n"
+                      "  - dense: {units: 4}\ntrain: {optimizer: sgd, lr: 1000000, epochs: 50, batch: 32, seed: 7}\n"
+                      "data:\n  train: {images: train-images.gz, labels: train-labels.gz}\n");
+  char *spec = tmp_path("diverge.yaml"), *ck = tmp_path("diverge.st"), *log = tmp_path("diverge.jsonl");
+  write_bytes(spec, src, strlen(src), false);
+  Cli a = CLI("train", spec, "--threads", "2", "-o", ck, "--log", log);
+  ck_assert_msg(a.status == 1 && strstr(a.err, "training diverged; try a lower --lr"), "exit %d\n%.2000s\n%.2000s", a.status,
+                a.out, a.err);
+  char *jl = slurp(log, NULL);
+  ck_assert_msg(!strstr(jl, "nan") && !strstr(jl, "inf"), "%s", jl);
+  free(jl);
+  Cli b = CLI("train", spec, "--threads", "2", "-o", ck, "--epochs", "2", "--allow-nonfinite");
+  cli_ok(&b);
+  char *bn = xprintf("tesla: 1\nname: synth\ninput: [1, 8, 8]\nclasses: 4\nlayers:\n  - dense: {units: 8}\n  - batchnorm: {}\n"
+                     "  - dense: {units: 4}\ntrain: {batch: 1}\ndata:\n  train: {images: train-images.gz, labels: train-labels.gz}\n");
+  char *bnspec = tmp_path("bn1.yaml");
+  write_bytes(bnspec, bn, strlen(bn), false);
+  Cli c = CLI("train", bnspec, "--threads", "2", "-o", ck);
+  cli_fails(&c, 1, "batchnorm at batch 1", (const char *const[]){"1 value per channel in training at batch 1", NULL});
+  Cli d = CLI("train", bnspec, "--threads", "2", "-o", ck, "--batch", "2", "--steps", "3");
+  cli_ok(&d);
+  cli_free(&a), cli_free(&b), cli_free(&c), cli_free(&d);
+  free(src), free(spec), free(ck), free(log), free(bn), free(bnspec);
+}
+END_TEST
+
+/* ---- 9. flags fed something wrong ------------------------------------------------------------ */
 
 START_TEST(cli_bad_train_flags) {
   char *spec = spec_with("flags.yaml", 3, "", "");
@@ -630,6 +661,7 @@ static Suite *train_suite(void) {
   tcase_add_test(tc, cli_file_roles);
   tcase_add_test(tc, cli_stale_temporaries);
   tcase_add_test(tc, cli_name_limit);
+  tcase_add_test(tc, cli_divergence);
   suite_add_tcase(s, tc);
   return s;
 }

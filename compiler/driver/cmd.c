@@ -34,6 +34,8 @@ static const char train_help[] =
     "  --validation-split F  hold out the fraction F of the training set, chosen by the seed,\n"
     "                    as the validation set (default: data.validation_split / data.val)\n"
     "  --test-every-epoch  evaluate the test set after every epoch, not only the last\n"
+    "  --allow-nonfinite  train on when the loss or the weights become NaN or infinite (by\n"
+    "                    default that stops the run, exit 1, the last checkpoint kept)\n"
     "  --epochs N        epochs (default: train.epochs)\n"
     "  --steps N         stop after N optimizer steps (short, reproducible runs)\n"
     "  --batch B         batch size (default: train.batch)\n"
@@ -138,6 +140,10 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
       NUM_OPT("--validation-split", 0, 0.99, false, o->val_split = d)
       if (!strcmp(a, "--save-best")) {
         o->save_best = true;
+        continue;
+      }
+      if (!strcmp(a, "--allow-nonfinite")) {
+        o->allow_nonfinite = true;
         continue;
       }
       if (!strcmp(a, "--test-every-epoch")) {

@@ -7,7 +7,7 @@
 
 typedef struct TrainOpts {
   bool profile, json, optimized, train_step, quiet;
-  bool save_best, test_every_epoch;                          /* train */
+  bool save_best, test_every_epoch, allow_nonfinite;         /* train */
   int64_t save_every;                                        /* train: steps, 0 = never */
   double val_split;                                          /* train: -1 = the spec's */
   const char *header, *ext_weights, *target, *cpu, *name;   /* build */

@@ -146,6 +146,34 @@ static void resume_settings(const TrainOpts *o, Model *m) {
   }
 }
 
+/* PyTorch's rule: batchnorm in training needs more than one value per channel (batch x the
+ * spatial positions), else its variance is 0 / 0 ("Expected more than 1 value per channel when
+ * training"); `rows`: the rows one batchnorm sees (the global batch when synchronized) */
+static int bn_values_check(const Spec *sp, int64_t rows) {
+  for (int i = 0; i < sp->nlayers; i++) {
+    const Layer *l = &sp->layers[i];
+    if (l->op != OP_batchnorm) continue;
+    int64_t per = rows * (l->in.rank == 3 ? l->in.d[1] * l->in.d[2] : 1);
+    if (per > 1) continue;
+    fprintf(stderr, "teslac: layer %d (%s, batchnorm) would see 1 value per channel in training at batch %lld (its "
+                    "variance is undefined; PyTorch: 'Expected more than 1 value per channel when training'); train "
+                    "with --batch 2 or more\n", i, l->name, (long long)rows);
+    return -1;
+  }
+  return 0;
+}
+
+/* the first parameter tensor holding a NaN or an infinity, or NULL */
+static const char *nonfinite_tensor(const Model *m) {
+  for (int t = 0; t < m->pl.ntensors; t++) {
+    const PlanTensor *pt = &m->pl.tensors[t];
+    const float *p = m->P + pt->offset;
+    for (int64_t k = 0; k < pt->elems; k++)
+      if (!isfinite(p[k])) return pt->name;
+  }
+  return NULL;
+}
+
 /* ---- the monitor: early stopping and the best checkpoint ------------------------------------ */
 
 static bool improves(const TrainCfg *t, const Model *m, double v) {
@@ -222,6 +250,7 @@ int train_main(int argc, char **argv) {
   if (dc->val_images && cmd_load_split(&cx, &m.sp, dc->val_images, dc->val_labels, "validation", &va) < 0) goto out;
   if (dc->test_images && cmd_load_split(&cx, &m.sp, dc->test_images, dc->test_labels, "test", &te) < 0) goto out;
   if (train_count(&tr, dc->val_split, batch) < 0) goto out;   /* before compiling; the split comes after --resume */
+  if (bn_values_check(&m.sp, tc->sync_bn ? batch : batch / K) < 0) goto out;
   int64_t lbatch = batch / K, threads = o.threads;   /* this rank's rows of every batch */
   if (K > 1 && !threads) {   /* the cores of this machine shared by its ranks */
     threads = sysconf(_SC_NPROCESSORS_ONLN) / dist_local_size();
@@ -306,6 +335,7 @@ int train_main(int argc, char **argv) {
   }
   if (K == 1) catch_signals(true);   /* under mpirun, mpirun owns the signals */
   const char *why = NULL;   /* why training stopped early */
+  const char *last_ck = o.resume;   /* the newest checkpoint of this run */
   /* a resumed run continues inside its epoch: the shuffles are a function of (seed, epoch) */
   for (int64_t ep = epoch0; ep < tc->epochs && !stop; ep++) {
     for (size_t i = 0; i < tr.count; i++) order[i] = (uint32_t)i;
@@ -335,6 +365,14 @@ int train_main(int argc, char **argv) {
       if (K > 1) s.seed ^= (uint64_t)dist_rank() * 0xD1B54A32D192ED03ull;   /* each rank's own dropout masks */
       m.train_step(&s);
       sparse_prune(&m, m.prune_total);
+      if (!isfinite(s.loss) && !o.allow_nonfinite) {   /* diverged: stop with the last good checkpoint */
+        ts_progress_end(&pr);
+        fprintf(stderr, "teslac: the loss became %s at step %lld (epoch %lld): training diverged; try a lower --lr "
+                        "(now %g)%s%s; --allow-nonfinite trains on\n", isnan(s.loss) ? "NaN" : "infinite",
+                (long long)m.t, (long long)ep + 1, lr, last_ck ? "; the last checkpoint, before it, is " : "",
+                last_ck ? last_ck : "");
+        goto out;
+      }
       loss_sum += s.loss, correct += s.correct, seen += lbatch;
       ts_progress_update(&pr, (size_t)seen, loss_sum / (double)seen);
       if (stop_signal) break;
@@ -344,6 +382,7 @@ int train_main(int argc, char **argv) {
         fprintf(stderr, "teslac: %s\n", e.msg);
         goto out;
       }
+      if (o.save_every && m.t % o.save_every == 0 && st + 1 < per_epoch) last_ck = out_path;
       if (o.steps && m.t >= o.steps) { stop = true; why = "--steps"; break; }
     }
     ts_progress_end(&pr);
@@ -364,6 +403,12 @@ int train_main(int argc, char **argv) {
       double sums[3] = {loss_sum, (double)correct, (double)seen};
       dist_sum_f64(sums, 3);
       loss_sum = sums[0], correct = (int64_t)sums[1], seen = (int64_t)sums[2];
+    }
+    const char *bad = o.allow_nonfinite ? NULL : nonfinite_tensor(&m);
+    if (bad) {   /* a finite loss over non-finite weights: as diverged */
+      fprintf(stderr, "teslac: '%s' holds non-finite values after epoch %lld: training diverged; try a lower --lr (now %g)"
+                      " (--allow-nonfinite trains on)\n", bad, (long long)ep + 1, lr);
+      goto out;
     }
     double dt = ts_now() - t0, vl = NAN, vacc = NAN, tl = NAN, ta = NAN;
     double trl = seen ? loss_sum / (double)seen : NAN, tra = seen ? (double)correct / (double)seen : NAN;
@@ -413,6 +458,7 @@ int train_main(int argc, char **argv) {
       fprintf(stderr, "teslac: %s\n", e.msg);
       goto out;
     }
+    last_ck = out_path;
     if (lead && is_best && tc->save_best) {
       if (model_save(&cx, &m, best, m.t / per_epoch, &e) < 0) {
         fprintf(stderr, "teslac: %s\n", e.msg);
