@@ -190,7 +190,7 @@ typedef struct DataCfg {
   const char *val_images, *val_labels;
   double val_split;             /* 0 = none */
   double scale;
-  SrcLoc loc, val_loc;
+  SrcLoc loc, val_loc, key_loc;   /* key_loc: the 'data:' key */
 } DataCfg;
 
 typedef struct Compress {

@@ -54,6 +54,17 @@ static size_t gz_read_upto(gzFile g, void *buf, size_t n, int *failed) {
   return got;
 }
 
+/* zlib's message without the "<fd:3>: " it puts in front for a gzdopen'd stream: the file's
+ * name is already ours to give */
+static const char *z_words(const char *zmsg) {
+  if (!zmsg) return "unknown error";
+  if (!strncmp(zmsg, "<fd:", 4)) {
+    const char *c = strstr(zmsg, ": ");
+    if (c) return c + 2;
+  }
+  return *zmsg ? zmsg : "unknown error";
+}
+
 /* A short read: tell a clean end of file (truncated data) from a stream zlib rejected. */
 static int short_read(const char *path, gzFile g, const char *what, uint64_t expected,
                       uint64_t got, TsErr *e) {
@@ -63,9 +74,9 @@ static int short_read(const char *path, gzFile g, const char *what, uint64_t exp
     return ts_fail(e, "%s: truncated gzip stream: expected %llu bytes of %s, got %llu", path,
                    (unsigned long long)expected, what, (unsigned long long)got);
   if (errnum == Z_ERRNO)
-    return ts_fail(e, "%s: read error: %s", path, zmsg && *zmsg ? zmsg : strerror(errno));
+    return ts_fail(e, "%s: read error: %s", path, zmsg && *zmsg ? z_words(zmsg) : strerror(errno));
   if (errnum != Z_OK && errnum != Z_STREAM_END)
-    return ts_fail(e, "%s: corrupt gzip stream: %s", path, zmsg ? zmsg : "unknown error");
+    return ts_fail(e, "%s: corrupt gzip stream: %s", path, z_words(zmsg));
   return ts_fail(e, "%s: truncated: expected %llu bytes of %s, got %llu", path,
                  (unsigned long long)expected, what, (unsigned long long)got);
 }
@@ -137,7 +148,7 @@ static int idx_read(const char *path, gzFile g, TsIdx *out, TsErr *e) {
   int errnum = Z_OK;
   const char *zmsg = gzerror(g, &errnum);
   if (failed || (errnum != Z_OK && errnum != Z_STREAM_END))
-    return ts_fail(e, "%s: corrupt gzip stream: %s", path, zmsg ? zmsg : "unknown error");
+    return ts_fail(e, "%s: corrupt gzip stream: %s", path, z_words(zmsg));
   return 0;
 }
 

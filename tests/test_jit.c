@@ -1083,6 +1083,7 @@ START_TEST(cli_bad_data) {
   char *spec = write_spec(file, synth_layers, c->images, c->labels, false);
   Cli r = CLI("train", spec, "--steps", "1", "--threads", "2");
   cli_fails(&r, 1, c->what, c->needles);
+  ck_assert_msg(!strstr(r.err, "<fd:"), "zlib's stream name leaked: %s", r.err);
   cli_free(&r);
   free(spec);
 }

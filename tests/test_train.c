@@ -639,6 +639,40 @@ START_TEST(cli_bad_train_flags) {
 }
 END_TEST
 
+/* one reader for numeric options: decimal only, integer ranges printed as integers; an empty
+ * SPEC argument; "no test data" pointing at the data: key */
+START_TEST(cli_option_values) {
+  char *spec = spec_with("values.yaml", 3, "", "");
+  const char *bad_batch[] = {"1e3", "0x1p-3", " 5", "5 ", "+5", "", "1e9"};
+  for (size_t i = 0; i < sizeof bad_batch / sizeof bad_batch[0]; i++) {
+    Cli r = CLI("train", spec, "--batch", bad_batch[i]);
+    cli_fails(&r, 2, bad_batch[i], (const char *const[]){"--batch must be an integer from 1 to 1048576, got '", NULL});
+    cli_free(&r);
+  }
+  Cli p = CLI("plan", spec, "--batch", "1e9");
+  cli_fails(&p, 2, "plan --batch 1e9", (const char *const[]){"--batch must be an integer from 1 to 1048576, got '1e9'", NULL});
+  const char *bad_lr[] = {"0x1p-3", "inf", "nan", " 0.1", "1e-13", "0.1x"};
+  for (size_t i = 0; i < sizeof bad_lr / sizeof bad_lr[0]; i++) {
+    Cli r = CLI("train", spec, "--lr", bad_lr[i]);
+    cli_fails(&r, 2, bad_lr[i], (const char *const[]){"--lr must be a number from 1e-12 to 1e+06, got '", NULL});
+    cli_free(&r);
+  }
+  char *ck = tmp_path("values.st");
+  Cli ok = CLI("train", spec, "--threads", "2", "--lr", ".5e-2", "--batch", "16", "--steps", "2", "-o", ck);
+  cli_ok(&ok);
+  Cli e = CLI("check", "");
+  cli_fails(&e, 2, "check ''", (const char *const[]){"an empty argument where SPEC was expected", NULL});
+  char *nt = spec_with("values_notest.yaml", 3, "", "");
+  char *src = slurp(nt, NULL);
+  *strstr(src, "  test:") = 0;   /* no data.test */
+  write_bytes(nt, src, strlen(src), false);
+  Cli n = CLI("eval", nt, "--weights", ck);
+  ck_assert_msg(n.status == 1 && strstr(n.err, ":16:1: error: the spec has no test data"), "%s", n.err);
+  cli_free(&p), cli_free(&ok), cli_free(&e), cli_free(&n);
+  free(spec), free(ck), free(nt), free(src);
+}
+END_TEST
+
 static Suite *train_suite(void) {
   Suite *s = suite_create("train");
   TCase *tc = tcase_create("holdout");
@@ -662,6 +696,7 @@ static Suite *train_suite(void) {
   tcase_add_test(tc, cli_stale_temporaries);
   tcase_add_test(tc, cli_name_limit);
   tcase_add_test(tc, cli_divergence);
+  tcase_add_test(tc, cli_option_values);
   suite_add_tcase(s, tc);
   return s;
 }

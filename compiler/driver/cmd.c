@@ -86,20 +86,44 @@ static const char build_help[] =
     "  --name PREFIX         the C prefix of the symbols and macros (default: the model's name)\n"
     "  -q, --quiet           no summary line\n";
 
-static int num_opt(const char *cmd, int argc, char **argv, int *i, double lo, double hi, bool integer, double *out) {
-  const char *name = argv[*i];
-  if (*i + 1 >= argc) return cmd_usage(cmd, "%s needs a value", name);
-  const char *v = argv[++*i];
-  char *end;
+bool cmd_decimal(const char *v, bool integer) {
+  const char *p = v;
+  if (!integer && (*p == '+' || *p == '-')) p++;
+  size_t n = strspn(p, "0123456789");
+  if (integer) return n > 0 && !p[n];
+  p += n;
+  size_t frac = 0;
+  if (*p == '.') frac = strspn(++p, "0123456789"), p += frac;
+  if (n + frac == 0) return false;
+  if (*p == 'e' || *p == 'E') {
+    p++;
+    if (*p == '+' || *p == '-') p++;
+    size_t ex = strspn(p, "0123456789");
+    if (!ex) return false;
+    p += ex;
+  }
+  return !*p;
+}
+
+int cmd_value(const char *cmd, const char *flag, const char *v, double lo, double hi, bool integer, double *out) {
   errno = 0;
-  double d = strtod(v, &end);
-  if (end == v || *end || errno || !isfinite(d) || d < lo || d > hi || (integer && d != floor(d))) {
-    fprintf(stderr, "teslac: %s must be %s from %g to %g, got '%s'\nsee 'teslac %s --help'\n", name,
-            integer ? "an integer" : "a number", lo, hi, v, cmd);
+  double d = cmd_decimal(v, integer) ? strtod(v, NULL) : NAN;
+  if (!isfinite(d) || errno == ERANGE || d < lo || d > hi) {
+    if (integer)
+      fprintf(stderr, "teslac: %s must be an integer from %lld to %lld, got '%s'\nsee 'teslac %s --help'\n", flag,
+              (long long)lo, (long long)hi, v, cmd);
+    else
+      fprintf(stderr, "teslac: %s must be a number from %g to %g, got '%s'\nsee 'teslac %s --help'\n", flag, lo, hi, v, cmd);
     return 2;
   }
   *out = d;
   return 0;
+}
+
+static int num_opt(const char *cmd, int argc, char **argv, int *i, double lo, double hi, bool integer, double *out) {
+  const char *name = argv[*i];
+  if (*i + 1 >= argc) return cmd_usage(cmd, "%s needs a value", name);
+  return cmd_value(cmd, name, argv[++*i], lo, hi, integer, out);
 }
 
 int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
@@ -197,6 +221,7 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
 #undef STR_OPT
 #undef NUM_OPT
     if (a[0] == '-' && a[1]) return cmd_usage(cmd, "unknown option '%s'", a);
+    if (!*a) return cmd_usage(cmd, "%san empty argument where SPEC was expected", "");
     if (o->spec) return cmd_usage(cmd, "one spec at a time; '%s' is one too many", a);
     o->spec = a;
   }
@@ -272,7 +297,7 @@ int cmd_check_roles(const CmdFile *in, int nin, const CmdFile *out, int nout, in
 int cmd_load_split(Ctx *cx, const Spec *sp, const char *images, const char *labels, const char *what,
                       TsDataset *d) {
   if (!images || !labels) {
-    diag_at(cx, sp->data.present ? sp->data.loc : (SrcLoc){0},
+    diag_at(cx, sp->data.present ? sp->data.key_loc : (SrcLoc){0},
             "the spec has no %s data (data: {%s: {images: ..., labels: ...}})", what, what);
     return -1;
   }

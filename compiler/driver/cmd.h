@@ -20,6 +20,11 @@ typedef struct TrainOpts {
 
 /* "teslac: <fmt>" and "see 'teslac CMD --help'" on stderr; returns 2 */
 int cmd_usage(const char *cmd, const char *fmt, const char *arg);
+/* One reader for every numeric option value: an integer is decimal digits only; a number is
+ * decimal ([+-]digits[.digits][e[+-]digits]: no hex, inf, nan or spaces); both in [lo, hi].
+ * 0, or a usage error (2) naming the flag, the range and the value. */
+bool cmd_decimal(const char *v, bool integer);   /* the syntax alone */
+int cmd_value(const char *cmd, const char *flag, const char *v, double lo, double hi, bool integer, double *out);
 /* the options of `cmd` into *o: 0, 2 after a usage error, -1 after --help was printed */
 int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o);
 /* Fails (with a message naming `what`, -1) unless `path` can be written: an existing regular

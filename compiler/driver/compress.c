@@ -65,26 +65,24 @@ static int parse_opts(int argc, char **argv, CompressOpts *o) {
       if (!strcmp(a, "-o")) o->out = v;
       else if (!strcmp(a, "--weights")) o->weights = v;
       else {
-        char *end;
-        errno = 0;
-        double d = strtod(v, &end);
-        bool ok = end != v && !*end && !errno && isfinite(d);
+        double d;
+        int rc = 0;
         if (!strcmp(a, "--eps")) {
-          if (!ok || !(d > 0 && d < 1)) return cmd_usage("compress", "--eps must be a number in (0, 1), got '%s'", v);
+          d = cmd_decimal(v, false) ? strtod(v, NULL) : NAN;
+          if (!(d > 0 && d < 1)) return cmd_usage("compress", "--eps must be a number in (0, 1), got '%s'", v);
           o->eps = d, have_eps = true;
         } else if (!strcmp(a, "--rank")) {
-          if (!ok || d != floor(d) || d < 1 || d > 4096)
-            return cmd_usage("compress", "--rank must be an integer from 1 to 4096, got '%s'", v);
+          if ((rc = cmd_value("compress", a, v, 1, 4096, true, &d))) return rc;
           o->rank = (int64_t)d;
         } else {
-          if (!ok || d != floor(d) || d < 1 || d > (1 << 20))
-            return cmd_usage("compress", "--batch must be an integer from 1 to 1048576, got '%s'", v);
+          if ((rc = cmd_value("compress", a, v, 1, 1 << 20, true, &d))) return rc;
           o->batch = (int64_t)d;
         }
       }
       continue;
     }
     if (a[0] == '-' && a[1]) return cmd_usage("compress", "unknown option '%s'", a);
+    if (!*a) return cmd_usage("compress", "%san empty argument where SPEC was expected", "");
     if (o->spec) return cmd_usage("compress", "one spec at a time; '%s' is one too many", a);
     o->spec = a;
   }

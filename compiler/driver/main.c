@@ -5,6 +5,7 @@
 #include "teslac.h"
 #include "cg.h"
 #include "dist.h"
+#include "cmd.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -80,14 +81,14 @@ static int parse_opts(const char *cmd, int argc, char **argv, const char *help, 
     } else if (plan_opts && (!strcmp(a, "--batch") || !strncmp(a, "--batch=", 8))) {
       const char *v = a[7] == '=' ? a + 8 : (i + 1 < argc ? argv[++i] : NULL);
       if (!v) return usage_error(cmd, "--batch needs a value%s", "");
-      char *end;
-      errno = 0;
-      long long b = strtoll(v, &end, 10);
-      if (end == v || *end || errno || b < 1 || b > (1 << 20))
-        return usage_error(cmd, "--batch must be an integer from 1 to 1048576, got '%s'", v);
-      o->batch = b;
+      double b;
+      int rc = cmd_value(cmd, "--batch", v, 1, 1 << 20, true, &b);
+      if (rc) return rc;
+      o->batch = (int64_t)b;
     } else if (a[0] == '-' && a[1]) {
       return usage_error(cmd, "unknown option '%s'", a);
+    } else if (!*a) {
+      return usage_error(cmd, "%san empty argument where SPEC was expected", "");
     } else if (o->spec) {
       return usage_error(cmd, "one spec at a time; '%s' is one too many", a);
     } else {

@@ -701,7 +701,7 @@ static void parse_train(Ctx *cx, Spec *sp, YNode *v) {
   if (lr && opt_lr)
     diag_at(cx, opt_lr->loc, "'lr' is given twice: here and at line %d; keep one", lr->loc.line);
   if (!lr) lr = opt_lr;
-  if (lr) spec_num(cx, lr, "lr", 0, 1e6, true, false, &t->lr);
+  if (lr) spec_num(cx, lr, "lr", 1e-12, 1e6, false, false, &t->lr);   /* as --lr: a float lr below is 0 or denormal */
   if (t->lr < 0) t->lr = t->opt == OPT_SGD ? 0.01 : 0.001;
   if (t->weight_decay < 0) t->weight_decay = t->opt == OPT_ADAMW ? 0.01 : 0;
   if ((x = spec_get(v, "schedule"))) parse_schedule(cx, t, x);
@@ -913,7 +913,11 @@ void spec_parse(Ctx *cx, YNode *root, Spec *sp) {
   if ((x = spec_get(root, "compress"))) parse_compress(cx, sp, x);
   if ((x = spec_get(root, "train"))) parse_train(cx, sp, x);
   else { sp->train.lr = 0.001; sp->train.weight_decay = 0; }
-  if ((x = spec_get(root, "data"))) parse_data(cx, sp, x);
+  if ((x = spec_get(root, "data"))) {
+    parse_data(cx, sp, x);
+    for (int i = 0; i + 1 < root->nkids; i += 2)   /* "no test data" points at the key, not its first entry */
+      if (root->kids[i + 1] == x) sp->data.key_loc = root->kids[i]->loc;
+  }
   TrainCfg *t = &sp->train;
   if ((t->early_stop || t->save_best) && MONITOR_IS_VAL(t->monitor) && sp->data.present && !sp->data.val_images &&
       !(sp->data.val_split > 0))

@@ -35,6 +35,10 @@ static bool check_text(Ctx *cx) {
   const char *nul = memchr(cx->src, '\0', cx->srclen);
   if (!nul) return true;
   const unsigned char *u = (const unsigned char *)cx->src;
+  if (cx->srclen >= 4 && ((u[0] == 0xff && u[1] == 0xfe && !u[2] && !u[3]) || (!u[0] && !u[1] && u[2] == 0xfe && u[3] == 0xff))) {
+    diag_at(cx, (SrcLoc){0}, "this file is UTF-32 text; save the spec as UTF-8");
+    return false;
+  }
   if (cx->srclen >= 2 && ((u[0] == 0xff && u[1] == 0xfe) || (u[0] == 0xfe && u[1] == 0xff))) {
     diag_at(cx, (SrcLoc){0}, "this file is UTF-16 text; save the spec as UTF-8");
     return false;
@@ -76,6 +80,12 @@ static void report_syntax(Ctx *cx, yaml_parser_t *p) {
     if (strstr(problem, "trailing") && off > 0 && off <= cx->srclen &&
         ((unsigned char)cx->src[off - 1] & 0xc0) == 0xc0)
       off--;
+    if (strstr(problem, "control characters")) {   /* valid UTF-8, but a byte YAML does not take */
+      unsigned c = off < cx->srclen ? (unsigned char)cx->src[off] : 0;
+      diag_at(cx, offset_loc(cx, off), "a control character (byte 0x%02x) at byte %zu; YAML takes no control "
+              "characters but tab and line breaks", c, off);
+      return;
+    }
     diag_at(cx, offset_loc(cx, off), "not valid UTF-8 text (%s at byte %zu); a spec is a UTF-8 "
             "text file", problem, off);
     return;
@@ -114,6 +124,29 @@ static void report_syntax(Ctx *cx, yaml_parser_t *p) {
     diag_at(cx, l, "YAML syntax error: %s (%s at line %d)", problem, context, ctx.line);
   else
     diag_at(cx, l, "YAML syntax error: %s", problem);
+}
+
+/* A YAML tag: !!str makes a scalar a string (as quotes would); the core schema's own types are
+ * what the value is read as anyway; any other tag (!!python/object:..., !custom) is refused
+ * rather than silently ignored. false after a diagnostic. */
+static bool check_tag(Ctx *cx, const yaml_char_t *tag, SrcLoc loc, bool *as_string) {
+  if (!tag) return true;
+  static const char core[] = "tag:yaml.org,2002:";
+  const char *t = (const char *)tag;
+  if (!strncmp(t, core, sizeof core - 1)) {
+    const char *k = t + sizeof core - 1;
+    if (!strcmp(k, "str")) {
+      if (as_string) *as_string = true;
+      return true;
+    }
+    if (!strcmp(k, "int") || !strcmp(k, "float") || !strcmp(k, "bool") || !strcmp(k, "null") || !strcmp(k, "map") ||
+        !strcmp(k, "seq"))
+      return true;
+    diag_at(cx, loc, "the YAML tag '!!%s' is not supported in a spec; remove it", k);
+    return false;
+  }
+  diag_at(cx, loc, "the YAML tag '%s' is not supported in a spec; remove it", t);
+  return false;
 }
 
 YNode *yaml_load(Ctx *cx) {
@@ -166,6 +199,7 @@ YNode *yaml_load(Ctx *cx) {
                      ev.data.scalar.style == YAML_DOUBLE_QUOTED_SCALAR_STYLE ||
                      ev.data.scalar.style == YAML_LITERAL_SCALAR_STYLE ||
                      ev.data.scalar.style == YAML_FOLDED_SCALAR_STYLE;
+      if (!check_tag(cx, ev.data.scalar.tag, node->loc, &node->quoted)) ok = false;
       if (ev.data.scalar.length > 0 && memchr(node->str, '\0', node->len)) {
         diag_at(cx, node->loc, "a NUL character inside a string");
         ok = false;
@@ -183,6 +217,7 @@ YNode *yaml_load(Ctx *cx) {
       bool seq = ev.type == YAML_SEQUENCE_START_EVENT;
       n->kind = seq ? Y_SEQ : Y_MAP;
       n->loc = mark_loc(ev.start_mark, ev.end_mark);
+      if (!check_tag(cx, seq ? ev.data.sequence_start.tag : ev.data.mapping_start.tag, n->loc, NULL)) ok = false;
       n->flow = seq ? ev.data.sequence_start.style == YAML_FLOW_SEQUENCE_STYLE
                     : ev.data.mapping_start.style == YAML_FLOW_MAPPING_STYLE;
       stack[depth++] = (Frame){n, NULL, 0, 0};
