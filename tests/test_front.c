@@ -402,6 +402,30 @@ START_TEST(duplicates_and_cap) {
 }
 END_TEST
 
+/* a one-line spec of 3 MB with 300,000 bad keys: each error shows a bounded window of the
+ * line around its caret ("..." at the cuts), not the whole line */
+START_TEST(long_line_window) {
+  size_t cap = 4u << 20, n = 0;
+  char *src = malloc(cap);
+  n += (size_t)sprintf(src, "{tesla: 1, input: [4], classes: 2, layers: [{dense: {units: 2}}]");
+  for (int i = 0; i < 300000; i++) n += (size_t)sprintf(src + n, ", k%d: 1", i);
+  strcpy(src + n, "}\n");
+  Run r;
+  run_src(&r, src);
+  ck_assert_int_eq(r.cx.nerrors, 300000);
+  ck_assert_msg(r.errlen < 100000, "%zu bytes of diagnostics", r.errlen);
+  /* the caret still points at its key: 'k99' under the caret of its error */
+  const char *e = strstr(r.err, "error: unknown key 'k99'");
+  ck_assert_ptr_nonnull(e);
+  const char *line = strstr(e, "\n    1 | ") + 9, *car = strstr(line, "\n      | ") + 9;
+  const char *hat = strchr(car, '^');
+  ck_assert_int_eq(strncmp(line + (hat - car), "k99: 1", 6), 0);
+  ck_assert_int_eq(strncmp(line, "...", 3), 0);
+  run_done(&r);
+  free(src);
+}
+END_TEST
+
 static Suite *front_suite(void) {
   Suite *s = suite_create("front");
   TCase *tc = tcase_create("defaults");
@@ -425,6 +449,7 @@ static Suite *front_suite(void) {
   tcase_add_test(tc, suggest);
   tcase_add_test(tc, typo_read_as_suggestion);
   tcase_add_test(tc, duplicates_and_cap);
+  tcase_add_test(tc, long_line_window);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -229,6 +229,10 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
   if ((!strcmp(cmd, "eval") || !strcmp(cmd, "predict") || !strcmp(cmd, "build")) && !o->weights)
     return cmd_usage(cmd, "%s needs --weights CKPT", cmd);
   if (o->init && o->resume) return cmd_usage(cmd, "%sgive --init or --resume, not both", "");
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  if (o->threads > cores && cores > 0)
+    fprintf(stderr, "teslac: warning: --threads %lld is more than the %ld cores here; the extra threads only wait for "
+                    "each other (the tiles are shared out statically)\n", (long long)o->threads, cores);
   return 0;
 }
 

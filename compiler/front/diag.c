@@ -164,34 +164,52 @@ static void vreport(Ctx *cx, SrcLoc loc, const char *kind, const char *color, co
   const char *text = loc.line > 0 ? source_line(cx, loc.line, &len) : NULL;
   if (!text) return;
   /* the line, with tabs and control bytes shown as spaces so the caret lines up, and bytes
-   * that are not UTF-8 as '?' so the terminal gets text */
-  fprintf(o, "%5d | ", loc.line);
-  for (int i = 0; i < len; i++) {
+   * that are not UTF-8 as '?' so the terminal gets text; a long line shows a window of
+   * SHOW_COLS characters around the caret, "..." marking what is cut (a one-line spec of
+   * megabytes gets a screen line per error, not the whole line) */
+  enum { SHOW_COLS = 160, LEAD = 60 };
+  int nchars = 0;
+  for (int i = 0; i < len; i++) nchars += ((unsigned char)text[i] & 0xc0) != 0x80;
+  int caret = loc.col - 1 < 0 ? 0 : loc.col - 1;   /* characters before the caret */
+  int ws = 0, we = nchars;
+  if (nchars > SHOW_COLS + 40) {
+    ws = caret > LEAD ? caret - LEAD : 0;
+    if (ws > nchars - SHOW_COLS) ws = nchars - SHOW_COLS;
+    we = ws + SHOW_COLS;
+  }
+  char buf[4 * SHOW_COLS + 256];
+  size_t n = 0;
+  n += (size_t)snprintf(buf, sizeof buf, "%5d | %s", loc.line, ws > 0 ? "..." : "");
+  int c = 0;   /* the character at byte i */
+  for (int i = 0; i < len && c < we; c++) {
     unsigned char ch = (unsigned char)text[i];
-    if (ch < 0x80) {
-      fputc(ch < 0x20 || ch == 0x7f ? ' ' : ch, o);
-      continue;
-    }
-    int n = ch >= 0xc2 && ch <= 0xdf ? 2 : ch >= 0xe0 && ch <= 0xef ? 3 : ch >= 0xf0 && ch <= 0xf4 ? 4 : 0;
+    int w = ch < 0x80 ? 1 : ch >= 0xc2 && ch <= 0xdf ? 2 : ch >= 0xe0 && ch <= 0xef ? 3 : ch >= 0xf0 && ch <= 0xf4 ? 4 : 0;
     int k = 1;
-    while (n && k < n && i + k < len && ((unsigned char)text[i + k] & 0xc0) == 0x80) k++;
-    if (n && k == n) {
-      fwrite(text + i, 1, (size_t)n, o);
-      i += n - 1;
-    } else
-      fputc('?', o);
+    while (w > 1 && k < w && i + k < len && ((unsigned char)text[i + k] & 0xc0) == 0x80) k++;
+    bool ok = w > 0 && k == w;
+    if (c >= ws) {
+      if (ch < 0x80) buf[n++] = ch < 0x20 || ch == 0x7f ? ' ' : (char)ch;
+      else if (ok) memcpy(buf + n, text + i, (size_t)w), n += (size_t)w;
+      else buf[n++] = '?';
+    }
+    i += ok ? w : 1;
+    while (!ok && i < len && ((unsigned char)text[i] & 0xc0) == 0x80) i++;   /* a stray continuation */
   }
+  if (we < nchars) memcpy(buf + n, "...", 3), n += 3;
+  buf[n] = 0;
+  fputs(buf, o);
   fputs("\n      | ", o);
-  /* libyaml counts columns in characters; count UTF-8 continuation bytes out of the pad */
-  int col = 1;
-  for (int i = 0; i < len && col < loc.col; i++) {
-    if (((unsigned char)text[i] & 0xc0) == 0x80) continue;
-    fputc(' ', o);
-    col++;
-  }
+  /* libyaml counts columns in characters: the pad is the characters before the caret */
+  int pad = (ws > 0 ? 3 : 0) + (caret < ws ? 0 : caret > we ? we - ws : caret - ws);
+  n = 0;
+  for (int i = 0; i < pad && n < sizeof buf - 1; i++) buf[n++] = ' ';
+  buf[n] = 0;
+  fputs(buf, o);
   fprintf(o, "%s^", color);
-  for (int i = 1; i < loc.len && col + i <= len; i++) fputc('~', o);
-  fprintf(o, "%s\n", reset);
+  n = 0;
+  for (int i = 1; i < loc.len && caret + i < we && caret + i < nchars && n < sizeof buf - 1; i++) buf[n++] = '~';
+  buf[n] = 0;
+  fprintf(o, "%s%s\n", buf, reset);
 }
 
 /* Past this many errors the rest are counted but not shown: a file that is wrong everywhere
