@@ -55,6 +55,11 @@ LLVMValueRef cg_field(Cg *g, int field) {
   return LLVMBuildLoad2(g->b, t, cg_field_ptr(g, field), "");
 }
 
+void cg_noinline(Cg *g, LLVMValueRef fn) {
+  unsigned k = LLVMGetEnumAttributeKindForName("noinline", 8);
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(g->ctx, k, 0));
+}
+
 LLVMValueRef cg_fn_begin(Cg *g, const char *name, bool tile, bool exported) {
   LLVMTypeRef args[2] = {g->t_ptr, g->t_i64};
   LLVMTypeRef ft = LLVMFunctionType(g->t_void, args, tile ? 2 : 1, 0);
@@ -182,6 +187,7 @@ static LLVMValueRef tile_fn_of(Cg *g, const char *name, CgTileBody body, void *a
     memcpy(saved_base, g->v_base, sizeof saved_base);
     LLVMBasicBlockRef saved_bb = LLVMGetInsertBlock(g->b);
     tile_fn = cg_fn_begin(g, buf, true, false);
+    cg_noinline(g, tile_fn);   /* cg_serial calls it in a loop: keep it one function */
     body(g, LLVMGetParam(tile_fn, 1), arg);
     cg_fn_end(g);
     g->fn = saved_fn, g->v_step = saved_step;
@@ -200,9 +206,34 @@ void cg_serial(Cg *g, const char *name, int64_t ntiles, CgTileBody body, void *a
   cg_for_end(g, &L);
 }
 
-void cg_parallel(Cg *g, const char *name, int64_t ntiles, CgTileBody body, void *arg) {
-  if (ntiles <= 1) {   /* one tile: no function, no call */
+/* One tile's body as a function of its own (tile index 0, a constant in it), called directly:
+ * each layer's phase stays a function of its own size, so that O3's cost grows with the
+ * model's layers instead of with the square of one entry point's size (500 small dense layers
+ * inlined into one train_step took 480 s and 1.2 GB to compile), and the entry points share it
+ * by name. */
+static void call_single(Cg *g, const char *name, CgTileBody body, void *arg) {
+  char buf[320];
+  snprintf(buf, sizeof buf, "%s.%s.one", g->prefix, name);
+  LLVMValueRef fn = LLVMGetNamedFunction(g->mod, buf);
+  if (!fn) {
+    LLVMValueRef saved_fn = g->fn, saved_step = g->v_step, saved_base[6];
+    memcpy(saved_base, g->v_base, sizeof saved_base);
+    LLVMBasicBlockRef saved_bb = LLVMGetInsertBlock(g->b);
+    fn = cg_fn_begin(g, buf, false, false);
+    cg_noinline(g, fn);
     body(g, cg_i64(g, 0), arg);
+    cg_fn_end(g);
+    g->fn = saved_fn, g->v_step = saved_step;
+    memcpy(g->v_base, saved_base, sizeof saved_base);
+    LLVMPositionBuilderAtEnd(g->b, saved_bb);
+  }
+  LLVMTypeRef ft = LLVMFunctionType(g->t_void, &g->t_ptr, 1, 0);
+  LLVMBuildCall2(g->b, ft, fn, &g->v_step, 1, "");
+}
+
+void cg_parallel(Cg *g, const char *name, int64_t ntiles, CgTileBody body, void *arg) {
+  if (ntiles <= 1) {   /* one tile: no thread pool, a direct call */
+    call_single(g, name, body, arg);
     return;
   }
   if (g->serial) {   /* an object file: no runtime, no threads */

@@ -63,6 +63,7 @@ LLVMValueRef cg_f32(Cg *g, double v);
 
 /* Start a function `void NAME(TeslaStep *step)` (or a tile `void NAME(TeslaStep *, i64)`),
  * loading the block bases; cg_fn_end adds `ret void`. */
+void cg_noinline(Cg *g, LLVMValueRef fn);   /* keep fn out of its callers (O3 cost per function) */
 LLVMValueRef cg_fn_begin(Cg *g, const char *name, bool tile, bool exported);
 void         cg_fn_end(Cg *g);
 

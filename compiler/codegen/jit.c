@@ -378,42 +378,55 @@ static bool is_model_fn(Cg *g, LLVMValueRef f) {
          (name[plen] == '_' || name[plen] == '.');
 }
 
+typedef struct FnCost { LLVMValueRef f; int64_t cost; int order; } FnCost;
+
+static int by_cost(const void *a, const void *b) {   /* heaviest first; ties in emission order */
+  const FnCost *x = a, *y = b;
+  if (x->cost != y->cost) return x->cost > y->cost ? -1 : 1;
+  return x->order - y->order;
+}
+
 /* keep this part's share of the model's functions; the others become declarations */
-static void keep_share(Part *p) {
+static int keep_share(Part *p) {
   Cg *g = &p->g;
-  LLVMValueRef fns[1024];
-  int64_t cost[1024];
-  int n = 0;
-  for (LLVMValueRef f = LLVMGetFirstFunction(g->mod); f && n < 1024; f = LLVMGetNextFunction(f))
-    if (is_model_fn(g, f)) fns[n] = f, cost[n] = fn_cost(g, f), n++;
+  int n = 0, cap = 256;
+  FnCost *fns = malloc(sizeof *fns * (size_t)cap);
+  for (LLVMValueRef f = LLVMGetFirstFunction(g->mod); f && fns; f = LLVMGetNextFunction(f)) {
+    if (!is_model_fn(g, f)) continue;
+    if (n == cap) {
+      FnCost *m = realloc(fns, sizeof *fns * (size_t)(cap *= 2));
+      if (!m) { free(fns); fns = NULL; break; }
+      fns = m;
+    }
+    fns[n] = (FnCost){f, fn_cost(g, f), n};
+    n++;
+  }
+  if (!fns) return -1;
   /* greedy: heaviest first into the lightest part (ties: the lower index), all deterministic */
-  int owner[1024];
+  qsort(fns, (size_t)n, sizeof *fns, by_cost);
   int64_t load[JIT_PARTS_MAX] = {0};
-  bool done[1024] = {0};
   for (int k = 0; k < n; k++) {
-    int best = -1;
-    for (int i = 0; i < n; i++)
-      if (!done[i] && (best < 0 || cost[i] > cost[best])) best = i;
     int bin = 0;
     for (int b = 1; b < p->nparts; b++)
       if (load[b] < load[bin]) bin = b;
-    done[best] = true, owner[best] = bin, load[bin] += cost[best];
-  }
-  for (int i = 0; i < n; i++) {
-    if (owner[i] == p->index) {
-      LLVMSetLinkage(fns[i], LLVMExternalLinkage);   /* other parts call or pass it */
+    load[bin] += fns[k].cost;
+    if (bin == p->index) {
+      LLVMSetLinkage(fns[k].f, LLVMExternalLinkage);   /* other parts call or pass it */
       continue;
     }
     /* another part defines it: a declaration of the same name takes its uses, and the
      * definition goes (LLVMDeleteFunction drops the body's internal references first) */
     size_t len;
-    char name[256];
-    snprintf(name, sizeof name, "%s", LLVMGetValueName2(fns[i], &len));
-    LLVMSetValueName2(fns[i], "", 0);
-    LLVMValueRef decl = LLVMAddFunction(g->mod, name, LLVMGlobalGetValueType(fns[i]));
-    LLVMReplaceAllUsesWith(fns[i], decl);
-    LLVMDeleteFunction(fns[i]);
+    const char *nm = LLVMGetValueName2(fns[k].f, &len);
+    char *name = strndup(nm, len);
+    LLVMSetValueName2(fns[k].f, "", 0);
+    LLVMValueRef decl = LLVMAddFunction(g->mod, name, LLVMGlobalGetValueType(fns[k].f));
+    LLVMReplaceAllUsesWith(fns[k].f, decl);
+    LLVMDeleteFunction(fns[k].f);
+    free(name);
   }
+  free(fns);
+  return 0;
 }
 
 static void *compile_part(void *arg) {
@@ -425,7 +438,10 @@ static void *compile_part(void *arg) {
   ctx_init(&cx, "llvm", err);
   LLVMTargetMachineRef tm = cg_host_machine(&cx);
   bool ok = tm && cg_prepare(&cx, &p->g, tm) == 0;
-  if (ok && p->nparts > 1) keep_share(p);
+  if (ok && p->nparts > 1 && keep_share(p) < 0) {
+    diag_at(&cx, (SrcLoc){0}, "out of memory splitting the module into parts");
+    ok = false;
+  }
   if (ok && run_passes(&cx, &p->g, tm, "default<O3>") == 0) {
     char *msg = NULL;
     if (LLVMTargetMachineEmitToMemoryBuffer(tm, p->g.mod, LLVMObjectFile, &msg, &p->obj)) {

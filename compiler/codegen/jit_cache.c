@@ -164,7 +164,8 @@ static int parse_entry(const unsigned char *d, size_t n, const JitCacheKey *k, i
   uint64_t total = 0;
   for (int i = 0; i < nparts; i++) {
     uint64_t s = rd64(sz + 8 * i);
-    if (s == 0 || s > n) return *why = "a part has an impossible size", 0;
+    if (s == 0 || s > ((uint64_t)1 << 40)) return *why = "a part has an impossible size", 0;
+    if (s > n - at) return *why = "it is truncated (a part is larger than what the entry holds)", 0;
     total += s;
   }
   if (total != n - at) return *why = "it is truncated or has trailing bytes", 0;
