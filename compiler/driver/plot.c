@@ -385,12 +385,15 @@ typedef struct Axis {
 } Axis;
 
 /* Ticks at a step of 1, 2 or 5 times a power of ten (at least min_step) giving about five
- * intervals; the axis runs from the tick at or below lo to the one at or above hi. */
-static void axis_fit(double lo, double hi, double min_step, Axis *a) {
+ * intervals; the axis runs from the tick at or below lo to the one at or above hi. unit: the
+ * values are fractions (accuracy), so an axis over data in [0, 1] stays in [0, 1]. */
+static void axis_fit(double lo, double hi, double min_step, bool unit, Axis *a) {
   if (!(lo <= hi)) lo = 0, hi = 1;   /* no data */
+  unit = unit && lo >= 0 && hi <= 1;
   if (hi == lo) {
     double pad = fmax(min_step, lo != 0 ? fabs(lo) * 0.1 : 0.5);
     lo -= pad, hi += pad;
+    if (unit) lo = fmax(lo, 0), hi = fmin(hi, 1);
   }
   double raw = (hi - lo) / 5, mag = pow(10, floor(log10(raw))), f = raw / mag;
   double step = (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10) * mag;
@@ -398,6 +401,7 @@ static void axis_fit(double lo, double hi, double min_step, Axis *a) {
   a->step = step;
   a->lo = floor(lo / step + 1e-9) * step;
   a->hi = ceil(hi / step - 1e-9) * step;
+  if (unit) a->lo = fmax(a->lo, 0), a->hi = fmin(a->hi, 1);   /* 1 is a multiple of every step < 1 */
   a->nticks = (int)lround((a->hi - a->lo) / step) + 1;
   int d = (int)-floor(log10(step) + 1e-9);
   a->digits = d < 0 ? 0 : d > 9 ? 9 : d;
@@ -440,8 +444,8 @@ static int draw_panel(Canvas *c, const Log *lg, int m, double left, double width
       if (!isnan(v)) ylo = fmin(ylo, v), yhi = fmax(yhi, v);
     }
   }
-  axis_fit(xlo, xhi, 1, &p.ax);
-  axis_fit(ylo, yhi, 0, &p.ay);
+  axis_fit(xlo, xhi, 1, false, &p.ax);
+  axis_fit(ylo, yhi, 0, m == ACC, &p.ay);
   c->text(c, (p.x0 + p.x1) / 2, p.y0 - PAD - 10, metric_name[m], 14, ANCHOR_MIDDLE, true, false);
   c->group(c, "grid");
   char lab[32];
@@ -520,21 +524,12 @@ static void svg_rgb(Buf *b, const char *attr, unsigned rgb) {
   else buf_printf(b, " %s=\"#%06x\"", attr, rgb);
 }
 
-/* text content, XML-escaped; bytes that are not UTF-8 (a file name may have them) become '?' */
+/* text content, XML-escaped (the text is UTF-8: log_title makes it so) */
 static void svg_escape(Buf *b, const char *s) {
-  for (const unsigned char *p = (const unsigned char *)s; *p;) {
-    int len = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : (*p & 0xf8) == 0xf0 ? 4 : 0;
-    for (int i = 1; i < len; i++)
-      if ((p[i] & 0xc0) != 0x80) len = 0;
-    if (len == 0 || (len == 2 && *p < 0xc2)) {
-      buf_add(b, "?", 1), p++;
-      continue;
-    }
-    const char *rep = *p == '&' ? "&amp;" : *p == '<' ? "&lt;" : *p == '>' ? "&gt;" : *p == '"' ? "&quot;" : NULL;
+  for (; *s; s++) {
+    const char *rep = *s == '&' ? "&amp;" : *s == '<' ? "&lt;" : *s == '>' ? "&gt;" : *s == '"' ? "&quot;" : NULL;
     if (rep) buf_add(b, rep, strlen(rep));
-    else if (*p < 0x20) buf_add(b, "?", 1);
-    else buf_add(b, p, (size_t)len);
-    p += len;
+    else buf_add(b, s, 1);
   }
 }
 
@@ -654,12 +649,16 @@ static int render_png(const Log *lg, const char *title, Buf *out) {
   cairo_t *cr = cairo_create(sf);
   Canvas c = {cr_group, cr_line, cr_rect, cr_dot, cr_text, out, cr};
   int rc = cairo_status(cr) == CAIRO_STATUS_SUCCESS ? draw_figure(&c, lg, title) : -1;
-  if (rc == 0 && cairo_status(cr) != CAIRO_STATUS_SUCCESS) rc = -1;
+  cairo_status_t st = cairo_status(cr);
   cairo_destroy(cr);
   cairo_surface_flush(sf);
-  if (rc == 0 && cairo_surface_write_to_png_stream(sf, cr_write, out) != CAIRO_STATUS_SUCCESS) rc = -1;
+  if (rc == 0 && st == CAIRO_STATUS_SUCCESS) st = cairo_surface_write_to_png_stream(sf, cr_write, out);
   cairo_surface_destroy(sf);
-  return rc;
+  if (st != CAIRO_STATUS_SUCCESS) {
+    fprintf(stderr, "teslac: drawing the PNG failed: %s\n", cairo_status_to_string(st));
+    return -1;
+  }
+  return rc < 0 ? (fprintf(stderr, "teslac: out of memory\n"), -1) : 0;
 }
 #endif
 
@@ -684,12 +683,21 @@ static char *default_out(const char *log) {
   return s;
 }
 
-/* the title: the log's file name without its folder and extension */
+/* the title: the log's file name without its folder and extension, as UTF-8 (XML and cairo
+ * need it): a control byte, or one that is not part of a UTF-8 sequence (a file name may have
+ * them), becomes '?' */
 static void log_title(const char *log, char *buf, size_t cap) {
   const char *base = strrchr(log, '/') ? strrchr(log, '/') + 1 : log;
   snprintf(buf, cap, "%s", *base ? base : log);
   char *dot = strrchr(buf, '.');
   if (dot && dot != buf) *dot = 0;
+  for (unsigned char *p = (unsigned char *)buf; *p;) {
+    int len = *p < 0x80 ? 1 : *p >= 0xc2 && *p < 0xe0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : *p >= 0xf0 && *p < 0xf5 ? 4 : 0;
+    for (int i = 1; i < len; i++)
+      if ((p[i] & 0xc0) != 0x80) len = 0;   /* also stops at the NUL */
+    if (len == 0 || *p < 0x20) *p = '?', len = 1;
+    p += len;
+  }
 }
 
 int plot_main(int argc, char **argv) {
@@ -744,15 +752,15 @@ int plot_main(int argc, char **argv) {
 #endif
   TsErr e;
   TsOut o;
-  if (r < 0) {
-    fprintf(stderr, "teslac: %s: drawing the plot failed (out of memory)\n", path);
+  if (r < 0 || b.oom) {
+    if (!png) fprintf(stderr, "teslac: %s: out of memory\n", path);
     rc = EXIT_DATA;
   } else if (ts_out_open(&o, path, &e) < 0 || ts_out_write(&o, b.p, b.n, &e) < 0 || ts_out_finish(&o, &e) < 0 ||
              ts_out_commit(&o, &e) < 0) {
     fprintf(stderr, "teslac: %s\n", e.msg);
     rc = EXIT_DATA;
   } else {
-    printf("%s: %d epoch%s of %s\n", path, lg.n, lg.n == 1 ? "" : "s", log);
+    printf("wrote %s: loss and accuracy over %d epoch%s of %s\n", path, lg.n, lg.n == 1 ? "" : "s", log);
   }
   free(b.p);
   free(lg.pt);
