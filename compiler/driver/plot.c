@@ -21,6 +21,9 @@
 #ifdef TESLA_CAIRO
 #include <cairo.h>
 #endif
+#ifdef TESLA_FONTCONFIG
+#include <fontconfig/fontconfig.h>
+#endif
 
 enum { EXIT_OK = 0, EXIT_DATA = 1, EXIT_USAGE = 2 };
 
@@ -307,7 +310,8 @@ static int log_read(const char *path, Log *lg) {
       }
       lg->pt[lg->n++] = pt;
     }
-    lx.line = lx.end + 1;
+    if (!nl) break;
+    lx.line = nl + 1;
   }
   free(text);
   if (rc == 0 && lg->n == 0) {
@@ -654,6 +658,12 @@ static int render_png(const Log *lg, const char *title, Buf *out) {
   cairo_surface_flush(sf);
   if (rc == 0 && st == CAIRO_STATUS_SUCCESS) st = cairo_surface_write_to_png_stream(sf, cr_write, out);
   cairo_surface_destroy(sf);
+  /* no cairo object is left: let go of its font caches and fontconfig's (cairo finds its fonts
+   * through fontconfig), so that a leak checker sees nothing left */
+  cairo_debug_reset_static_data();
+#ifdef TESLA_FONTCONFIG
+  FcFini();
+#endif
   if (st != CAIRO_STATUS_SUCCESS) {
     fprintf(stderr, "teslac: drawing the PNG failed: %s\n", cairo_status_to_string(st));
     return -1;
