@@ -31,6 +31,8 @@ root = ET.parse(svg).getroot()
 assert root.tag == ns + "svg", root.tag
 assert root.get("width") == "960" and root.get("height") == "420", root.attrib
 rows = [json.loads(l) for l in open(log, encoding="utf-8", errors="replace") if l.strip()]
+ids = [e.get("id") for e in root.iter() if e.get("id")]
+assert len(ids) == len(set(ids)), f"ids twice: {ids}"
 groups = {g.get("id"): g for g in root.iter(ns + "g") if g.get("id")}
 drawn = 0
 for m, mk in (("loss", "loss"), ("accuracy", "accuracy")):

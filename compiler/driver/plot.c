@@ -451,8 +451,9 @@ static int draw_panel(Canvas *c, const Log *lg, int m, double left, double width
   axis_fit(xlo, xhi, 1, false, &p.ax);
   axis_fit(ylo, yhi, 0, m == ACC, &p.ay);
   c->text(c, (p.x0 + p.x1) / 2, p.y0 - PAD - 10, metric_name[m], 14, ANCHOR_MIDDLE, true, false);
-  c->group(c, "grid");
-  char lab[32];
+  char lab[32], id[40];
+  snprintf(id, sizeof id, "%s-grid", metric_name[m]);   /* ids are unique in a document */
+  c->group(c, id);
   for (int t = 0; t < p.ax.nticks; t++) {
     double v = p.ax.lo + t * p.ax.step, x = px(&p, v);
     double seg[4] = {x, p.y0 - PAD, x, p.y1 + PAD};
@@ -478,8 +479,7 @@ static int draw_panel(Canvas *c, const Log *lg, int m, double left, double width
       if (!isnan(v)) xy[2 * k] = px(&p, lg->pt[i].epoch), xy[2 * k + 1] = py(&p, v), k++;
     }
     if (!k) continue;
-    char id[40];
-    snprintf(id, sizeof id, "%s-%s", m == LOSS ? "loss" : "accuracy", split_id[s]);
+    snprintf(id, sizeof id, "%s-%s", metric_name[m], split_id[s]);
     c->group(c, id);
     if (k > 1) c->line(c, xy, k, split_rgb[s], 2, split_dash[s]);
     for (int i = 0; i < k; i++) c->dot(c, xy[2 * i], xy[2 * i + 1], 3, split_rgb[s]);
