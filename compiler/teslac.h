@@ -246,6 +246,7 @@ int predict_main(int argc, char **argv);
 
 int compress_main(int argc, char **argv);
 int build_main(int argc, char **argv);      /* driver/build.c: an object file and its header */
+int plot_main(int argc, char **argv);       /* driver/plot.c: a training log's curves (SVG, PNG) */
 
 /* ---- ops.def + op_*.c: the op registry ------------------------------------------------- */
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/quickstart.sh: set up, then the main job: check and plan the default spec
 # (specs/fashion_cnn.yaml) and train it on Fashion-MNIST for one epoch, printing the test
-# accuracy. `--full` trains for the spec's own epochs instead. Arguments:
+# accuracy; then draw its loss and accuracy curves next to the log (out/NAME.jsonl ->
+# out/NAME.svg, teslac plot). `--full` trains for the spec's own epochs instead. Arguments:
 #   bash scripts/quickstart.sh [SPEC] [--full] [teslac train flags]
 # e.g. `bash scripts/quickstart.sh specs/mlp.yaml --epochs 5`.
 set -euo pipefail
@@ -28,3 +29,6 @@ mkdir -p out
 name=$(basename "$spec" .yaml)
 echo "== teslac train $spec ${args[*]-}"
 ./build/compiler/teslac train "$spec" -o "out/$name.safetensors" --log "out/$name.jsonl" ${args[@]+"${args[@]}"}
+echo
+echo "== teslac plot out/$name.jsonl"
+./build/compiler/teslac plot "out/$name.jsonl" -o "out/$name.svg"

@@ -29,6 +29,7 @@ static const char usage_top[] =
     "                        dense weights to the tensor trains SPEC plans (TT-SVD)\n"
     "  build SPEC --weights W [-o NAME.o] [--train-step] [--target T] [--cpu C]\n"
     "                        an object file and a C header that embed the model\n"
+    "  plot LOG [-o OUT]     loss and accuracy curves per epoch of a 'train --log' LOG (.svg, .png)\n"
     "\n"
     "options:\n"
     "  -h, --help            this text; 'teslac CMD --help' for a command's own\n"
@@ -159,7 +160,8 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "predict")) return predict_main(argc - 2, argv + 2);
   if (!strcmp(cmd, "compress")) return compress_main(argc - 2, argv + 2);
   if (!strcmp(cmd, "build")) return build_main(argc - 2, argv + 2);
-  static const char *const cmds[] = {"check", "plan", "train", "eval", "predict", "emit-llvm", "compress", "build", NULL};
+  if (!strcmp(cmd, "plot")) return plot_main(argc - 2, argv + 2);
+  static const char *const cmds[] = {"check", "plan", "train", "eval", "predict", "emit-llvm", "compress", "build", "plot", NULL};
   const char *s = diag_suggest(cmd, cmds);
   if (s) {
     fprintf(stderr, "teslac: unknown command '%s'; did you mean '%s'?\nsee 'teslac --help'\n", cmd, s);
