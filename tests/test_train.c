@@ -581,6 +581,23 @@ START_TEST(cli_name_limit) {
 }
 END_TEST
 
+/* a write error on the log is an error: files capped at 4 KiB (SIGXFSZ ignored, so write()
+ * says EFBIG), a checkpoint that fits and a log that outgrows the cap */
+START_TEST(cli_log_write_error) {
+  char *src = xprintf("tesla: 1\nname: tiny\ninput: [1, 8, 8]\nclasses: 4\nlayers:\n  - dense: {units: 4}\n"
+                      "train: {optimizer: sgd, epochs: 60, batch: 32}\ndata:\n  train: {images: train-images.gz, labels: train-labels.gz}\n");
+  char *spec = tmp_path("logfull.yaml"), *ck = tmp_path("logfull.st"), *log = tmp_path("logfull.jsonl"), *err = tmp_path("logfull.err");
+  write_bytes(spec, src, strlen(src), false);
+  char *cmd = xprintf("trap '' XFSZ; ulimit -f 4; exec '%s' train '%s' --threads 2 -o '%s' --log '%s' >/dev/null 2>'%s'", teslac_bin,
+                      spec, ck, log, err);
+  int st = system(cmd);
+  char *e = slurp(err, NULL);
+  ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1 && strstr(e, "writing the log") && strstr(e, "File too large"),
+                "status %d: %s", st, e);
+  free(src), free(spec), free(ck), free(log), free(err), free(cmd), free(e);
+}
+END_TEST
+
 /* ---- 8. numbers ------------------------------------------------------------------------------ */
 
 /* a diverging run stops with a message and exit 1, keeping the last good checkpoint;
@@ -700,6 +717,7 @@ static Suite *train_suite(void) {
   tcase_add_test(tc, cli_stale_temporaries);
   tcase_add_test(tc, cli_name_limit);
   tcase_add_test(tc, cli_divergence);
+  tcase_add_test(tc, cli_log_write_error);
   tcase_add_test(tc, cli_option_values);
   suite_add_tcase(s, tc);
   return s;
