@@ -454,6 +454,24 @@ START_TEST(cli_resume_settings) {
 }
 END_TEST
 
+/* a tensor of the wrong dtype is reported with its file's name */
+START_TEST(cli_weights_dtype) {
+  char *spec = spec_with("dtype.yaml", 3, "", "");
+  char *w = tmp_path("dtype.st");
+  const char hdr[] = "{\"0.weight\":{\"dtype\":\"I32\",\"shape\":[32,64],\"data_offsets\":[0,8192]}}";
+  uint64_t n = sizeof hdr - 1;
+  FILE *f = fopen(w, "wb");
+  NEED(f && fwrite(&n, 8, 1, f) == 1 && fwrite(hdr, 1, n, f) == n);
+  for (int i = 0; i < 8192; i++) fputc(0, f);
+  NEED(fclose(f) == 0);
+  Cli r = CLI("eval", spec, "--weights", w);
+  char *needle = xprintf("%s: tensor '0.weight': dtype I32 is not a float type", w);
+  cli_fails(&r, 1, "I32 weight", (const char *const[]){needle, NULL});
+  cli_free(&r);
+  free(spec), free(w), free(needle);
+}
+END_TEST
+
 /* ---- 7. files: kinds, roles, temporaries ---------------------------------------------------- */
 
 START_TEST(cli_file_kinds) {
@@ -712,6 +730,7 @@ static Suite *train_suite(void) {
   tcase_add_test(tc, cli_bad_train_flags);
   tcase_add_test(tc, cli_bad_metadata);
   tcase_add_test(tc, cli_resume_settings);
+  tcase_add_test(tc, cli_weights_dtype);
   tcase_add_test(tc, cli_file_kinds);
   tcase_add_test(tc, cli_file_roles);
   tcase_add_test(tc, cli_stale_temporaries);

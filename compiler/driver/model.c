@@ -491,7 +491,7 @@ int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, Ts
         rc = ts_fail(e, "%s: tensor '%s' is (%s) but the spec needs (%s)", path, name, have, want);
         break;
       }
-      if (ts_tensor_to_f32(tt, tmp, (size_t)pt->elems, e) < 0) { rc = -1; break; }
+      if (ts_tensor_to_f32(tt, tmp, (size_t)pt->elems, e) < 0) { rc = prefix_path(e, path); break; }   /* the file in front */
       float *dst = s == 0 ? m->P + pt->offset : m->O + (int64_t)(s - 1) * m->pl.grad_block + pt->grad_offset;
       tensor_import(m, pt, tmp, dst);
     }
