@@ -189,6 +189,9 @@ static const char *best_path(Ctx *cx, const char *out) {
   return arena_printf(cx, "%s.best.safetensors", out);
 }
 
+/* a NaN prints as "nan" whatever its sign bit ("-nan" is the same thing) */
+static double nan_plain(double v) { return isnan(v) ? NAN : v; }
+
 /* JSON has no NaN: what was not measured is null */
 static const char *json_num(char *buf, size_t n, double v) {
   if (!isfinite(v)) return "null";
@@ -428,16 +431,17 @@ int train_main(int argc, char **argv) {
       if (flags[1]) why = "early stopping";
     }
     bool last = stop || ep + 1 == tc->epochs;
-    if (te.count && lead && (last || tc->test_every_epoch)) model_eval(&m, &te, &tl, &ta);
-    printf("epoch %lld/%lld  train loss %.4f", (long long)ep + 1, (long long)tc->epochs, trl);
-    if (tc->metric_accuracy) printf("  train acc %.4f", tra);
+    bool tested = te.count && (last || tc->test_every_epoch);
+    if (tested && lead) model_eval(&m, &te, &tl, &ta);
+    printf("epoch %lld/%lld  train loss %.4f", (long long)ep + 1, (long long)tc->epochs, nan_plain(trl));
+    if (tc->metric_accuracy) printf("  train acc %.4f", nan_plain(tra));
     if (va.count) {
-      printf("  val loss %.4f", vl);
-      if (tc->metric_accuracy) printf("  val acc %.4f", vacc);
+      printf("  val loss %.4f", nan_plain(vl));
+      if (tc->metric_accuracy) printf("  val acc %.4f", nan_plain(vacc));
     }
-    if (isfinite(tl) || isfinite(ta)) {
-      printf("  test loss %.4f", tl);
-      if (tc->metric_accuracy) printf("  test acc %.4f", ta);
+    if (tested) {
+      printf("  test loss %.4f", nan_plain(tl));
+      if (tc->metric_accuracy) printf("  test acc %.4f", nan_plain(ta));
     }
     printf("  %.1f s  %.0f samples/s  (%.0f s elapsed)\n", dt, (double)seen / dt, ts_now() - t_launch);
     fflush(stdout);
