@@ -449,6 +449,9 @@ static Suite *front_suite(void) {
   tcase_add_test(tc, suggest);
   tcase_add_test(tc, typo_read_as_suggestion);
   tcase_add_test(tc, duplicates_and_cap);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("long lines");
+  tcase_set_timeout(tc, 60);   /* 3 MB of spec under ASan */
   tcase_add_test(tc, long_line_window);
   suite_add_tcase(s, tc);
   return s;

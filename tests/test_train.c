@@ -312,7 +312,9 @@ START_TEST(cli_sigint_resume) {
   ck_assert_msg(rc == 130, "exit %d: %s", rc, out);
   ck_assert_msg(strstr(out, "interrupted (SIGINT) at step "), "%s", out);
   ck_assert_msg(strstr(out, "resume with:\n  teslac train "), "%s", out);
-  ck_assert_msg(strstr(out, xprintf("--resume %s\n", ck)), "%s", out);
+  char *want = xprintf("--resume %s\n", ck);
+  ck_assert_msg(strstr(out, want), "%s", out);
+  free(want);
   long long at = atoll(ckpt_meta(ck, "step", buf, sizeof buf));
   printf("  SIGINT: checkpoint at step %lld (epoch %lld, step %lld of 32)\n", at, at / 32 + 1, at % 32);
   ck_assert_int_gt(at, 32);
@@ -481,6 +483,7 @@ START_TEST(cli_file_kinds) {
   cli_ok(&r);
   cli_free(&r);
   ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+  char *hdr = tmp_path("k.h");
   /* a FIFO as any input fails at once, never blocks in open() */
   char *fspec = spec_with("kinds_fifo_data.yaml", 3, "", "");
   char *src = slurp(fspec, NULL), *at = strstr(src, "train-images.gz");
@@ -495,7 +498,7 @@ START_TEST(cli_file_kinds) {
       {"--input", CLI("predict", spec, "--weights", ck, "--input", fifo), "is a FIFO, not an IDX file"},
       /* outputs: only regular files are replaced */
       {"-o /dev/null", CLI("train", spec, "-o", "/dev/null"), "it exists and is not a regular file"},
-      {"build -o /dev/null", CLI("build", spec, "--weights", ck, "-o", "/dev/null", "--header", tmp_path("k.h")),
+      {"build -o /dev/null", CLI("build", spec, "--weights", ck, "-o", "/dev/null", "--header", hdr),
        "exists and is not a regular file"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -518,7 +521,7 @@ START_TEST(cli_file_kinds) {
   char buf[32];
   ck_assert_str_eq(ckpt_meta(target, "step", buf, sizeof buf), "5");
   cli_free(&a), cli_free(&b);
-  free(src), free(patched), free(fspec), free(spec), free(ck), free(fifo), free(target), free(link);
+  free(src), free(patched), free(fspec), free(spec), free(ck), free(fifo), free(target), free(link), free(hdr);
 }
 END_TEST
 
@@ -529,6 +532,7 @@ START_TEST(cli_file_roles) {
   cli_ok(&r);
   cli_free(&r);
   ck_assert_int_eq(symlink(ck, link), 0);
+  char *imgs = tmp_path("train-images.gz");
   size_t len0;
   free(slurp(ck, &len0));
   struct { const char *what; Cli c; const char *needle; } cases[] = {
@@ -537,7 +541,7 @@ START_TEST(cli_file_roles) {
       {"--log = spec", CLI("train", spec, "--log", spec, "-o", ck2), "is the spec"},
       {"-o = --init", CLI("train", spec, "--init", ck, "-o", link), "the checkpoint '"},
       {"-o = --log", CLI("train", spec, "-o", ck2, "--log", ck2), "the checkpoint and the log are the same file"},
-      {"-o = data", CLI("train", spec, "-o", tmp_path("train-images.gz")), "is the training images"},
+      {"-o = data", CLI("train", spec, "-o", imgs), "is the training images"},
       {"build -o = --weights", CLI("build", spec, "--weights", ck, "-o", link), "is the --weights checkpoint"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -553,7 +557,7 @@ START_TEST(cli_file_roles) {
   Cli ok = CLI("train", spec, "--threads", "2", "--resume", ck, "--steps", "6", "-o", ck);
   cli_ok(&ok);
   cli_free(&ok);
-  free(spec), free(ck), free(link), free(ck2);
+  free(spec), free(ck), free(link), free(ck2), free(imgs);
 }
 END_TEST
 
