@@ -236,7 +236,7 @@ static bool check_keys(Ctx *cx, YNode *map, const char *what, const char *const 
 
 /* More layers than any model this compiler is for; it also bounds the quadratic checks (layer
  * names) and the size of the emitted code. */
-#define MAX_LAYERS 1000
+#define MAX_LAYERS 500
 
 static const char *const weighted_keys[] = {"dims", "tt", "sparsity", "name", "init", NULL};
 static const char *const plain_keys[] = {"name", NULL};
