@@ -10,6 +10,7 @@ typedef struct TrainOpts {
   const char *header, *ext_weights, *target, *cpu, *name;   /* build */
   const char *spec, *out, *init, *resume, *log, *weights, *input;
   int64_t epochs, steps, batch, threads;
+  int64_t top;                                              /* predict --top K (0: one) */
   double lr;
   int64_t seed;
   bool have_seed;
@@ -19,6 +20,9 @@ typedef struct TrainOpts {
 int cmd_usage(const char *cmd, const char *fmt, const char *arg);
 /* the options of `cmd` into *o: 0, 2 after a usage error, -1 after --help was printed */
 int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o);
+/* JSON output: a string with its escapes; a number, null when it is not finite (%.*g) */
+void cmd_json_str(FILE *f, const char *s);
+void cmd_json_num(FILE *f, double x, int digits);
 /* a split of the spec's data (`what`: train or test); -1 after a message */
 int cmd_load_split(Ctx *cx, const Spec *sp, const char *images, const char *labels, const char *what,
                    TsDataset *d);
