@@ -146,6 +146,11 @@ int ts_idx_load(const char *path, TsIdx *out, TsErr *e) {
   if (!path) return ts_fail(e, "(null): no IDX file given");
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ts_fail(e, "%s: cannot open: %s", path, strerror(errno));
+  return ts_idx_load_fd(fd, path, out, e);
+}
+
+int ts_idx_load_fd(int fd, const char *path, TsIdx *out, TsErr *e) {
+  memset(out, 0, sizeof *out);
   struct stat st;
   if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
     close(fd);

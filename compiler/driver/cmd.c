@@ -93,7 +93,7 @@ static int num_opt(const char *cmd, int argc, char **argv, int *i, double lo, do
   errno = 0;
   double d = strtod(v, &end);
   if (end == v || *end || errno || !isfinite(d) || d < lo || d > hi || (integer && d != floor(d))) {
-    fprintf(stderr, "teslac: %s must be %s from %g to %g, got '%s'\nsee 'teslac %s --help'\n", name,
+    fprintf(stderr, "teslac: %s must be %s from %.15g to %.15g, got '%s'\nsee 'teslac %s --help'\n", name,
             integer ? "an integer" : "a number", lo, hi, v, cmd);
     return 2;
   }
