@@ -36,7 +36,7 @@ static void put32(uint8_t *p, uint32_t v) { p[0] = v >> 24, p[1] = v >> 16, p[2]
 static void png_chunk(FILE *f, const char *type, const uint8_t *data, uint32_t n) {
   uint8_t h[8], c[4];
   put32(h, n), memcpy(h + 4, type, 4);
-  NEED(fwrite(h, 1, 8, f) == 8 && fwrite(data, 1, n, f) == n);
+  NEED(fwrite(h, 1, 8, f) == 8 && (n == 0 || fwrite(data, 1, n, f) == n));
   uLong crc = crc32(0, (const Bytef *)type, 4);
   if (n) crc = crc32(crc, data, n);   /* (crc32 of a NULL buffer is its initial value, 0) */
   put32(c, (uint32_t)crc);
@@ -224,8 +224,9 @@ START_TEST(eval_data_names_and_empty) {
   ck_assert_msg(strstr(r.out, "1 vbar"), "%s", r.out);
   cli_free(&r), free(src);
   uint32_t di[3] = {0, SIDE, SIDE}, dl[1] = {0};
-  write_idx("empty-images", di, 3, NULL, 0, false);
-  write_idx("empty-labels", dl, 1, NULL, 0, false);
+  uint8_t none[1] = {0};
+  write_idx("empty-images", di, 3, none, 0, false);
+  write_idx("empty-labels", dl, 1, none, 0, false);
   src = xprintf("tesla: 1\nname: synth\ninput: [1, 8, 8]\nclasses: 4\nlayers:\n%s"
                 "data:\n  train: {images: train-images.gz, labels: train-labels.gz}\n"
                 "  test: {images: empty-images, labels: empty-labels}\n", names_layers);
