@@ -549,6 +549,8 @@ def build_model(spec, plan=None):
         entries.append((key, m))
         info.append((key, kind, list(shape)))
     classes = spec.get("classes")
+    if isinstance(classes, list):   # class names: their count is the number of classes
+        classes = len(classes)
     if classes is not None and shape != (int(classes),):
         die("classes: %s but the last layer outputs %s" % (classes, list(shape)))
     for n in notes:

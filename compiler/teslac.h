@@ -207,6 +207,10 @@ typedef struct Spec {
   const char *name;
   Shape    input; SrcLoc input_loc;
   int64_t  classes; SrcLoc classes_loc;      /* 0 = not given */
+  /* class names, from `classes: [names]` or `data: {class_names: [names]}` (NULL: none);
+   * names_key: "classes" or "data.class_names" when the names' count is the classes (and
+   * classes_loc is that list), NULL when classes is an integer or inferred */
+  const char **class_names; int nclass_names; const char *names_key;
   Layer   *layers; int nlayers; SrcLoc layers_loc;
   Compress compress;
   TrainCfg train;
@@ -215,6 +219,9 @@ typedef struct Spec {
 
 /* Fills *sp from the tree; reports every problem it finds. */
 void spec_parse(Ctx *cx, YNode *root, Spec *sp);
+
+/* Class k's display name: its name when the spec gives names, else its index (in buf). */
+const char *spec_class_name(const Spec *sp, int64_t k, char buf[24]);
 
 /* Key readers for op files. Each reports a type error at the value and returns false;
  * `out` keeps its default then. */

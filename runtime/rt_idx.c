@@ -157,6 +157,16 @@ int ts_idx_load(const char *path, TsIdx *out, TsErr *e) {
   if (!path) return ts_fail(e, "(null): no IDX file given");
   int fd = ts_open_input(path, "an IDX file", e);
   if (fd < 0) return -1;
+  return ts_idx_load_fd(fd, path, out, e);
+}
+
+int ts_idx_load_fd(int fd, const char *path, TsIdx *out, TsErr *e) {
+  memset(out, 0, sizeof *out);
+  struct stat st;
+  if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    close(fd);
+    return ts_fail(e, "%s: is a directory, not an IDX file", path);
+  }
   gzFile g = gzdopen(fd, "rb");
   if (!g) {
     close(fd);

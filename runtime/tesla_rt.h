@@ -60,6 +60,9 @@ typedef struct TsIdx {
 } TsIdx;
 
 int  ts_idx_load(const char *path, TsIdx *out, TsErr *e);
+/* the same from an open file (fd is closed here); `path` names it in messages (predict's
+ * standard input) */
+int  ts_idx_load_fd(int fd, const char *path, TsIdx *out, TsErr *e);
 void ts_idx_free(TsIdx *x);
 
 /* A labelled dataset: images as f32 (pixel / scale), labels as int32 in [0, classes).

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 # (libcairo2-dev: PNG plots, `teslac plot -o X.png`; SVG needs nothing)
 TESLA_PKGS=(gcc pkg-config meson ninja-build libyaml-dev zlib1g-dev check
-            llvm-16-dev clang-16 libclang-rt-16-dev libcairo2-dev dataset-fashion-mnist)
+            llvm-16-dev clang-16 libclang-rt-16-dev libcairo2-dev dataset-fashion-mnist
+            libpng-dev libnetpbm-dev)
 
 # scripts/test.sh adds what the test suite needs beyond the build: cross toolchains and qemu
 # for the objects of `teslac build` (tests/cross/), Open MPI for data-parallel training

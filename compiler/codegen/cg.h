@@ -188,6 +188,8 @@ enum { EMIT_TRAIN = 1, EMIT_GRAD = 2, EMIT_INFER = 4, EMIT_PREPARE = 8, EMIT_ALL
 void    emit_functions(Cg *g, const Spec *sp, const Plan *pl, unsigned what);
 bool    emit_has_prepare(const Spec *sp, const Plan *pl);
 int64_t emit_output_offset(const Spec *sp, const Plan *pl);   /* last layer's output in acts */
+/* where <name>_infer leaves the logits its loss and correct count read: TS_A or TS_X, offset */
+void    emit_logits_at(const Spec *sp, const Plan *pl, int *block, int64_t *off);
 
 /* ---- obj_emit.c: the module of an object file (teslac build) ------------------------------ */
 

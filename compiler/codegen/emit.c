@@ -378,6 +378,12 @@ bool emit_has_prepare(const Spec *sp, const Plan *pl) {
   return false;
 }
 
+void emit_logits_at(const Spec *sp, const Plan *pl, int *block, int64_t *off) {
+  EmitLayer el[sp->nlayers > 0 ? sp->nlayers : 1];
+  layout(sp, pl, false, el);
+  logits_at(sp, el, block, off);
+}
+
 int64_t emit_output_offset(const Spec *sp, const Plan *pl) {
   EmitLayer el[sp->nlayers > 0 ? sp->nlayers : 1];
   layout(sp, pl, false, el);

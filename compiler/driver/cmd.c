@@ -49,17 +49,28 @@ static const char train_help[] =
     "  --no-cache        compile afresh, bypassing the compile cache (~/.cache/teslac)\n";
 
 static const char eval_help[] =
-    "usage: teslac eval SPEC --weights CKPT [--batch B] [--threads T] [--no-cache]\n"
+    "usage: teslac eval SPEC --weights CKPT [--json] [--batch B] [--threads T] [--no-cache]\n"
     "\n"
-    "Test-set loss and accuracy of the weights in CKPT, over every test sample.\n";
+    "Test-set loss and accuracy of the weights in CKPT, over every test sample; then the\n"
+    "confusion matrix (rows: true class, columns: predicted class) and each class's accuracy\n"
+    "(its correct / its samples), with the spec's class names when it gives them.\n"
+    "\n"
+    "  --json     one JSON document: loss, accuracy, samples, confusion, per_class\n";
 
 static const char predict_help[] =
-    "usage: teslac predict SPEC --weights CKPT [--input IDX] [--json] [--batch B] [--threads T]\n"
-    "                      [--no-cache]\n\n"
-    "Classify every sample of IDX (default: the spec's test images) with the weights in CKPT.\n"
-    "Prints one line per sample: its index, its class and that class's probability (its raw\n"
-    "score when the spec does not end in softmax); with --json one JSON object per line:\n"
-    "{\"index\": i, \"class\": c, \"scores\": [p0, p1, ...]}.\n";
+    "usage: teslac predict SPEC --weights CKPT [--input IN] [--top K] [--json] [--batch B]\n"
+    "                      [--threads T] [--no-cache]\n\n"
+    "Classify every sample of IN (default: the spec's test images) with the weights in CKPT.\n"
+    "IN is an IDX file, a PNG or PGM/PPM image, a folder of them (every .png, .pgm, .ppm, .pnm,\n"
+    ".pbm, .pam file, by name), or - for standard input (told apart by their first bytes). An\n"
+    "image must have the input's height and width; it becomes gray (PIL's convert('L')) for a\n"
+    "1-channel input and RGB for a 3-channel one, then is scaled as data.scale says.\n"
+    "Prints one line per sample: its index (an image: its file), its class, the class's name\n"
+    "in quotes when the spec names them, and its probability (its raw score when the spec does\n"
+    "not end in softmax); with --top K the K best classes, best first.\n\n"
+    "  --top K    the K best classes per sample (1 ... the classes)\n"
+    "  --json     one JSON object per line: {\"index\": i, [\"file\": f,] \"class\": c, [\"name\": n,]\n"
+    "             \"scores\": [p0, p1, ...][, \"top\": [{\"class\", \"name\", \"score\"}, ...]]}\n";
 
 static const char emit_help[] =
     "usage: teslac emit-llvm SPEC [--optimized] [--batch B]\n\n"
@@ -204,10 +215,11 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
       STR_OPT("--weights", weights)
       if (!strcmp(cmd, "predict")) {
         STR_OPT("--input", input)
-        if (!strcmp(a, "--json")) {
-          o->json = true;
-          continue;
-        }
+        NUM_OPT("--top", 1, 1 << 24, true, o->top = (int64_t)d)
+      }
+      if (!strcmp(a, "--json")) {   /* eval and predict */
+        o->json = true;
+        continue;
       }
     }
     NUM_OPT("--batch", 1, 1 << 20, true, o->batch = (int64_t)d)
@@ -296,6 +308,23 @@ int cmd_check_roles(const CmdFile *in, int nin, const CmdFile *out, int nout, in
       }
   }
   return 0;
+}
+
+void cmd_json_str(FILE *f, const char *s) {
+  fputc('"', f);
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+    else if (*p == '\n') fputs("\\n", f);
+    else if (*p == '\t') fputs("\\t", f);
+    else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+    else fputc(*p, f);
+  }
+  fputc('"', f);
+}
+
+void cmd_json_num(FILE *f, double x, int digits) {
+  if (isfinite(x)) fprintf(f, "%.*g", digits, x);
+  else fputs("null", f);
 }
 
 int cmd_load_split(Ctx *cx, const Spec *sp, const char *images, const char *labels, const char *what,

@@ -13,6 +13,7 @@ typedef struct TrainOpts {
   const char *header, *ext_weights, *target, *cpu, *name;   /* build */
   const char *spec, *out, *init, *resume, *log, *weights, *input;
   int64_t epochs, steps, batch, threads;
+  int64_t top;                                              /* predict --top K (0: one) */
   double lr;
   int64_t seed;
   bool have_seed;
@@ -36,6 +37,9 @@ int cmd_check_output(const char *path, const char *what);
  * indices, -1 for none) name the one input an output may be (train's -o over --resume). */
 typedef struct CmdFile { const char *path, *role; } CmdFile;
 int cmd_check_roles(const CmdFile *in, int nin, const CmdFile *out, int nout, int allow_in, int allow_out);
+/* JSON output: a string with its escapes; a number, null when it is not finite (%.*g) */
+void cmd_json_str(FILE *f, const char *s);
+void cmd_json_num(FILE *f, double x, int digits);
 /* a split of the spec's data (`what`: train or test); -1 after a message */
 int cmd_load_split(Ctx *cx, const Spec *sp, const char *images, const char *labels, const char *what,
                    TsDataset *d);

@@ -6,6 +6,7 @@
 #include "cg.h"
 #include "dist.h"
 #include "cmd.h"
+#include "image.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -22,8 +23,9 @@ static const char usage_top[] =
     "  check SPEC            validate the spec; print each layer's output and weight dims\n"
     "  plan SPEC [--json]    storage, parameters, bytes and FLOPs per layer; memory layout\n"
     "  train SPEC [opts]     compile for this CPU and train on the spec's data\n"
-    "  eval SPEC --weights W test-set loss and accuracy of a checkpoint\n"
-    "  predict SPEC --weights W [--input IDX] [--json]   class and scores per sample\n"
+    "  eval SPEC --weights W test-set loss, accuracy, confusion matrix [--json]\n"
+    "  predict SPEC --weights W [--input IN] [--top K] [--json]\n"
+    "                        class and scores per sample of an IDX file, images or a folder\n"
     "  emit-llvm SPEC [-O]   the specialized LLVM IR (train step and inference)\n"
     "  compress SPEC --weights W -o OUT [--eps E | --rank R]\n"
     "                        dense weights to the tensor trains SPEC plans (TT-SVD)\n"
@@ -150,6 +152,7 @@ int main(int argc, char **argv) {
     cg_host_cpu_describe(cpu, sizeof cpu);
     printf("teslac %s (spec language %d, LLVM 16)\nJIT CPU: %s\n", TESLAC_VERSION, TESLA_LANG_VERSION, cpu);
     printf("MPI: %s\n", dist_library() ? dist_library() : "none (this build trains in one process)");
+    printf("images: %s\n", img_formats());
     return EXIT_OK;
   }
   if (!strcmp(cmd, "check")) return cmd_check(argc - 2, argv + 2);

@@ -519,10 +519,32 @@ void model_step_init(Model *m, TeslaStep *s) {
 
 /* loss and accuracy over every sample of d (the last batch padded) */
 void model_eval(Model *m, const TsDataset *d, double *loss, double *acc) {
+  model_eval_confusion(m, d, loss, acc, NULL);
+}
+
+/* the first argmax of each valid row's logits into the confusion counts, as emit_loss finds it
+ * (a strict > from -3.4e38: a NaN never wins) */
+static void count_confusion(Model *m, int64_t n, const int32_t *y, int64_t *confusion) {
+  int block;
+  int64_t off, K = m->sp.classes;
+  emit_logits_at(&m->sp, &m->pl, &block, &off);
+  const float *logits = (block == TS_X ? m->X : m->A) + off;
+  for (int64_t b = 0; b < n; b++) {
+    const float *row = logits + b * K;
+    float mx = -3.4e38f;
+    int64_t arg = 0;
+    for (int64_t k = 0; k < K; k++)
+      if (row[k] > mx) mx = row[k], arg = k;
+    confusion[(int64_t)y[b] * K + arg]++;
+  }
+}
+
+void model_eval_confusion(Model *m, const TsDataset *d, double *loss, double *acc, int64_t *confusion) {
   int64_t B = m->pl.batch;
   double sum = 0;
   int64_t correct = 0;
   TeslaStep s;
+  if (confusion) memset(confusion, 0, sizeof(int64_t) * (size_t)(m->sp.classes * m->sp.classes));
   for (size_t at = 0; at < d->count; at += (size_t)B) {
     int64_t n = (int64_t)(d->count - at) < B ? (int64_t)(d->count - at) : B;
     ts_dataset_gather(d, at, (size_t)n, m->X);
@@ -535,6 +557,7 @@ void model_eval(Model *m, const TsDataset *d, double *loss, double *acc) {
     s.nvalid = (int32_t)n;
     m->infer(&s);
     sum += s.loss, correct += s.correct;
+    if (confusion) count_confusion(m, n, d->y + at, confusion);
   }
   *loss = sum / (double)d->count;
   *acc = (double)correct / (double)d->count;

@@ -50,6 +50,10 @@ void model_init(Model *m, uint64_t seed);
 void model_step_init(Model *m, TeslaStep *s);
 /* loss (mean) and accuracy over every sample of d */
 void model_eval(Model *m, const TsDataset *d, double *loss, double *acc);
+/* the same, and with `confusion` (classes x classes, zeroed here; NULL: none) the count of
+ * samples of each true class (row) by predicted class (column): the first argmax of the
+ * logits, as the generated correct count takes it, so that its diagonal sums to that count */
+void model_eval_confusion(Model *m, const TsDataset *d, double *loss, double *acc, int64_t *confusion);
 /* safetensors in PyTorch's names and layouts; with optimizer state and position */
 int  model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *e);
 /* weights (opt false: any safetensors with the right names, e.g. a PyTorch state_dict), or a

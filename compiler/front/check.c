@@ -89,7 +89,10 @@ void check_spec(Ctx *cx, Spec *sp) {
                            "(add a dense layer)", shape_str(cx, &cur, true));
     return;
   }
-  if (sp->classes && cur.d[0] != sp->classes)
+  if (sp->classes && cur.d[0] != sp->classes && sp->names_key)
+    diag_at(cx, sp->classes_loc, "'%s' names %lld classes, but the last layer gives %lld outputs",
+            sp->names_key, (long long)sp->classes, (long long)cur.d[0]);
+  else if (sp->classes && cur.d[0] != sp->classes)
     diag_at(cx, sp->classes_loc, "classes is %lld, but the last layer gives %lld outputs",
             (long long)sp->classes, (long long)cur.d[0]);
   if (!sp->classes) sp->classes = cur.d[0];

@@ -752,6 +752,115 @@ static void parse_train(Ctx *cx, Spec *sp, YNode *v) {
   }
 }
 
+/* ---- class names: classes: [names] and data: {class_names: [names]} ------------------------ */
+
+const char *spec_class_name(const Spec *sp, int64_t k, char buf[24]) {
+  if (sp->class_names && k >= 0 && k < sp->nclass_names) return sp->class_names[k];
+  snprintf(buf, 24, "%lld", (long long)k);
+  return buf;
+}
+
+/* A plain scalar YAML reads as a number or a boolean rather than a string. */
+static bool plain_non_string(const YNode *v) {
+  if (v->kind != Y_SCALAR || v->quoted) return false;
+  static const char *const words[] = {"true", "True", "TRUE", "false", "False", "FALSE", NULL};
+  for (int i = 0; words[i]; i++)
+    if (!strcmp(v->str, words[i])) return true;
+  const char *t = v->str + (v->str[0] == '-' || v->str[0] == '+');
+  if (!strcasecmp(t, ".inf") || !strcasecmp(t, ".nan")) return true;
+  char *end;
+  strtod(v->str, &end);
+  return end != v->str && !*end;
+}
+
+/* [name0, name1, ...]: 2 to 2^24 distinct, non-empty strings. `key` names the list in
+ * messages. Returns how many, or 0 after reporting what is wrong. */
+static int class_name_list(Ctx *cx, YNode *v, const char *key, const char ***out) {
+  if (v->kind != Y_SEQ) {
+    diag_at(cx, v->loc, "'%s' must be a list of class names, e.g. [cat, dog], got %s", key,
+            spec_scalar_desc(cx, v));
+    return 0;
+  }
+  if (v->nkids < 2 || v->nkids > (1 << 24)) {
+    diag_at(cx, v->loc, "'%s' must name 2 to 16777216 classes, got %s", key,
+            v->nkids == 0 ? "an empty list" : v->nkids == 1 ? "one name" : "too many");
+    return 0;
+  }
+  const char **names = arena_alloc(cx, sizeof(char *) * (size_t)v->nkids);
+  bool ok = true;
+  for (int i = 0; i < v->nkids; i++) {
+    YNode *n = v->kids[i];
+    if (n->kind != Y_SCALAR || is_null(n)) {
+      diag_at(cx, n->loc, "a class name in '%s' must be a string, got %s", key, spec_scalar_desc(cx, n));
+      ok = false;
+    } else if (plain_non_string(n)) {
+      diag_at(cx, n->loc, "a class name in '%s' must be a string, got %s (write it in quotes: \"%s\")", key,
+              n->str, n->str);
+      ok = false;
+    } else if (n->len == 0) {
+      diag_at(cx, n->loc, "a class name in '%s' cannot be empty", key);
+      ok = false;
+    } else {
+      for (int j = 0; j < i; j++)
+        if (names[j] && !strcmp(names[j], n->str)) {
+          diag_at(cx, n->loc, "duplicate class name '%s' in '%s' (class %d has it already)", n->str, key, j);
+          ok = false;
+          break;
+        }
+      names[i] = n->str;
+    }
+  }
+  if (!ok) return 0;
+  *out = names;
+  return v->nkids;
+}
+
+/* classes: K | [name0, name1, ...] */
+static void parse_classes(Ctx *cx, Spec *sp, YNode *v) {
+  sp->classes_loc = v->loc;
+  if (v->kind == Y_MAP) {
+    diag_at(cx, v->loc, "'classes' must be an integer or a list of class names, got a map");
+    return;
+  }
+  if (v->kind != Y_SEQ) {
+    spec_int(cx, v, "classes", 2, 1 << 24, &sp->classes);
+    return;
+  }
+  const char **names;
+  int n = class_name_list(cx, v, "classes", &names);
+  if (n) sp->classes = n, sp->class_names = names, sp->nclass_names = n, sp->names_key = "classes";
+}
+
+/* data: {class_names: [name0, name1, ...]}; with `classes:` too, both must agree (its count,
+ * and its names when it is a list) */
+static void parse_data_class_names(Ctx *cx, Spec *sp, YNode *v) {
+  const char **names;
+  int n = class_name_list(cx, v, "data.class_names", &names);
+  if (!n) return;
+  if (sp->class_names) {
+    if (n != sp->nclass_names) {
+      diag_at(cx, v->loc, "'data.class_names' has %d names, but 'classes' at line %d has %d; give the names once",
+              n, sp->classes_loc.line, sp->nclass_names);
+      return;
+    }
+    for (int i = 0; i < n; i++)
+      if (strcmp(names[i], sp->class_names[i])) {
+        diag_at(cx, v->kids[i]->loc, "class %d is '%s' here, but '%s' in 'classes' at line %d; give the names once",
+                i, names[i], sp->class_names[i], sp->classes_loc.line);
+        return;
+      }
+    return;
+  }
+  if (sp->classes && sp->classes != n) {
+    diag_at(cx, v->loc, "'data.class_names' has %d names, but 'classes' at line %d is %lld", n,
+            sp->classes_loc.line, (long long)sp->classes);
+    return;
+  }
+  if (!sp->classes && !sp->classes_loc.line)   /* the names give the count */
+    sp->classes_loc = v->loc, sp->names_key = "data.class_names";
+  sp->classes = n, sp->class_names = names, sp->nclass_names = n;
+}
+
 /* ---- data ----------------------------------------------------------------------------- */
 
 /* Relative paths are relative to the spec file's folder. */
@@ -776,7 +885,8 @@ static void parse_split(Ctx *cx, YNode *v, const char *what, const char **images
 /* data: {format: idx, train: {images, labels}, test: {images, labels}, scale: 255,
  *        val: {images, labels} | validation_split: 0.1} */
 static void parse_data(Ctx *cx, Spec *sp, YNode *v) {
-  static const char *const keys[] = {"format", "train", "test", "scale", "val", "validation_split", NULL};
+  static const char *const keys[] = {"format", "train", "test", "scale", "val", "validation_split", "class_names",
+                                     NULL};
   DataCfg *d = &sp->data;
   d->loc = v->loc;
   d->scale = 255;
@@ -799,6 +909,7 @@ static void parse_data(Ctx *cx, Spec *sp, YNode *v) {
     spec_num(cx, split, "validation_split", 0, 1, true, true, &d->val_split);
   }
   if ((x = spec_get(v, "scale"))) spec_num(cx, x, "scale", 0, 1e30, true, false, &d->scale);
+  if ((x = spec_get(v, "class_names"))) parse_data_class_names(cx, sp, x);
 }
 
 /* ---- the whole spec -------------------------------------------------------------------- */
@@ -888,10 +999,7 @@ void spec_parse(Ctx *cx, YNode *root, Spec *sp) {
         }
     }
   }
-  if ((x = spec_get(root, "classes"))) {
-    sp->classes_loc = x->loc;
-    spec_int(cx, x, "classes", 2, 1 << 24, &sp->classes);
-  }
+  if ((x = spec_get(root, "classes"))) parse_classes(cx, sp, x);
 
   if (!(x = spec_get(root, "layers")))
     diag_at(cx, top, "missing 'layers': the list of layers, e.g. '- dense: {units: 10}'");
