@@ -495,7 +495,7 @@ START_TEST(cli_file_kinds) {
       {"--resume", CLI("train", spec, "--resume", fifo, "-o", ck), "is a FIFO, not a safetensors file"},
       {"--weights", CLI("eval", spec, "--weights", fifo), "is a FIFO, not a safetensors file"},
       {"data", CLI("train", fspec, "-o", ck), "is a FIFO, not an IDX file"},
-      {"--input", CLI("predict", spec, "--weights", ck, "--input", fifo), "is a FIFO, not an IDX file"},
+      {"--input", CLI("predict", spec, "--weights", ck, "--input", fifo), "is a FIFO, not an image or IDX file"},
       /* outputs: only regular files are replaced */
       {"-o /dev/null", CLI("train", spec, "-o", "/dev/null"), "it exists and is not a regular file"},
       {"build -o /dev/null", CLI("build", spec, "--weights", ck, "-o", "/dev/null", "--header", hdr),

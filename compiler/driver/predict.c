@@ -58,9 +58,18 @@ static int read_stream(FILE *f, const char *name, uint8_t **buf, size_t *n, TsEr
   return 0;
 }
 
+/* a regular file opened for reading (a FIFO or device fails at once: ts_open_input) */
+static FILE *open_input(const char *path, TsErr *e) {
+  int fd = ts_open_input(path, "an image or IDX file", e);
+  if (fd < 0) return NULL;
+  FILE *f = fdopen(fd, "rb");
+  if (!f) close(fd), ts_fail(e, "%s: cannot open: %s", path, strerror(errno));
+  return f;
+}
+
 static int read_file(const char *path, uint8_t **buf, size_t *n, TsErr *e) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return ts_fail(e, "%s: cannot open: %s", path, strerror(errno));
+  FILE *f = open_input(path, e);
+  if (!f) return -1;
   int rc = read_stream(f, path, buf, n, e);
   fclose(f);
   return rc;
@@ -172,8 +181,9 @@ static int load_input(Samples *s, const char *input, const Spec *sp, Ctx *cx, Ts
   /* an image by its first bytes or its name; anything else is read as IDX (gzip or plain) */
   uint8_t head[8];
   size_t got = 0;
-  FILE *f = fopen(input, "rb");
-  if (f) got = fread(head, 1, sizeof head, f), fclose(f);
+  FILE *f = open_input(input, e);
+  if (!f) return -1;
+  got = fread(head, 1, sizeof head, f), fclose(f);
   if (f && (img_sniff(head, got) != IMG_UNKNOWN || img_has_ext(input))) return add_image_file(s, input, &t, e);
   TsIdx idx;
   if (ts_idx_load(input, &idx, e) < 0) return -1;
