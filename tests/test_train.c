@@ -638,6 +638,18 @@ START_TEST(cli_divergence) {
   free(jl);
   Cli b = CLI("train", spec, "--threads", "2", "-o", ck, "--epochs", "2", "--allow-nonfinite");
   cli_ok(&b);
+  ck_assert_msg(!strstr(b.out, "-nan"), "%s", b.out);
+  /* its weights: eval says so (exit 1), predict warns and its JSON has null, never nan */
+  char *tspec = xprintf("%s.test.yaml", spec), *tsrc = xprintf("%s  test: {images: test-images.gz, labels: test-labels.gz}\n", src);
+  write_bytes(tspec, tsrc, strlen(tsrc), false);
+  Cli ev = CLI("eval", tspec, "--weights", ck);
+  cli_fails(&ev, 1, "eval of NaN weights", (const char *const[]){"holds non-finite values", NULL});
+  Cli pr = CLI("predict", tspec, "--weights", ck, "--json");
+  cli_ok(&pr);
+  ck_assert_msg(strstr(pr.err, "warning: ") && strstr(pr.err, "holds non-finite values"), "%s", pr.err);
+  ck_assert_msg(!strstr(pr.out, "nan") && strstr(pr.out, "null"), "%.500s", pr.out);
+  cli_free(&ev), cli_free(&pr);
+  free(tspec), free(tsrc);
   char *bn = xprintf("tesla: 1\nname: synth\ninput: [1, 8, 8]\nclasses: 4\nlayers:\n  - dense: {units: 8}\n  - batchnorm: {}\n"
                      "  - dense: {units: 4}\ntrain: {batch: 1}\ndata:\n  train: {images: train-images.gz, labels: train-labels.gz}\n");
   char *bnspec = tmp_path("bn1.yaml");

@@ -102,6 +102,12 @@ int eval_main(int argc, char **argv) {
     fprintf(stderr, "teslac: %s\n", e.msg);
     goto out;
   }
+  const char *bad = model_nonfinite(&m);
+  if (bad) {   /* every score would be NaN: say why instead */
+    fprintf(stderr, "teslac: %s: '%s' holds non-finite values (NaN or infinity); the run that wrote it diverged\n",
+            o.weights, bad);
+    goto out;
+  }
   cm = calloc((size_t)(m.sp.classes * m.sp.classes), sizeof *cm);
   if (!cm) {
     fprintf(stderr, "teslac: out of memory for the confusion matrix\n");

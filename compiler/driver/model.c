@@ -510,6 +510,16 @@ int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, Ts
   return rc;
 }
 
+const char *model_nonfinite(const Model *m) {
+  for (int t = 0; t < m->pl.ntensors; t++) {
+    const PlanTensor *pt = &m->pl.tensors[t];
+    const float *p = m->P + pt->offset;
+    for (int64_t k = 0; k < pt->elems; k++)
+      if (!isfinite(p[k])) return pt->name;
+  }
+  return NULL;
+}
+
 /* ---- evaluation ----------------------------------------------------------------------------- */
 
 void model_step_init(Model *m, TeslaStep *s) {

@@ -56,6 +56,8 @@ void model_eval(Model *m, const TsDataset *d, double *loss, double *acc);
 void model_eval_confusion(Model *m, const TsDataset *d, double *loss, double *acc, int64_t *confusion);
 /* safetensors in PyTorch's names and layouts; with optimizer state and position */
 int  model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *e);
+/* the first tensor of the parameter block holding a NaN or an infinity, or NULL */
+const char *model_nonfinite(const Model *m);
 /* weights (opt false: any safetensors with the right names, e.g. a PyTorch state_dict), or a
  * whole teslac checkpoint (opt true: optimizer state, step, epoch) */
 int  model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, TsErr *e);

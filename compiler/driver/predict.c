@@ -287,6 +287,10 @@ int predict_main(int argc, char **argv) {
     fprintf(stderr, "teslac: %s\n", e.msg);
     goto out;
   }
+  const char *bad = model_nonfinite(&m);
+  if (bad)   /* the scores say null (JSON) or nan; say why once */
+    fprintf(stderr, "teslac: warning: %s: '%s' holds non-finite values (NaN or infinity); the run that wrote it "
+                    "diverged\n", weights, bad);
   int64_t B = m.pl.batch, K = m.sp.classes, out_off = emit_output_offset(&m.sp, &m.pl);
   top = calloc((size_t)(o.top ? o.top : 1), sizeof *top);
   if (!top) {

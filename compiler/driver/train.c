@@ -163,17 +163,6 @@ static int bn_values_check(const Spec *sp, int64_t rows) {
   return 0;
 }
 
-/* the first parameter tensor holding a NaN or an infinity, or NULL */
-static const char *nonfinite_tensor(const Model *m) {
-  for (int t = 0; t < m->pl.ntensors; t++) {
-    const PlanTensor *pt = &m->pl.tensors[t];
-    const float *p = m->P + pt->offset;
-    for (int64_t k = 0; k < pt->elems; k++)
-      if (!isfinite(p[k])) return pt->name;
-  }
-  return NULL;
-}
-
 /* ---- the monitor: early stopping and the best checkpoint ------------------------------------ */
 
 static bool improves(const TrainCfg *t, const Model *m, double v) {
@@ -407,7 +396,7 @@ int train_main(int argc, char **argv) {
       dist_sum_f64(sums, 3);
       loss_sum = sums[0], correct = (int64_t)sums[1], seen = (int64_t)sums[2];
     }
-    const char *bad = o.allow_nonfinite ? NULL : nonfinite_tensor(&m);
+    const char *bad = o.allow_nonfinite ? NULL : model_nonfinite(&m);
     if (bad) {   /* a finite loss over non-finite weights: as diverged */
       fprintf(stderr, "teslac: '%s' holds non-finite values after epoch %lld: training diverged; try a lower --lr (now %g)"
                       " (--allow-nonfinite trains on)\n", bad, (long long)ep + 1, lr);
