@@ -48,7 +48,7 @@ static __attribute__((unused)) Net *net_new(const char *src, int64_t batch) {
   int rc = tesla_front(&n->cx, &n->m.sp);
   fflush(n->errf);
   ck_assert_msg(rc == 0, "spec errors:\n%s\nin:\n%s", n->err, src);
-  rc = model_build(&n->cx, &n->m, batch, 2, false);
+  rc = model_build(&n->cx, &n->m, batch, 2, NULL);
   fflush(n->errf);
   ck_assert_msg(rc == 0, "model_build failed:\n%s", n->err);
   ck_assert_ptr_nonnull(n->m.grad);

@@ -233,9 +233,35 @@ static bool same_saved_layout(const Plan *a, const Plan *b) {
   return true;
 }
 
+#define F(field) offsetof(TrainOpts, field)
+static const CmdOpt build_opts[] = {
+    CMD_OPT_WEIGHTS("the weights to embed (safetensors: a teslac checkpoint or PyTorch names)"),
+    {"-o", NULL, ARG_STR, "NAME.o", 0, 0, F(out), "the object (default: the model's name + .o)"},
+    {"--header", NULL, ARG_STR, "PATH", 0, 0, F(header), "the header (default: the object's path with .h)"},
+    {"--train-step", NULL, ARG_FLAG, NULL, 0, 0, F(train_step), "also NAME_train_step: one optimizer step of the spec's optimizer on\nthe spec's batch, with the training state's sizes"},
+    {"--external-weights", NULL, ARG_STR, "F", 0, 0, F(ext_weights), "the weights go to file F instead of the object's read-only data"},
+    {"--target", NULL, ARG_STR, "TRIPLE", 0, 0, F(target), "e.g. x86_64-linux-gnu, aarch64-linux-gnu, thumbv7em-none-eabihf\n(default: this machine)"},
+    {"--cpu", NULL, ARG_STR, "CPU", 0, 0, F(cpu), "e.g. host, x86-64, znver4, cortex-a72, cortex-m4 (default: host for\nthis machine's triple, cortex-m4 for thumbv7em, else generic)"},
+    CMD_OPT_BATCH("the batch NAME_infer computes at once and NAME_train_step takes\n(default: train.batch; 1 gives the smallest scratch)"),
+    {"--name", NULL, ARG_STR, "PREFIX", 0, 0, F(name), "the C prefix of the symbols and macros (default: the model's name)"},
+    {NULL}};
+#undef F
+
+const CmdDef cmd_build = {
+    .name = "build", .args = "SPEC --weights CKPT [-o NAME.o] [options]",
+    .summary = "an object file and a C header that embed the model",
+    .about = "Compile SPEC with the weights in CKPT into an object file and a C header that declares its\n"
+             "functions and sizes (specs/README.md, 'Object files'). Single-threaded, no heap, no global\n"
+             "state; needs only libc's memcpy/memset and libm.",
+    .pos = "SPEC", .pos_off = offsetof(TrainOpts, spec), .pos_hint = "SPEC (a model spec, e.g. specs/mlp.yaml)",
+    .opts = build_opts,
+    .quiet = "no summary line",
+    .verbose = "also the target, the CPU and what the compile took",
+    .run = build_main};
+
 int build_main(int argc, char **argv) {
   TrainOpts o;
-  int rc = cmd_parse_opts("build", argc, argv, &o);
+  int rc = cmd_parse_opts(&cmd_build, argc, argv, &o);
   if (rc) return rc < 0 ? 0 : rc;
   Ctx cx;
   Model m = {0}, fz = {0};
@@ -303,6 +329,7 @@ int build_main(int argc, char **argv) {
   obj_layout(&om, &lo);
 
   /* the module */
+  double t0 = ts_now();
   cg_init(&g, sp.name);
   have_g = true;
   g.serial = true;
@@ -329,6 +356,9 @@ int build_main(int argc, char **argv) {
     goto out;
   }
 
+  if (cmd_verbosity > 0)
+    printf("compiled %s for %s (CPU %s) in %.3f s (emit, O3 and machine code)\n", sp.name, triple, cpu, ts_now() - t0);
+
   /* the header */
   FILE *hf = open_memstream(&hdr_text, &hdr_len);
   Hdr h = {hf, sp.name, ""};
@@ -349,7 +379,7 @@ int build_main(int argc, char **argv) {
   }
   for (int i = 0; i < nouts; i++)
     if (ts_out_commit(&outs[i], &e) < 0) goto fail;
-  if (!o.quiet)
+  if (cmd_verbosity >= 0)
     printf("wrote %s (%zu bytes: weights %lld, scratch %lld per inference call%s) and %s%s%s\n", obj_path,
            LLVMGetBufferSize(obj), (long long)lo_weights_bytes(&om), (long long)lo.infer_scratch,
            om.weights ? ", embedded" : "", hdr_path, o.ext_weights ? "; weights in " : "",

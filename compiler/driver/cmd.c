@@ -1,8 +1,10 @@
-/* cmd.c: what the commands of the JIT path (train, eval, predict, emit-llvm) share: their
- * option parser (one loop, each command saying which options it takes), usage errors (exit 2)
- * and loading a split of the spec's data. */
+/* cmd.c: what the driver's commands share: the option parser and the help it prints from
+ * each command's table (cmd.h), numeric option values, usage errors (exit 2), checks that
+ * outputs can be written and do not overwrite inputs, JSON helpers, and loading a split of
+ * the spec's data. */
 #include "cmd.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -17,85 +19,6 @@ int cmd_usage(const char *cmd, const char *fmt, const char *arg) {
   fprintf(stderr, "\nsee 'teslac %s --help'\n", cmd);
   return 2;
 }
-
-static const char train_help[] =
-    "usage: teslac train SPEC [options]\n"
-    "\n"
-    "Compile SPEC for this CPU and train it on the spec's data; after each epoch print the\n"
-    "train loss and accuracy (and the validation set's, when the spec has one), and write a\n"
-    "checkpoint; the test set is evaluated after the last epoch. Ctrl-C (SIGINT) or SIGTERM\n"
-    "finishes the current step, writes a checkpoint there and prints how to resume.\n"
-    "\n"
-    "  -o CKPT           checkpoint path (default: NAME.safetensors); written atomically at\n"
-    "                    the end of each epoch and of the run\n"
-    "  --save-best       also NAME.best.safetensors (next to CKPT) at each best value of\n"
-    "                    train.monitor (default val_loss) or of early_stopping's monitor\n"
-    "  --save-every N    also checkpoint CKPT every N steps\n"
-    "  --validation-split F  hold out the fraction F of the training set, chosen by the seed,\n"
-    "                    as the validation set (default: data.validation_split / data.val)\n"
-    "  --test-every-epoch  evaluate the test set after every epoch, not only the last\n"
-    "  --allow-nonfinite  train on when the loss or the weights become NaN or infinite (by\n"
-    "                    default that stops the run, exit 1, the last checkpoint kept)\n"
-    "  --epochs N        epochs (default: train.epochs)\n"
-    "  --steps N         stop after N optimizer steps (short, reproducible runs)\n"
-    "  --batch B         batch size (default: train.batch)\n"
-    "  --lr X            learning rate (default: train.lr)\n"
-    "  --seed S          seed for initialization and shuffling (default: train.seed)\n"
-    "  --threads T       threads (default: all cores)\n"
-    "  --init W          start from the weights in W (safetensors, PyTorch state_dict names)\n"
-    "  --resume CKPT     continue a run from a teslac checkpoint (weights, optimizer, position)\n"
-    "  --log FILE        also write one JSON line per epoch to FILE\n"
-    "  --profile         time every layer's forward and backward, the loss and the optimizer\n"
-    "  --no-cache        compile afresh, bypassing the compile cache (~/.cache/teslac)\n";
-
-static const char eval_help[] =
-    "usage: teslac eval SPEC --weights CKPT [--json] [--batch B] [--threads T] [--no-cache]\n"
-    "\n"
-    "Test-set loss and accuracy of the weights in CKPT, over every test sample; then the\n"
-    "confusion matrix (rows: true class, columns: predicted class) and each class's accuracy\n"
-    "(its correct / its samples), with the spec's class names when it gives them.\n"
-    "\n"
-    "  --json     one JSON document: loss, accuracy, samples, confusion, per_class\n";
-
-static const char predict_help[] =
-    "usage: teslac predict SPEC --weights CKPT [--input IN] [--top K] [--json] [--batch B]\n"
-    "                      [--threads T] [--no-cache]\n\n"
-    "Classify every sample of IN (default: the spec's test images) with the weights in CKPT.\n"
-    "IN is an IDX file, a PNG or PGM/PPM image, a folder of them (every .png, .pgm, .ppm, .pnm,\n"
-    ".pbm, .pam file, by name), or - for standard input (told apart by their first bytes). An\n"
-    "image must have the input's height and width; it becomes gray (PIL's convert('L')) for a\n"
-    "1-channel input and RGB for a 3-channel one, then is scaled as data.scale says.\n"
-    "Prints one line per sample: its index (an image: its file), its class, the class's name\n"
-    "in quotes when the spec names them, and its probability (its raw score when the spec does\n"
-    "not end in softmax); with --top K the K best classes, best first.\n\n"
-    "  --top K    the K best classes per sample (1 ... the classes)\n"
-    "  --json     one JSON object per line: {\"index\": i, [\"file\": f,] \"class\": c, [\"name\": n,]\n"
-    "             \"scores\": [p0, p1, ...][, \"top\": [{\"class\", \"name\", \"score\"}, ...]]}\n";
-
-static const char emit_help[] =
-    "usage: teslac emit-llvm SPEC [--optimized] [--batch B]\n\n"
-    "Print the LLVM IR teslac generates for SPEC: <name>_train_step (forward, loss, backward,\n"
-    "optimizer), <name>_grad (the same without the optimizer) and <name>_infer. Kernels are\n"
-    "calls until --optimized links them and runs O3 for this CPU.\n";
-
-static const char build_help[] =
-    "usage: teslac build SPEC --weights CKPT [-o NAME.o] [options]\n\n"
-    "Compile SPEC with the weights in CKPT into an object file and a C header that declares its\n"
-    "functions and sizes (specs/README.md, 'Object files'). Single-threaded, no heap, no global\n"
-    "state; needs only libc's memcpy/memset and libm.\n\n"
-    "  -o NAME.o             the object (default: the model's name + .o)\n"
-    "  --header PATH         the header (default: the object's path with .h)\n"
-    "  --train-step          also NAME_train_step: one optimizer step of the spec's optimizer on\n"
-    "                        the spec's batch, with the training state's sizes\n"
-    "  --external-weights F  the weights go to file F instead of the object's read-only data\n"
-    "  --target TRIPLE       e.g. x86_64-linux-gnu, aarch64-linux-gnu, thumbv7em-none-eabihf\n"
-    "                        (default: this machine)\n"
-    "  --cpu CPU             e.g. host, x86-64, znver4, cortex-a72, cortex-m4 (default: host for\n"
-    "                        this machine's triple, cortex-m4 for thumbv7em, else generic)\n"
-    "  --batch B             the batch NAME_infer computes at once and NAME_train_step takes\n"
-    "                        (default: train.batch; 1 gives the smallest scratch)\n"
-    "  --name PREFIX         the C prefix of the symbols and macros (default: the model's name)\n"
-    "  -q, --quiet           no summary line\n";
 
 bool cmd_decimal(const char *v, bool integer) {
   const char *p = v;
@@ -131,113 +54,184 @@ int cmd_value(const char *cmd, const char *flag, const char *v, double lo, doubl
   return 0;
 }
 
-static int num_opt(const char *cmd, int argc, char **argv, int *i, double lo, double hi, bool integer, double *out) {
-  const char *name = argv[*i];
-  if (*i + 1 >= argc) return cmd_usage(cmd, "%s needs a value", name);
-  return cmd_value(cmd, name, argv[++*i], lo, hi, integer, out);
+/* ---- the option parser ------------------------------------------------------------------ */
+
+int cmd_verbosity;
+
+static const CmdOpt common_opts[] = {
+    {"--quiet", "-q", ARG_FLAG, NULL, 0, 0, 0, NULL},
+    {"--verbose", "-v", ARG_FLAG, NULL, 0, 0, 0, NULL},
+    {"--help", "-h", ARG_FLAG, NULL, 0, 0, 0, "this text"},
+    {NULL}};
+
+static const char quiet_usual[] = "only errors and warnings: no progress or summary lines";
+static const char verbose_usual[] = "also what the compile took and the CPU the JIT compiled for";
+
+/* "-o CKPT", "-q, --quiet", "--epochs N" */
+static int opt_left(const CmdOpt *p, char *buf, size_t cap) {
+  const char *shrt = p->name[1] != '-' ? p->name : p->alias && p->alias[1] != '-' ? p->alias : NULL;
+  const char *lng = p->name[1] == '-' ? p->name : p->alias && p->alias[1] == '-' ? p->alias : NULL;
+  return snprintf(buf, cap, "%s%s%s%s%s", shrt ? shrt : "", shrt && lng ? ", " : "", lng ? lng : "",
+                  p->meta ? " " : "", p->meta ? p->meta : "");
 }
 
-int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
-  memset(o, 0, sizeof *o);
-  o->val_split = -1;
+/* "  left              text", continuation lines at the text's column */
+static void opt_line(FILE *f, const char *left, const char *text) {
+  enum { COL = 22 };
+  int n = fprintf(f, "  %s", left);
+  if (n < COL - 1) fprintf(f, "%*s", COL - n, "");
+  else fputs("  ", f);
+  for (const char *t = text; *t; t++) {
+    fputc(*t, f);
+    if (*t == '\n') fprintf(f, "%*s", COL, "");
+  }
+  fputc('\n', f);
+}
+
+void cmd_help(const CmdDef *d, FILE *f) {
+  fprintf(f, "usage: teslac %s %s\n\n%s\n\n", d->name, d->args, d->about);
+  char left[96];
+  for (const CmdOpt *p = d->opts; p->name; p++) {
+    opt_left(p, left, sizeof left);
+    opt_line(f, left, p->help);
+  }
+  for (const CmdOpt *p = common_opts; p->name; p++) {
+    opt_left(p, left, sizeof left);
+    opt_line(f, left, p == common_opts ? (d->quiet ? d->quiet : quiet_usual)
+                      : p == common_opts + 1 ? (d->verbose ? d->verbose : verbose_usual) : p->help);
+  }
+}
+
+static const CmdOpt *find_opt(const CmdOpt *t, const char *a, size_t n) {
+  for (const CmdOpt *p = t; p->name; p++)
+    if ((strlen(p->name) == n && !strncmp(p->name, a, n)) || (p->alias && strlen(p->alias) == n && !strncmp(p->alias, a, n)))
+      return p;
+  return NULL;
+}
+
+/* "unknown option '--epoch'; did you mean '--epochs'?" */
+static int unknown_opt(const CmdDef *d, const char *a, size_t n) {
+  const char *cands[128];
+  int k = 0;
+  for (const CmdOpt *t = d->opts; t; t = t == common_opts ? NULL : common_opts)
+    for (const CmdOpt *p = t; p->name && k < 124; p++) {
+      cands[k++] = p->name;
+      if (p->alias) cands[k++] = p->alias;
+    }
+  cands[k] = NULL;
+  char name[64];
+  snprintf(name, sizeof name, "%.*s", (int)(n < 63 ? n : 63), a);
+  const char *s = a[1] == '-' ? diag_suggest(name, cands) : NULL;
+  fprintf(stderr, "teslac: unknown option '%s'", name);
+  if (s) fprintf(stderr, "; did you mean '%s'?", s);
+  fprintf(stderr, "\nsee 'teslac %s --help'\n", d->name);
+  return 2;
+}
+
+/* one option `p` whose value (if it takes one) is `v` (NULL: none was given) */
+static int set_opt(const CmdDef *d, const CmdOpt *p, const char *spelled, const char *v, void *dst) {
+  char *field = (char *)dst + p->off;
+  if (p->kind == ARG_FLAG) {
+    if (v) {
+      fprintf(stderr, "teslac: %s takes no value, got '%s'\nsee 'teslac %s --help'\n", spelled, v, d->name);
+      return 2;
+    }
+    *(bool *)field = true;
+    return 0;
+  }
+  if (!v) {   /* an empty value is passed on: "--batch ''" is out of range, "-o ''" an empty path */
+    if (p->meta) fprintf(stderr, "teslac: %s needs a value (%s %s)\nsee 'teslac %s --help'\n", spelled, p->name, p->meta, d->name);
+    else fprintf(stderr, "teslac: %s needs a value\nsee 'teslac %s --help'\n", spelled, d->name);
+    return 2;
+  }
+  if (p->kind == ARG_STR) {
+    *(const char **)field = v;
+    return 0;
+  }
+  double x;
+  int rc = cmd_value(d->name, spelled, v, p->lo, p->hi, p->kind == ARG_INT, &x);
+  if (rc) return rc;
+  if (p->kind == ARG_INT) *(int64_t *)field = (int64_t)x;
+  else *(double *)field = x;
+  return 0;
+}
+
+int cmd_parse(const CmdDef *d, int argc, char **argv, void *dst) {
+  cmd_verbosity = 0;
+  bool opts_end = false;
+  const char **pos = d->pos ? (const char **)((char *)dst + d->pos_off) : NULL;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
-    double d;
-    int rc = 0;
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      fputs(!strcmp(cmd, "train") ? train_help : !strcmp(cmd, "eval") ? eval_help
-            : !strcmp(cmd, "predict") ? predict_help : !strcmp(cmd, "build") ? build_help : emit_help, stdout);
-      return -1;
-    }
-#define STR_OPT(flag, field)                                             \
-  if (!strcmp(a, flag)) {                                                \
-    if (i + 1 >= argc) return cmd_usage(cmd, "%s needs a value", flag);      \
-    o->field = argv[++i];                                                \
-    continue;                                                            \
-  }
-#define NUM_OPT(flag, lo, hi, integer, stmt)                              \
-  if (!strcmp(a, flag)) {                                                 \
-    if ((rc = num_opt(cmd, argc, argv, &i, lo, hi, integer, &d))) return rc; \
-    stmt;                                                                 \
-    continue;                                                             \
-  }
-    bool train = !strcmp(cmd, "train");
-    if (train && !strcmp(a, "--profile")) {
-      o->profile = true;
+    if (opts_end || a[0] != '-' || !a[1]) {   /* a positional argument ("-": standard input) */
+      if (!*a) return cmd_usage(d->name, "an empty argument where %s was expected", d->pos ? d->pos : "nothing");
+      if (!pos) return cmd_usage(d->name, "unexpected argument '%s'", a);
+      if (*pos) {
+        char what[32];
+        size_t k = 0;
+        for (; d->pos[k] && k + 1 < sizeof what; k++) what[k] = (char)tolower((unsigned char)d->pos[k]);
+        what[k] = 0;
+        fprintf(stderr, "teslac: one %s at a time; '%s' is one too many\nsee 'teslac %s --help'\n", what, a, d->name);
+        return 2;
+      }
+      *pos = a;
       continue;
     }
-    if (train) {
-      STR_OPT("-o", out)
-      STR_OPT("--init", init)
-      STR_OPT("--resume", resume)
-      STR_OPT("--log", log)
-      NUM_OPT("--save-every", 1, 1e12, true, o->save_every = (int64_t)d)
-      NUM_OPT("--validation-split", 0, 0.99, false, o->val_split = d)
-      if (!strcmp(a, "--save-best")) {
-        o->save_best = true;
-        continue;
-      }
-      if (!strcmp(a, "--allow-nonfinite")) {
-        o->allow_nonfinite = true;
-        continue;
-      }
-      if (!strcmp(a, "--test-every-epoch")) {
-        o->test_every_epoch = true;
-        continue;
-      }
-      NUM_OPT("--epochs", 1, 1e6, true, o->epochs = (int64_t)d)
-      NUM_OPT("--steps", 1, 2147483647, true, o->steps = (int64_t)d)
-      NUM_OPT("--lr", 1e-12, 1e6, false, o->lr = d)
-      NUM_OPT("--seed", 0, 9e15, true, (o->seed = (int64_t)d, o->have_seed = true))
-    } else if (!strcmp(cmd, "build")) {
-      STR_OPT("--weights", weights)
-      STR_OPT("-o", out)
-      STR_OPT("--header", header)
-      STR_OPT("--external-weights", ext_weights)
-      STR_OPT("--target", target)
-      STR_OPT("--cpu", cpu)
-      STR_OPT("--name", name)
-      if (!strcmp(a, "--train-step")) {
-        o->train_step = true;
-        continue;
-      }
-      if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-        o->quiet = true;
-        continue;
-      }
-    } else if (!strcmp(cmd, "emit-llvm")) {
-      if (!strcmp(a, "--optimized") || !strcmp(a, "-O")) {
-        o->optimized = true;
-        continue;
-      }
-      if (!strcmp(a, "--backward")) continue;   /* train_step always holds the backward */
-    } else {
-      STR_OPT("--weights", weights)
-      if (!strcmp(cmd, "predict")) {
-        STR_OPT("--input", input)
-        NUM_OPT("--top", 1, 1 << 24, true, o->top = (int64_t)d)
-      }
-      if (!strcmp(a, "--json")) {   /* eval and predict */
-        o->json = true;
-        continue;
-      }
+    if (!strcmp(a, "--")) {
+      opts_end = true;
+      continue;
     }
-    NUM_OPT("--batch", 1, 1 << 20, true, o->batch = (int64_t)d)
-    if (strcmp(cmd, "emit-llvm") && strcmp(cmd, "build")) {
-      NUM_OPT("--threads", 1, 1024, true, o->threads = (int64_t)d)
-      if (!strcmp(a, "--no-cache")) {   /* process-wide: every compile of this command */
-        jit_cache_enable(false);
-        continue;
-      }
+    /* --name=value, --name [value], -x [value], -xvalue */
+    const char *eq = a[1] == '-' ? strchr(a, '=') : NULL;
+    size_t n = eq ? (size_t)(eq - a) : strlen(a);
+    const CmdOpt *p = find_opt(d->opts, a, n), *c = p ? NULL : find_opt(common_opts, a, n);
+    const char *v = eq ? eq + 1 : NULL;
+    if (!p && !c && a[1] != '-' && n > 2) {   /* -ovalue */
+      p = find_opt(d->opts, a, 2);
+      if (p && p->kind != ARG_FLAG) n = 2, v = a + 2;
+      else p = NULL;
     }
-#undef STR_OPT
-#undef NUM_OPT
-    if (a[0] == '-' && a[1]) return cmd_usage(cmd, "unknown option '%s'", a);
-    if (!*a) return cmd_usage(cmd, "%san empty argument where SPEC was expected", "");
-    if (o->spec) return cmd_usage(cmd, "one spec at a time; '%s' is one too many", a);
-    o->spec = a;
+    char spelled[64];
+    snprintf(spelled, sizeof spelled, "%.*s", (int)(n < 63 ? n : 63), a);
+    if (c) {
+      if (v) {
+        fprintf(stderr, "teslac: %s takes no value, got '%s'\nsee 'teslac %s --help'\n", spelled, v, d->name);
+        return 2;
+      }
+      if (c == common_opts + 2) {
+        cmd_help(d, stdout);
+        return -1;
+      }
+      cmd_verbosity = c == common_opts ? -1 : 1;
+      continue;
+    }
+    if (!p) return unknown_opt(d, a, n);
+    if (p->kind != ARG_FLAG && !v) {
+      if (i + 1 >= argc) return set_opt(d, p, spelled, NULL, dst);
+      v = argv[++i];
+    }
+    int rc = set_opt(d, p, spelled, v, dst);
+    if (rc) return rc;
   }
-  if (!o->spec) return cmd_usage(cmd, "%smissing SPEC (a model spec, e.g. specs/mlp.yaml)", "");
+  if (pos && !*pos) return cmd_usage(d->name, "missing %s", d->pos_hint ? d->pos_hint : d->pos ? d->pos : "");
+  return 0;
+}
+
+const CmdDef *cmd_find(const char *name) {
+  for (int i = 0; cmd_registry[i]; i++)
+    if (!strcmp(cmd_registry[i]->name, name)) return cmd_registry[i];
+  return NULL;
+}
+
+int cmd_parse_opts(const CmdDef *d, int argc, char **argv, TrainOpts *o) {
+  memset(o, 0, sizeof *o);
+  o->val_split = -1;
+  o->seed = -1;
+  o->spec = NULL;
+  int rc = cmd_parse(d, argc, argv, o);
+  if (rc) return rc;
+  o->have_seed = o->seed >= 0;
+  if (o->no_cache) jit_cache_enable(false);   /* process-wide: every compile of this command */
+  const char *cmd = d->name;
   if ((!strcmp(cmd, "eval") || !strcmp(cmd, "predict") || !strcmp(cmd, "build")) && !o->weights)
     return cmd_usage(cmd, "%s needs --weights CKPT", cmd);
   if (o->init && o->resume) return cmd_usage(cmd, "%sgive --init or --resume, not both", "");

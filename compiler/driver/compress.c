@@ -21,75 +21,51 @@
 
 enum { EXIT_OK = 0, EXIT_DATA = 1, EXIT_USAGE = 2 };
 
-static const char compress_help[] =
-    "usage: teslac compress SPEC --weights DENSE -o OUT [--eps E | --rank R] [--batch B]\n"
-    "\n"
-    "Convert dense weights into the tensor trains SPEC plans, by TT-SVD (Oseledets 2011): for\n"
-    "every layer SPEC stores as a tensor train (tt:), read <layer>.weight from DENSE, (N, M) for\n"
-    "dense and (K, C, kh, kw) for conv, and write its cores <layer>.core.<k> at the planned modes;\n"
-    "copy every other tensor SPEC has (biases, batchnorm, the layers kept dense) from DENSE.\n"
-    "Prints per layer the modes, the ranks, the weight's parameters before and after, the relative\n"
-    "error ||W - TT(W)||_F / ||W||_F and the time.\n"
-    "\n"
-    "  --weights DENSE   the dense weights (safetensors, PyTorch state_dict names; any float dtype)\n"
-    "  -o OUT            the output (safetensors, written atomically)\n"
-    "  --eps E           the smallest ranks with ||W - TT(W)||_F <= E ||W||_F, 0 < E < 1\n"
-    "  --rank R          every rank R (1 to 4096), clamped by the unfolding bounds\n"
-    "                    (neither: the spec's planned ranks, so that 'teslac train SPEC --init OUT'\n"
-    "                    and 'teslac eval SPEC --weights OUT' take the file as it is)\n"
-    "  --batch B         plan at batch B, as 'teslac train --batch B' will (the modes may depend on it)\n";
-
 typedef struct CompressOpts {
   const char *spec, *weights, *out;
+  const char *eps_arg;  /* --eps as given: read below, in (0, 1) */
   double eps;           /* < 0: not given */
   int64_t rank;         /* 0: not given */
   int64_t batch;        /* 0: the spec's */
 } CompressOpts;
 
+#define F(field) offsetof(CompressOpts, field)
+static const CmdOpt compress_opts[] = {
+    {"--weights", NULL, ARG_STR, "DENSE", 0, 0, F(weights), "the dense weights (safetensors, PyTorch state_dict names; any float dtype)"},
+    {"-o", NULL, ARG_STR, "OUT", 0, 0, F(out), "the output (safetensors, written atomically)"},
+    {"--eps", NULL, ARG_STR, "E", 0, 0, F(eps_arg), "the smallest ranks with ||W - TT(W)||_F <= E ||W||_F, 0 < E < 1"},
+    {"--rank", NULL, ARG_INT, "R", 1, 4096, F(rank), "every rank R (1 to 4096), clamped by the unfolding bounds\n(neither: the spec's planned ranks, so that 'teslac train SPEC --init OUT'\nand 'teslac eval SPEC --weights OUT' take the file as it is)"},
+    {"--batch", NULL, ARG_INT, "B", 1, 1 << 20, F(batch), "plan at batch B, as 'teslac train --batch B' will (the modes may depend on it)"},
+    {NULL}};
+#undef F
+
+const CmdDef cmd_compress = {
+    .name = "compress", .args = "SPEC --weights DENSE -o OUT [--eps E | --rank R] [--batch B]",
+    .summary = "dense weights to the tensor trains SPEC plans (TT-SVD)",
+    .about = "Convert dense weights into the tensor trains SPEC plans, by TT-SVD (Oseledets 2011): for\n"
+             "every layer SPEC stores as a tensor train (tt:), read <layer>.weight from DENSE, (N, M) for\n"
+             "dense and (K, C, kh, kw) for conv, and write its cores <layer>.core.<k> at the planned modes;\n"
+             "copy every other tensor SPEC has (biases, batchnorm, the layers kept dense) from DENSE.\n"
+             "Prints per layer the modes, the ranks, the weight's parameters before and after, the relative\n"
+             "error ||W - TT(W)||_F / ||W||_F and the time.",
+    .pos = "SPEC", .pos_off = offsetof(CompressOpts, spec),
+    .pos_hint = "SPEC (the tensor-train spec, e.g. specs/fashion_cnn_tt.yaml)",
+    .opts = compress_opts,
+    .quiet = "no per-layer table or summary line",
+    .run = compress_main};
 
 /* -1: --help printed; 0: ok; 2: usage error reported */
 static int parse_opts(int argc, char **argv, CompressOpts *o) {
   *o = (CompressOpts){.eps = -1};
-  bool have_eps = false;
-  for (int i = 0; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      fputs(compress_help, stdout);
-      return -1;
-    }
-    bool str = !strcmp(a, "-o") || !strcmp(a, "--weights");
-    bool num = !strcmp(a, "--eps") || !strcmp(a, "--rank") || !strcmp(a, "--batch");
-    if (str || num) {
-      if (i + 1 >= argc) return cmd_usage("compress", "%s needs a value", a);
-      const char *v = argv[++i];
-      if (!strcmp(a, "-o")) o->out = v;
-      else if (!strcmp(a, "--weights")) o->weights = v;
-      else {
-        double d;
-        int rc = 0;
-        if (!strcmp(a, "--eps")) {
-          d = cmd_decimal(v, false) ? strtod(v, NULL) : NAN;
-          if (!(d > 0 && d < 1)) return cmd_usage("compress", "--eps must be a number in (0, 1), got '%s'", v);
-          o->eps = d, have_eps = true;
-        } else if (!strcmp(a, "--rank")) {
-          if ((rc = cmd_value("compress", a, v, 1, 4096, true, &d))) return rc;
-          o->rank = (int64_t)d;
-        } else {
-          if ((rc = cmd_value("compress", a, v, 1, 1 << 20, true, &d))) return rc;
-          o->batch = (int64_t)d;
-        }
-      }
-      continue;
-    }
-    if (a[0] == '-' && a[1]) return cmd_usage("compress", "unknown option '%s'", a);
-    if (!*a) return cmd_usage("compress", "%san empty argument where SPEC was expected", "");
-    if (o->spec) return cmd_usage("compress", "one spec at a time; '%s' is one too many", a);
-    o->spec = a;
+  int rc = cmd_parse(&cmd_compress, argc, argv, o);
+  if (rc) return rc;
+  if (o->eps_arg) {
+    o->eps = cmd_decimal(o->eps_arg, false) ? strtod(o->eps_arg, NULL) : NAN;
+    if (!(o->eps > 0 && o->eps < 1)) return cmd_usage("compress", "--eps must be a number in (0, 1), got '%s'", o->eps_arg);
   }
-  if (!o->spec) return cmd_usage("compress", "%smissing SPEC (the tensor-train spec, e.g. specs/fashion_cnn_tt.yaml)", "");
   if (!o->weights) return cmd_usage("compress", "%scompress needs --weights DENSE (the dense weights to convert)", "");
   if (!o->out) return cmd_usage("compress", "%scompress needs -o OUT (where to write the tensor trains)", "");
-  if (have_eps && o->rank) return cmd_usage("compress", "%sgive --eps or --rank, not both", "");
+  if (o->eps_arg && o->rank) return cmd_usage("compress", "%sgive --eps or --rank, not both", "");
   return 0;
 }
 
@@ -241,7 +217,8 @@ static int compress_layer(Ctx *cx, const CompressOpts *o, const Layer *l, const 
     pad = arena_printf(cx, " (padded: %s%s%s)", t->Mp != t->M ? pm : "", t->Mp != t->M && t->Np != t->N ? ", " : "",
                        t->Np != t->N ? pn : "");
   }
-  printf("layer %s (%s%s): in_modes %s, out_modes %s%s, ranks %s: %lld -> %lld weight parameters (%.1fx), "
+  if (cmd_verbosity >= 0)
+    printf("layer %s (%s%s): in_modes %s, out_modes %s%s, ranks %s: %lld -> %lld weight parameters (%.1fx), "
          "relative error %.4g, %.1f ms\n",
          l->name, conv ? "conv " : "dense", conv ? arena_printf(cx, "%lldx%lld", (long long)l->u.conv.kh, (long long)l->u.conv.kw) : "",
          list_str(cx, t->m, d), list_str(cx, t->n, d), pad, list_str(cx, ranks + 1, nq - 1), (long long)elems,
@@ -366,7 +343,8 @@ int compress_main(int argc, char **argv) {
       fprintf(stderr, "teslac: %s\n", e.msg);
       rc = EXIT_DATA;
     } else {
-      printf("wrote %s: %d tensors; the tt layers' weights %lld -> %lld parameters (%.1fx)\n", o.out, out.n,
+      if (cmd_verbosity >= 0)
+        printf("wrote %s: %d tensors; the tt layers' weights %lld -> %lld parameters (%.1fx)\n", o.out, out.n,
              (long long)before, (long long)after, after ? (double)before / (double)after : 0.0);
       if (ndiff)
         printf("%d layer%s other ranks than %s plans: 'teslac train %s --init %s' will refuse the file until "

@@ -81,9 +81,29 @@ static void print_json(const Spec *sp, const int64_t *cm, double loss, double ac
   printf("]}\n");
 }
 
+static const CmdOpt eval_opts[] = {
+    CMD_OPT_WEIGHTS("the weights (safetensors: a teslac checkpoint or PyTorch state_dict names)"),
+    {"--json", NULL, ARG_FLAG, NULL, 0, 0, offsetof(TrainOpts, json), "one JSON document: loss, accuracy, samples, confusion, per_class"},
+    CMD_OPT_BATCH("the batch the test set is run in (default: train.batch)"),
+    CMD_OPT_THREADS,
+    CMD_OPT_NO_CACHE,
+    {NULL}};
+
+const CmdDef cmd_eval = {
+    .name = "eval", .args = "SPEC --weights CKPT [--json] [options]",
+    .summary = "test-set loss, accuracy and confusion matrix of trained weights",
+    .about = "Test-set loss and accuracy of the weights in CKPT, over every test sample; then the\n"
+             "confusion matrix (rows: true class, columns: predicted class) and each class's accuracy\n"
+             "(its correct / its samples), with the spec's class names when it gives them.",
+    .pos = "SPEC", .pos_off = offsetof(TrainOpts, spec), .pos_hint = "SPEC (a model spec, e.g. specs/mlp.yaml)",
+    .opts = eval_opts,
+    .quiet = "the results only (no effect: they are the output)",
+    .verbose = "also what the compile took, on standard error",
+    .run = eval_main};
+
 int eval_main(int argc, char **argv) {
   TrainOpts o;
-  int rc = cmd_parse_opts("eval", argc, argv, &o);
+  int rc = cmd_parse_opts(&cmd_eval, argc, argv, &o);
   if (rc) return rc < 0 ? 0 : rc;
   Ctx cx;
   Model m = {0};
@@ -97,7 +117,7 @@ int eval_main(int argc, char **argv) {
     fprintf(stderr, "teslac: test data: %s holds no samples; eval needs at least one\n", m.sp.data.test_images);
     goto out;
   }
-  if (model_build(&cx, &m, o.batch ? o.batch : m.sp.train.batch, o.threads, false) < 0) goto out;
+  if (model_build(&cx, &m, o.batch ? o.batch : m.sp.train.batch, o.threads, cmd_verbosity > 0 ? stderr : NULL) < 0) goto out;
   if (model_load(&cx, &m, o.weights, false, NULL, &e) < 0) {
     fprintf(stderr, "teslac: %s\n", e.msg);
     goto out;

@@ -14,54 +14,7 @@
 
 enum { EXIT_OK = 0, EXIT_SPEC = 1, EXIT_USAGE = 2 };
 
-static const char usage_top[] =
-    "usage: teslac <command> SPEC [options]\n"
-    "\n"
-    "TESLA's model compiler: a YAML model spec in, specialized code out.\n"
-    "\n"
-    "commands:\n"
-    "  check SPEC            validate the spec; print each layer's output and weight dims\n"
-    "  plan SPEC [--json]    storage, parameters, bytes and FLOPs per layer; memory layout\n"
-    "  train SPEC [opts]     compile for this CPU and train on the spec's data\n"
-    "  eval SPEC --weights W test-set loss, accuracy, confusion matrix [--json]\n"
-    "  predict SPEC --weights W [--input IN] [--top K] [--json]\n"
-    "                        class and scores per sample of an IDX file, images or a folder\n"
-    "  emit-llvm SPEC [-O]   the specialized LLVM IR (train step and inference)\n"
-    "  compress SPEC --weights W -o OUT [--eps E | --rank R]\n"
-    "                        dense weights to the tensor trains SPEC plans (TT-SVD)\n"
-    "  build SPEC --weights W [-o NAME.o] [--train-step] [--target T] [--cpu C]\n"
-    "                        an object file and a C header that embed the model\n"
-    "  plot LOG [-o OUT]     loss and accuracy curves per epoch of a 'train --log' LOG (.svg, .png)\n"
-    "\n"
-    "options:\n"
-    "  -h, --help            this text; 'teslac CMD --help' for a command's own\n"
-    "  --version             the compiler and spec-language versions\n"
-    "\n"
-    "The spec language: specs/README.md. Exit status: 0 ok, 1 the spec or the data is wrong, 2 usage.\n";
-
-static const char usage_check[] =
-    "usage: teslac check SPEC\n"
-    "\n"
-    "Parse and check SPEC: every key, every shape, any 'dims:' against the inferred ones.\n"
-    "Reports every problem as file:line:col with the source line, and exits 1 if there are any;\n"
-    "otherwise prints the model table (layer, output dims (N, ...), weight dims, parameters).\n";
-
-static const char usage_plan[] =
-    "usage: teslac plan SPEC [--json] [--batch N]\n"
-    "\n"
-    "Check SPEC, then plan it: per layer the storage chosen (dense, tensor train, sparse),\n"
-    "parameters, bytes, forward and backward FLOPs at the batch size, and the memory blocks.\n"
-    "\n"
-    "  --json       one JSON document instead of the table (fields: specs/README.md)\n"
-    "  --batch N    plan for batch N instead of the spec's train.batch\n";
-
-static int usage_error(const char *cmd, const char *fmt, const char *arg) {
-  fprintf(stderr, "teslac: ");
-  fprintf(stderr, fmt, arg);
-  if (cmd) fprintf(stderr, "\nsee 'teslac %s --help'\n", cmd);
-  else fprintf(stderr, "\nsee 'teslac --help'\n");
-  return EXIT_USAGE;
-}
+/* ---- check and plan: the front of the pipeline ------------------------------------------ */
 
 typedef struct Opts {
   const char *spec;
@@ -69,63 +22,55 @@ typedef struct Opts {
   int64_t batch;     /* 0 = the spec's */
 } Opts;
 
-/* The options a command takes; anything else is a usage error naming it. */
-static int parse_opts(const char *cmd, int argc, char **argv, const char *help, bool plan_opts,
-                      Opts *o) {
-  memset(o, 0, sizeof *o);
-  for (int i = 0; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      fputs(help, stdout);
-      return -1;
-    }
-    if (plan_opts && !strcmp(a, "--json")) {
-      o->json = true;
-    } else if (plan_opts && (!strcmp(a, "--batch") || !strncmp(a, "--batch=", 8))) {
-      const char *v = a[7] == '=' ? a + 8 : (i + 1 < argc ? argv[++i] : NULL);
-      if (!v) return usage_error(cmd, "--batch needs a value%s", "");
-      double b;
-      int rc = cmd_value(cmd, "--batch", v, 1, 1 << 20, true, &b);
-      if (rc) return rc;
-      o->batch = (int64_t)b;
-    } else if (a[0] == '-' && a[1]) {
-      return usage_error(cmd, "unknown option '%s'", a);
-    } else if (!*a) {
-      return usage_error(cmd, "%san empty argument where SPEC was expected", "");
-    } else if (o->spec) {
-      return usage_error(cmd, "one spec at a time; '%s' is one too many", a);
-    } else {
-      o->spec = a;
-    }
-  }
-  if (!o->spec) return usage_error(cmd, "%smissing SPEC (a model spec, e.g. specs/mlp.yaml)", "");
-  return 0;
-}
+static int cmd_check_main(int argc, char **argv);
+static int cmd_plan_main(int argc, char **argv);
 
-/* check and plan share the front of the pipeline: load -> parse -> check */
-static int run_front(Ctx *cx, const Opts *o, Spec *sp) {
-  return tesla_front_file(cx, o->spec, sp) < 0 ? EXIT_SPEC : EXIT_OK;
-}
+static const CmdOpt check_opts[] = {{NULL}};
+static const CmdDef cmd_check = {
+    .name = "check", .args = "SPEC", .summary = "validate the spec; print each layer's output and weight dims",
+    .about = "Parse and check SPEC: every key, every shape, any 'dims:' against the inferred ones.\n"
+             "Reports every problem as file:line:col with the source line, and exits 1 if there are any;\n"
+             "otherwise prints the model table (layer, output dims (N, ...), weight dims, parameters).",
+    .pos = "SPEC", .pos_off = offsetof(Opts, spec), .pos_hint = "SPEC (a model spec, e.g. specs/mlp.yaml)",
+    .opts = check_opts,
+    .quiet = "no table: the exit status (and any diagnostics) only",
+    .verbose = "the usual output (nothing more to say)",
+    .run = cmd_check_main};
 
-static int cmd_check(int argc, char **argv) {
-  Opts o;
-  int rc = parse_opts("check", argc, argv, usage_check, false, &o);
+static const CmdOpt plan_opts[] = {
+    {"--json", NULL, ARG_FLAG, NULL, 0, 0, offsetof(Opts, json), "one JSON document instead of the table (fields: specs/README.md)"},
+    {"--batch", NULL, ARG_INT, "N", 1, 1 << 20, offsetof(Opts, batch), "plan for batch N instead of the spec's train.batch"},
+    {NULL}};
+static const CmdDef cmd_plan = {
+    .name = "plan", .args = "SPEC [--json] [--batch N]",
+    .summary = "storage, parameters, bytes and FLOPs per layer; memory layout",
+    .about = "Check SPEC, then plan it: per layer the storage chosen (dense, tensor train, sparse),\n"
+             "parameters, bytes, forward and backward FLOPs at the batch size, and the memory blocks.",
+    .pos = "SPEC", .pos_off = offsetof(Opts, spec), .pos_hint = "SPEC (a model spec, e.g. specs/mlp.yaml)",
+    .opts = plan_opts,
+    .quiet = "the plan only (no effect: it is the output)",
+    .verbose = "the usual output (nothing more to say)",
+    .run = cmd_plan_main};
+
+static int cmd_check_main(int argc, char **argv) {
+  Opts o = {0};
+  int rc = cmd_parse(&cmd_check, argc, argv, &o);
   if (rc) return rc < 0 ? EXIT_OK : rc;
   Ctx cx;
   Spec sp;
-  rc = run_front(&cx, &o, &sp);
-  if (rc == EXIT_OK) check_print_table(&cx, &sp, stdout);
+  rc = tesla_front_file(&cx, o.spec, &sp) < 0 ? EXIT_SPEC : EXIT_OK;
+  if (rc == EXIT_OK && cmd_verbosity >= 0) check_print_table(&cx, &sp, stdout);
   ctx_free(&cx);
   return rc;
 }
 
-static int cmd_plan(int argc, char **argv) {
-  Opts o;
-  int rc = parse_opts("plan", argc, argv, usage_plan, true, &o);
+static int cmd_plan_main(int argc, char **argv) {
+  Opts o = {0};
+  int rc = cmd_parse(&cmd_plan, argc, argv, &o);
   if (rc) return rc < 0 ? EXIT_OK : rc;
   Ctx cx;
   Spec sp;
-  rc = run_front(&cx, &o, &sp);
+  rc = tesla_front_file(&cx, o.spec, &sp) < 0 ? EXIT_SPEC : EXIT_OK;
   if (rc == EXIT_OK) {
     Plan pl;
     plan_spec(&cx, &sp, o.batch ? o.batch : sp.train.batch, &pl);
@@ -137,14 +82,62 @@ static int cmd_plan(int argc, char **argv) {
   return rc;
 }
 
+/* ---- the commands ------------------------------------------------------------------------ */
+
+extern const CmdDef cmd_train, cmd_eval, cmd_predict, cmd_emit_llvm, cmd_compress, cmd_build, cmd_plot;
+
+/* one line per command here, in 'teslac --help' order */
+const CmdDef *const cmd_registry[] = {&cmd_check, &cmd_plan, &cmd_train, &cmd_eval, &cmd_predict, &cmd_emit_llvm,
+                                      &cmd_compress, &cmd_build, &cmd_plot, NULL};
+
+static void usage_top(FILE *f) {
+  fputs("usage: teslac <command> SPEC [options]\n"
+        "\n"
+        "TESLA's model compiler: a YAML model spec in, specialized code out.\n"
+        "\n"
+        "commands:\n", f);
+  for (int i = 0; cmd_registry[i]; i++) {   /* "  plot LOG [-o OUT]    summary", or two lines */
+    const CmdDef *d = cmd_registry[i];
+    int n = fprintf(f, "  %s %s", d->name, d->args);
+    if (n <= 23) fprintf(f, "%*s%s\n", 24 - n, "", d->summary);
+    else fprintf(f, "\n%24s%s\n", "", d->summary);
+  }
+  fputs("\n"
+        "options:\n"
+        "  -h, --help            this text; 'teslac CMD --help' or 'teslac help CMD' for a command's own\n"
+        "  -V, --version         the compiler and spec-language versions, the JIT's CPU, MPI, image formats\n"
+        "\n"
+        "Every command takes --flag value and --flag=value, -- to end the options, -q/--quiet and\n"
+        "-v/--verbose. The spec language: specs/README.md; the manual: man teslac.\n"
+        "Exit status: 0 ok, 1 the spec or the data is wrong, 2 usage.\n", f);
+}
+
+static int unknown_command(const char *cmd) {
+  const char *names[32];
+  int k = 0;
+  for (int i = 0; cmd_registry[i] && k < 31; i++) names[k++] = cmd_registry[i]->name;
+  names[k] = NULL;
+  const char *s = diag_suggest(cmd, names);
+  if (s) fprintf(stderr, "teslac: unknown command '%s'; did you mean '%s'?\nsee 'teslac --help'\n", cmd, s);
+  else fprintf(stderr, "teslac: unknown command '%s'\nsee 'teslac --help'\n", cmd);
+  return EXIT_USAGE;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fputs(usage_top, stderr);
+    usage_top(stderr);
     return EXIT_USAGE;
   }
   const char *cmd = argv[1];
-  if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
-    fputs(usage_top, stdout);
+  if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || (!strcmp(cmd, "help") && argc == 2)) {
+    usage_top(stdout);
+    return EXIT_OK;
+  }
+  if (!strcmp(cmd, "help")) {   /* teslac help CMD */
+    const CmdDef *d = cmd_find(argv[2]);
+    if (!d) return unknown_command(argv[2]);
+    if (argc > 3) return cmd_usage(d->name, "help takes one command; '%s' is one too many", argv[3]);
+    cmd_help(d, stdout);
     return EXIT_OK;
   }
   if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
@@ -155,20 +148,12 @@ int main(int argc, char **argv) {
     printf("images: %s\n", img_formats());
     return EXIT_OK;
   }
-  if (!strcmp(cmd, "check")) return cmd_check(argc - 2, argv + 2);
-  if (!strcmp(cmd, "plan")) return cmd_plan(argc - 2, argv + 2);
-  if (!strcmp(cmd, "train")) return train_main(argc - 2, argv + 2);
-  if (!strcmp(cmd, "eval")) return eval_main(argc - 2, argv + 2);
-  if (!strcmp(cmd, "emit-llvm")) return emit_llvm_main(argc - 2, argv + 2);
-  if (!strcmp(cmd, "predict")) return predict_main(argc - 2, argv + 2);
-  if (!strcmp(cmd, "compress")) return compress_main(argc - 2, argv + 2);
-  if (!strcmp(cmd, "build")) return build_main(argc - 2, argv + 2);
-  if (!strcmp(cmd, "plot")) return plot_main(argc - 2, argv + 2);
-  static const char *const cmds[] = {"check", "plan", "train", "eval", "predict", "emit-llvm", "compress", "build", "plot", NULL};
-  const char *s = diag_suggest(cmd, cmds);
-  if (s) {
-    fprintf(stderr, "teslac: unknown command '%s'; did you mean '%s'?\nsee 'teslac --help'\n", cmd, s);
+  const CmdDef *d = cmd_find(cmd);
+  if (d) return d->run(argc - 2, argv + 2);
+  if (cmd[0] == '-') {
+    fprintf(stderr, "teslac: '%s' before a command: give the command first, e.g. 'teslac train SPEC %s'\n"
+                    "see 'teslac --help'\n", cmd, cmd);
     return EXIT_USAGE;
   }
-  return usage_error(NULL, "unknown command '%s'", cmd);
+  return unknown_command(cmd);
 }

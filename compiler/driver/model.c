@@ -41,11 +41,11 @@ int model_alloc(Ctx *cx, Model *m) {
 }
 
 /* plan -> emit -> JIT -> memory */
-int model_build(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbose) {
-  return model_build_ex(cx, m, batch, threads, verbose, false);
+int model_build(Ctx *cx, Model *m, int64_t batch, int64_t threads, FILE *say) {
+  return model_build_ex(cx, m, batch, threads, say, false);
 }
 
-int model_build_ex(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbose, bool profile) {
+int model_build_ex(Ctx *cx, Model *m, int64_t batch, int64_t threads, FILE *say, bool profile) {
   if (!emit_supported(cx, &m->sp)) return -1;
   plan_spec(cx, &m->sp, batch, &m->pl);
   if (cx->nerrors) return -1;
@@ -57,8 +57,8 @@ int model_build_ex(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbo
   m->train_step = jit_fn(m->jit, "train_step");
   m->infer = jit_fn(m->jit, "infer");
   m->grad = jit_fn(m->jit, "grad");
-  if (verbose)
-    printf(jt.cached ? "compiled %s for batch %lld in %.3f s (emit %.3f, from the compile cache %.3f, link %.3f)\n"
+  if (say)
+    fprintf(say, jt.cached ? "compiled %s for batch %lld in %.3f s (emit %.3f, from the compile cache %.3f, link %.3f)\n"
                      : "compiled %s for batch %lld in %.3f s (emit %.3f, O3 + machine code %.3f, link %.3f)\n",
            m->sp.name, (long long)batch, ts_now() - t0, jt.emit, jt.opt, jt.codegen);
   if (model_alloc(cx, m) < 0) return -1;

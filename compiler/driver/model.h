@@ -39,8 +39,8 @@ typedef struct Model {
 
 /* m->sp must be checked; plans for `batch`, emits, JITs, allocates, starts `threads` threads
  * (0: all cores). -1 after a diagnostic. */
-int  model_build(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbose);
-int  model_build_ex(Ctx *cx, Model *m, int64_t batch, int64_t threads, bool verbose, bool profile);
+int  model_build(Ctx *cx, Model *m, int64_t batch, int64_t threads, FILE *say);
+int  model_build_ex(Ctx *cx, Model *m, int64_t batch, int64_t threads, FILE *say, bool profile);
 void model_free(Model *m);
 /* the blocks of m->pl, planned by the caller, without code (teslac build's weights) */
 int  model_alloc(Ctx *cx, Model *m);

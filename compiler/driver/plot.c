@@ -27,17 +27,26 @@
 
 enum { EXIT_OK = 0, EXIT_DATA = 1, EXIT_USAGE = 2 };
 
-static const char plot_help[] =
-    "usage: teslac plot LOG [-o OUT.svg | -o OUT.png]\n"
-    "\n"
-    "Draw the loss and accuracy curves (train, validation, test) per epoch of LOG, the JSON\n"
-    "lines that 'teslac train --log LOG' writes. Keys read: epoch, train_loss, val_loss,\n"
-    "test_loss, train_accuracy, val_accuracy, test_accuracy (absent or null: no point); other\n"
-    "keys are ignored. A series with no value is left out of the plot and its legend.\n"
-    "\n"
-    "  -o OUT        the figure (default: LOG with .jsonl, .json or .log replaced by .svg);\n"
-    "                its extension picks the format: .svg, or .png when teslac was built\n"
-    "                with cairo. Written atomically.\n";
+typedef struct PlotOpts { const char *log, *out; } PlotOpts;
+
+static const CmdOpt plot_opts[] = {
+    {"-o", NULL, ARG_STR, "OUT", 0, 0, offsetof(PlotOpts, out), "the figure (default: LOG with .jsonl, .json or .log replaced by .svg);\n"
+     "its extension picks the format: .svg, or .png when teslac was built\nwith cairo. Written atomically."},
+    {NULL}};
+
+const CmdDef cmd_plot = {
+    .name = "plot", .args = "LOG [-o OUT.svg | -o OUT.png]",
+    .summary = "loss and accuracy curves per epoch of a 'train --log' LOG (.svg, .png)",
+    .about = "Draw the loss and accuracy curves (train, validation, test) per epoch of LOG, the JSON\n"
+             "lines that 'teslac train --log LOG' writes. Keys read: epoch, train_loss, val_loss,\n"
+             "test_loss, train_accuracy, val_accuracy, test_accuracy (absent or null: no point); other\n"
+             "keys are ignored. A series with no value is left out of the plot and its legend.",
+    .pos = "LOG", .pos_off = offsetof(PlotOpts, log),
+    .pos_hint = "LOG (the JSON lines of 'teslac train --log LOG')",
+    .opts = plot_opts,
+    .quiet = "no summary line",
+    .verbose = "the usual output (nothing more to say)",
+    .run = plot_main};
 
 /* ---- the log --------------------------------------------------------------------------------- */
 
@@ -711,25 +720,10 @@ static void log_title(const char *log, char *buf, size_t cap) {
 }
 
 int plot_main(int argc, char **argv) {
-  const char *log = NULL, *out = NULL;
-  for (int i = 0; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      fputs(plot_help, stdout);
-      return EXIT_OK;
-    }
-    if (!strcmp(a, "-o")) {
-      if (i + 1 >= argc) return cmd_usage("plot", "%s needs a value", a);
-      out = argv[++i];
-    } else if (a[0] == '-' && a[1]) {
-      return cmd_usage("plot", "unknown option '%s'", a);
-    } else if (log) {
-      return cmd_usage("plot", "one log at a time; '%s' is one too many", a);
-    } else {
-      log = a;
-    }
-  }
-  if (!log) return cmd_usage("plot", "%smissing LOG (the JSON lines of 'teslac train --log LOG')", "");
+  PlotOpts po = {0};
+  int prc = cmd_parse(&cmd_plot, argc, argv, &po);
+  if (prc) return prc < 0 ? EXIT_OK : prc;
+  const char *log = po.log, *out = po.out;
   char *def = out ? NULL : default_out(log);
   if (!out && !def) return fprintf(stderr, "teslac: out of memory\n"), EXIT_DATA;
   const char *path = out ? out : def;
@@ -769,7 +763,7 @@ int plot_main(int argc, char **argv) {
              ts_out_commit(&o, &e) < 0) {
     fprintf(stderr, "teslac: %s\n", e.msg);
     rc = EXIT_DATA;
-  } else {
+  } else if (cmd_verbosity >= 0) {
     printf("wrote %s: loss and accuracy over %d epoch%s of %s\n", path, lg.n, lg.n == 1 ? "" : "s", log);
   }
   free(b.p);

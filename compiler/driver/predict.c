@@ -254,9 +254,36 @@ static void print_sample(const Spec *sp, const Samples *s, size_t i, const float
 
 /* teslac predict SPEC --weights CKPT [--input IN] [--top K] [--json] [--batch B] [--threads T]:
  * per sample its class and the softmax probabilities, in eval mode */
+static const CmdOpt predict_opts[] = {
+    CMD_OPT_WEIGHTS("the weights (safetensors: a teslac checkpoint or PyTorch state_dict names)"),
+    {"--input", NULL, ARG_STR, "IN", 0, 0, offsetof(TrainOpts, input), "an IDX file, an image, a folder of images or - (default: the\nspec's test images)"},
+    {"--top", NULL, ARG_INT, "K", 1, 1 << 24, offsetof(TrainOpts, top), "the K best classes per sample (1 ... the classes)"},
+    {"--json", NULL, ARG_FLAG, NULL, 0, 0, offsetof(TrainOpts, json), "one JSON object per line: {\"index\": i, [\"file\": f,] \"class\": c, [\"name\": n,]\n\"scores\": [p0, p1, ...][, \"top\": [{\"class\", \"name\", \"score\"}, ...]]}"},
+    CMD_OPT_BATCH("the batch the samples are run in (default: train.batch)"),
+    CMD_OPT_THREADS,
+    CMD_OPT_NO_CACHE,
+    {NULL}};
+
+const CmdDef cmd_predict = {
+    .name = "predict", .args = "SPEC --weights CKPT [--input IN] [--top K] [--json] [options]",
+    .summary = "class and scores per sample of an IDX file, images or a folder",
+    .about = "Classify every sample of IN (default: the spec's test images) with the weights in CKPT.\n"
+             "IN is an IDX file, a PNG or PGM/PPM image, a folder of them (every .png, .pgm, .ppm, .pnm,\n"
+             ".pbm, .pam file, by name), or - for standard input (told apart by their first bytes). An\n"
+             "image must have the input's height and width; it becomes gray (PIL's convert('L')) for a\n"
+             "1-channel input and RGB for a 3-channel one, then is scaled as data.scale says.\n"
+             "Prints one line per sample: its index (an image: its file), its class, the class's name\n"
+             "in quotes when the spec names them, and its probability (its raw score when the spec does\n"
+             "not end in softmax); with --top K the K best classes, best first.",
+    .pos = "SPEC", .pos_off = offsetof(TrainOpts, spec), .pos_hint = "SPEC (a model spec, e.g. specs/mlp.yaml)",
+    .opts = predict_opts,
+    .quiet = "the predictions only (no effect: they are the output)",
+    .verbose = "also what the compile took, on standard error",
+    .run = predict_main};
+
 int predict_main(int argc, char **argv) {
   TrainOpts o;
-  int rc = cmd_parse_opts("predict", argc, argv, &o);
+  int rc = cmd_parse_opts(&cmd_predict, argc, argv, &o);
   if (rc) return rc < 0 ? 0 : rc;
   const char *weights = o.weights, *input = o.input;
   Ctx cx;
@@ -282,7 +309,7 @@ int predict_main(int argc, char **argv) {
     fprintf(stderr, "teslac: %s\n", e.msg);
     goto out;
   }
-  if (model_build(&cx, &m, o.batch ? o.batch : m.sp.train.batch, o.threads, false) < 0) goto out;
+  if (model_build(&cx, &m, o.batch ? o.batch : m.sp.train.batch, o.threads, cmd_verbosity > 0 ? stderr : NULL) < 0) goto out;
   if (model_load(&cx, &m, weights, false, NULL, &e) < 0) {
     fprintf(stderr, "teslac: %s\n", e.msg);
     goto out;

@@ -17,6 +17,7 @@
  * the starting weights and broadcasts them, and alone prints, evaluates and checkpoints. */
 #include "cmd.h"
 #include "dist.h"
+#include "cg.h"
 
 #include <errno.h>
 #include <math.h>
@@ -188,15 +189,52 @@ static const char *json_num(char *buf, size_t n, double v) {
   return buf;
 }
 
+/* ---- the command ---------------------------------------------------------------------- */
+
+#define F(field) offsetof(TrainOpts, field)
+static const CmdOpt train_opts[] = {
+    {"-o", NULL, ARG_STR, "CKPT", 0, 0, F(out), "checkpoint path (default: NAME.safetensors); written atomically at\nthe end of each epoch and of the run"},
+    {"--save-best", NULL, ARG_FLAG, NULL, 0, 0, F(save_best), "also NAME.best.safetensors (next to CKPT) at each best value of\ntrain.monitor (default val_loss) or of early_stopping's monitor"},
+    {"--save-every", NULL, ARG_INT, "N", 1, 1e12, F(save_every), "also checkpoint CKPT every N steps"},
+    {"--validation-split", NULL, ARG_NUM, "F", 0, 0.99, F(val_split), "hold out the fraction F of the training set, chosen by the seed,\nas the validation set (default: data.validation_split / data.val)"},
+    {"--test-every-epoch", NULL, ARG_FLAG, NULL, 0, 0, F(test_every_epoch), "evaluate the test set after every epoch, not only the last"},
+    {"--allow-nonfinite", NULL, ARG_FLAG, NULL, 0, 0, F(allow_nonfinite), "train on when the loss or the weights become NaN or infinite (by\ndefault that stops the run, exit 1, the last checkpoint kept)"},
+    {"--epochs", NULL, ARG_INT, "N", 1, 1e6, F(epochs), "epochs (default: train.epochs)"},
+    {"--steps", NULL, ARG_INT, "N", 1, 2147483647, F(steps), "stop after N optimizer steps (short, reproducible runs)"},
+    CMD_OPT_BATCH("batch size (default: train.batch)"),
+    {"--lr", NULL, ARG_NUM, "X", 1e-12, 1e6, F(lr), "learning rate (default: train.lr)"},
+    {"--seed", NULL, ARG_INT, "S", 0, 9e15, F(seed), "seed for initialization and shuffling (default: train.seed)"},
+    CMD_OPT_THREADS,
+    {"--init", NULL, ARG_STR, "W", 0, 0, F(init), "start from the weights in W (safetensors, PyTorch state_dict names)"},
+    {"--resume", NULL, ARG_STR, "CKPT", 0, 0, F(resume), "continue a run from a teslac checkpoint (weights, optimizer, position)"},
+    {"--log", NULL, ARG_STR, "FILE", 0, 0, F(log), "also write one JSON line per epoch to FILE"},
+    {"--profile", NULL, ARG_FLAG, NULL, 0, 0, F(profile), "time every layer's forward and backward, the loss and the optimizer"},
+    CMD_OPT_NO_CACHE,
+    {NULL}};
+#undef F
+
+const CmdDef cmd_train = {
+    .name = "train", .args = "SPEC [options]", .summary = "compile for this CPU and train on the spec's data",
+    .about = "Compile SPEC for this CPU and train it on the spec's data; after each epoch print the\n"
+             "train loss and accuracy (and the validation set's, when the spec has one), and write a\n"
+             "checkpoint; the test set is evaluated after the last epoch. Ctrl-C (SIGINT) or SIGTERM\n"
+             "finishes the current step, writes a checkpoint there and prints how to resume.",
+    .pos = "SPEC", .pos_off = offsetof(TrainOpts, spec), .pos_hint = "SPEC (a model spec, e.g. specs/mlp.yaml)",
+    .opts = train_opts,
+    .quiet = "nothing on standard output (no table, epoch lines or progress bar);\nwarnings and errors still on standard error",
+    .verbose = "also the CPU the JIT compiled for and the data loading time",
+    .run = train_main};
+
 int train_main(int argc, char **argv) {
   double t_launch = ts_now();   /* for "elapsed": time to accuracy counts the compile too */
   TrainOpts o;
-  int rc = cmd_parse_opts("train", argc, argv, &o);
+  int rc = cmd_parse_opts(&cmd_train, argc, argv, &o);
   if (rc) return rc < 0 ? 0 : rc;
   if (dist_init(NULL, NULL) < 0) return 1;
   int K = dist_size();
   bool lead = dist_rank() == 0;
-  if (!lead && !freopen("/dev/null", "w", stdout)) return 1;   /* rank 0 speaks for the run */
+  /* rank 0 speaks for the run; -q: nobody */
+  if ((!lead || cmd_verbosity < 0) && !freopen("/dev/null", "w", stdout)) return 1;
   Ctx cx;
   Model m = {0};
   TsDataset tr = {0}, va = {0}, te = {0};
@@ -238,6 +276,7 @@ int train_main(int argc, char **argv) {
   if (lead && (cmd_check_output(out_path, "checkpoint") < 0 || (best && cmd_check_output(best, "best checkpoint") < 0) ||
                (o.log && cmd_check_output(o.log, "log") < 0)))
     goto out;
+  double t_data = ts_now();
   if (cmd_load_split(&cx, &m.sp, dc->train_images, dc->train_labels, "train", &tr) < 0) goto out;
   if (dc->val_images && cmd_load_split(&cx, &m.sp, dc->val_images, dc->val_labels, "validation", &va) < 0) goto out;
   if (dc->test_images && cmd_load_split(&cx, &m.sp, dc->test_images, dc->test_labels, "test", &te) < 0) goto out;
@@ -249,7 +288,12 @@ int train_main(int argc, char **argv) {
     if (threads < 1) threads = 1;
   }
   m.dist = K, m.sync_bn = tc->sync_bn;
-  if (model_build_ex(&cx, &m, lbatch, threads, true, o.profile) < 0) goto out;
+  if (cmd_verbosity > 0) {
+    char cpu[256];
+    cg_host_cpu_describe(cpu, sizeof cpu);
+    printf("data read in %.3f s\nJIT CPU: %s\n", ts_now() - t_data, cpu);
+  }
+  if (model_build_ex(&cx, &m, lbatch, threads, stdout, o.profile) < 0) goto out;
   int64_t epoch0 = 0;
   TsErr e;
   model_init(&m, tc->seed);
