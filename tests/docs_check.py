@@ -69,8 +69,9 @@ class Block:
         self.info, self.line, self.text, self.directive = info, line, text, directive
 
 
-def parse(path):
-    """(prose lines with their numbers, fenced blocks) of a markdown file"""
+def parse(path, directives=None):
+    """(prose lines with their numbers, fenced blocks) of a markdown file; its docs-test
+    directives (line, text) appended to `directives`"""
     prose, blocks = [], []
     fence, buf, start, info, directive, pending = None, [], 0, "", None, None
     with open(path, encoding="utf-8") as f:
@@ -85,6 +86,8 @@ def parse(path):
             d = re.match(r"^\s*<!--\s*docs-test:\s*(.*?)\s*-->\s*$", line)
             if d:
                 pending = (n, d.group(1))
+                if directives is not None:
+                    directives.append(pending)
             elif line.strip():
                 pending = None
             prose.append((n, line))
@@ -275,7 +278,54 @@ def matches(expected, actual):
     return None if go(0, 0) else worst[0]
 
 
-def run_console(root, doc, teslac, blocks, bad_files):
+def json_keys(v, out):
+    if isinstance(v, dict):
+        for k, x in v.items():
+            out.add(k)
+            json_keys(x, out)
+    elif isinstance(v, list):
+        for x in v:
+            json_keys(x, out)
+    return out
+
+
+def section(root, doc, line):
+    """the text of the section (heading to the next heading of its level or above) around line"""
+    with open(os.path.join(root, doc), encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    heads = [(n, len(m.group(1))) for n, l in parse(os.path.join(root, doc))[0]
+             for m in [re.match(r"^(#{1,6})\s", l)] if m]
+    start, level = max(((n, lv) for n, lv in heads if n <= line), default=(1, 1))
+    end = min((n for n, lv in heads if n > start and lv <= level), default=len(lines) + 1)
+    return "\n".join(lines[start - 1:end - 1])
+
+
+def check_json_keys(root, doc, n, cmd, work, env):
+    """`json-keys CMD`: every key of the JSON (a document, or one per line) CMD prints is named
+    in backticks in the section of the directive"""
+    import json
+    r = subprocess.run(["bash", "-c", cmd], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        fail(f"{doc}:{n}", f"json-keys '{cmd}' exited {r.returncode}:\n{r.stderr}")
+        return
+    keys = set()
+    try:
+        keys = json_keys(json.loads(r.stdout), keys)
+    except ValueError:
+        try:
+            for line in r.stdout.splitlines():
+                json_keys(json.loads(line), keys)
+        except ValueError as e:
+            fail(f"{doc}:{n}", f"json-keys '{cmd}' printed no JSON: {e}")
+            return
+    words = set()
+    for span in re.findall(r"`+([^`]*)`+", section(root, doc, n)):
+        words.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", span))
+    for k in sorted(keys - words):
+        fail(f"{doc}:{n}", f"'{cmd}' prints the key \"{k}\", which this section does not name")
+
+
+def run_console(root, doc, teslac, blocks, bad_files, directives):
     work = tempfile.mkdtemp(prefix="docs-test-")
     try:
         os.symlink(os.path.join(root, "specs"), os.path.join(work, "specs"))
@@ -285,7 +335,13 @@ def run_console(root, doc, teslac, blocks, bad_files):
         env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""), NO_COLOR="1",
                    LC_ALL="C")
         ran = set()
-        for b in blocks:
+        keyed = [d for d in directives if d[1].startswith("json-keys ")]
+        for b in blocks + [None]:
+            while keyed and (b is None or keyed[0][0] < b.line):   # in the page's order
+                n, d = keyed.pop(0)
+                check_json_keys(root, doc, n, d[len("json-keys "):], work, env)
+            if b is None:
+                break
             if b.directive and b.directive[1].startswith("file "):
                 name = b.directive[1].split()[1]
                 with open(os.path.join(work, name), "w", encoding="utf-8") as f:
@@ -308,7 +364,8 @@ def run_console(root, doc, teslac, blocks, bad_files):
                 if 2 * k + 1 >= len(parts):
                     fail(f"{doc}:{n}", f"'{cmd}': the block stopped before it ran")
                     break
-                actual = [x.rstrip() for x in parts[2 * k].split("\n")] if parts[2 * k] else []
+                out = parts[2 * k][:-1] if parts[2 * k].endswith("\n") else parts[2 * k]
+                actual = [x.rstrip() for x in out.split("\n")] if out else []
                 rc = int(parts[2 * k + 1])
                 shown = k + 1 < len(cmds) and cmds[k + 1][1].strip() == "echo $?"
                 if rc != 0 and not shown:
@@ -342,13 +399,14 @@ def main():
     try:
         for doc in a.doc or DOCS:
             print(f"== {doc}")
-            _, blocks = parse(os.path.join(root, doc))
+            directives = []
+            _, blocks = parse(os.path.join(root, doc), directives)
             check_links(root, doc, files)
             check_specs(root, doc, teslac, blocks, tmp, named)
             bad_files = [b.directive[1].split()[1] for b in blocks
                          if b.directive and b.directive[1].startswith("file ") and b.directive[1].endswith(" bad")]
             if not a.no_run:
-                run_console(root, doc, teslac, blocks, bad_files)
+                run_console(root, doc, teslac, blocks, bad_files, directives)
         for p in sorted(named):
             if not os.path.exists(os.path.join(root, p)):
                 fail(p, "named in the documents, but not in the repository")
