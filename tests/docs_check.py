@@ -385,14 +385,91 @@ def run_console(root, doc, teslac, blocks, bad_files, directives):
         shutil.rmtree(work, ignore_errors=True)
 
 
+SELF_DOC = """# Title
+
+## A `section`: with punctuation
+
+[ok](#a-section-with-punctuation) [ok](other.md#other) [ok](specs/) [broken](nothere.md)
+[bad anchor](#no-such-heading) [bad anchor](other.md#nope) `specs/gone.yaml`
+
+<!-- docs-test: file bad.yaml bad -->
+```yaml
+tesla: 1
+input: [0]
+layers: [{dense: {units: 2}}]
+```
+
+```yaml
+tesla: 1
+input: [4]
+layers: [{dense: {units: 1}}]
+```
+
+<!-- docs-test: json-keys printf '{"named": 1, "unnamed": 2}' -->
+`named`
+
+```console
+$ printf 'a 1.5 s\\nx\\ny\\nz\\n'
+a ... s
+...
+z
+$ teslac check bad.yaml > /dev/null 2>&1
+$ echo wrong
+right
+$ false
+```
+"""
+# what the self-test's page must be reported for, one pattern per disagreement
+SELF_EXPECT = [r"README.md:5: link 'nothere.md'", r"README.md:6: link '#no-such-heading'",
+               r"README.md:6: link 'other.md#nope'", r"README.md:6: 'specs/gone.yaml' is not", r"specs/gone.yaml: named in the documents",
+               r"README.md:15: this spec fails teslac check", r'prints the key "unnamed"',
+               r"'teslac check bad.yaml > /dev/null 2>&1' exited 1",
+               r"'echo wrong' printed something else", r"'false' exited 1"]
+
+
+def self_test(teslac):
+    """the checker on a page with every kind of mistake: each must be reported, nothing else"""
+    root = tempfile.mkdtemp(prefix="docs-self-")
+    try:
+        os.mkdir(os.path.join(root, "specs"))
+        with open(os.path.join(root, "specs", "x.yaml"), "w") as f:
+            f.write("tesla: 1\n")
+        with open(os.path.join(root, "README.md"), "w") as f:
+            f.write(SELF_DOC)
+        with open(os.path.join(root, "other.md"), "w") as f:
+            f.write("# Other\n")
+        r = subprocess.run([sys.executable, os.path.abspath(__file__), "--teslac", teslac, "--root", root,
+                            "--doc", "README.md"], capture_output=True, text=True, timeout=120)
+        got = [l for l in r.stdout.splitlines() if l.startswith("FAIL: ")]
+        ok = r.returncode == 1
+        for pat in SELF_EXPECT:
+            hit = [g for g in got if re.search(pat, g)]
+            if not hit:
+                print(f"self-test: not reported: {pat}")
+                ok = False
+            got = [g for g in got if g not in hit]
+        for g in got:
+            print(f"self-test: reported, but not a mistake: {g}")
+            ok = False
+        if not ok:
+            print(r.stdout)
+        print("self-test: " + ("every planted mistake reported" if ok else "FAILED"))
+        return 0 if ok else 1
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--teslac", required=True)
     ap.add_argument("--root", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     ap.add_argument("--no-run", action="store_true")
     ap.add_argument("--doc", action="append")
+    ap.add_argument("--self-test", action="store_true")
     a = ap.parse_args()
     root, teslac = os.path.abspath(a.root), os.path.abspath(a.teslac)
+    if a.self_test:
+        return self_test(teslac)
     files = repo_files(root)
     named = set()
     tmp = tempfile.mkdtemp(prefix="docs-specs-")
