@@ -349,12 +349,13 @@ int train_main(int argc, char **argv) {
   char valdesc[64] = "";
   if (va.count) snprintf(valdesc, sizeof valdesc, " (+%zu validation)", va.count);
   if (K > 1)
-    printf("training %s: %zu samples%s, %lld steps per epoch, %d ranks (%s) of %lld rows and %d threads each%s\n",
+    printf("training %s: %zu samples%s, %lld steps per epoch, %d ranks (%s) of %lld rows and %d thread%s each%s\n",
            m.sp.name, tr.count, valdesc, (long long)per_epoch, K, dist_library(), (long long)lbatch,
-           ts_pool_threads(m.pool), m.sp.train.sync_bn ? "" : ", batchnorm per rank");
+           ts_pool_threads(m.pool), ts_pool_threads(m.pool) == 1 ? "" : "s",
+           m.sp.train.sync_bn ? "" : ", batchnorm per rank");
   else
-    printf("training %s: %zu samples%s, %lld steps per epoch, %d threads\n", m.sp.name, tr.count, valdesc,
-           (long long)per_epoch, ts_pool_threads(m.pool));
+    printf("training %s: %zu samples%s, %lld steps per epoch, %d thread%s\n", m.sp.name, tr.count, valdesc,
+           (long long)per_epoch, ts_pool_threads(m.pool), ts_pool_threads(m.pool) == 1 ? "" : "s");
   double t_start = ts_now();
   /* a resumed run may be done already: it takes no step, and -o gets the checkpoint as it is */
   bool stop = (o.steps && m.t >= o.steps) || epoch0 >= tc->epochs;
