@@ -231,8 +231,8 @@ static const Foreign foreign[] = {
     {"dropout", "p", "rate", NULL},
     {"batchnorm", "epsilon", "eps", NULL},
     /* not a foreign name, but a foreign meaning: spec.c warns on a Keras-like value */
-    {"batchnorm", "momentum", "momentum", "PyTorch's convention: running = (1 - momentum) running + momentum batch; "
-                                          "Keras' momentum=0.99 is 0.01 here"},
+    {"batchnorm", "momentum", "momentum", "teslac's momentum is PyTorch's (running = (1 - momentum) running + "
+                                          "momentum batch): Keras' momentum=0.99 is 0.01 here"},
     ACT_LAYER("relu", ""), ACT_LAYER("leaky_relu", ""), ACT_LAYER("softmax", " (the last layer only)"),
     NO_ACT("sigmoid"), NO_ACT("tanh"), NO_ACT("gelu"), NO_ACT("elu"), NO_ACT("selu"), NO_ACT("silu"), NO_ACT("swish"),
     {"*", "activation=linear", NULL, "teslac has no activation key, and a layer has none unless one follows it; drop it"},
@@ -627,7 +627,7 @@ static void parse_layer(Ctx *cx, Spec *sp, int idx, YNode *item) {
   YNode *v;
   /* a valid value, but most likely Keras' (0.99): teslac's is PyTorch's convention */
   if (l->op == OP_batchnorm && (v = spec_get(val, "momentum")) && l->u.bn.momentum > 0.5)
-    warn_at(cx, v->loc, "batchnorm momentum %g follows %s", l->u.bn.momentum,
+    warn_at(cx, v->loc, "batchnorm momentum %g: %s", l->u.bn.momentum,
             foreign_find("batchnorm", "momentum", NULL, false)->note);
   if ((v = spec_get(val, "name")) && is_str(cx, v, "name")) {
     if (!is_name(v->str, false))
