@@ -1,8 +1,9 @@
 /* spec.c: the second stage. It walks the YAML tree and fills a Spec: the model (name, input,
  * classes, layers), compression targets, training and data settings. Each reader carries the
  * schema fragment it accepts in a comment. Every unknown key, wrong type and out-of-range
- * value is reported at its own line and column (with a "did you mean" for near misses) and the
- * walk goes on, so one run tells the user everything that is wrong. Each layer's own keys are
+ * value is reported at its own line and column (with a "did you mean" for near misses, and
+ * teslac's name for Keras' and PyTorch's: one table, foreign[]) and the walk goes on, so one run
+ * tells the user everything that is wrong. Each layer's own keys are
  * read by its op (op_*.c) through the spec_* readers below; shapes come later, in check.c. */
 #include "teslac.h"
 
