@@ -509,8 +509,8 @@ static int match_names(const Model *m, const TsStFile *f, const char *path, TsEr
     snprintf(csr, sizeof csr, "%s.values", pt->name);
     if (!x && ts_st_find(f, csr)) continue;   /* a pruned weight: load_sparse and model_load check it */
     shape_text(a, sizeof a, pt->p.dims, pt->p.ndims);
-    if (!x) {
-      snprintf(item, sizeof item, "%s %s", pt->name, a);
+    if (!x) {   /* a pruned weight may come as its CSR parts instead */
+      snprintf(item, sizeof item, "%s %s%s", pt->name, a, pt->p.sparse ? " (or its CSR .values, .crow_indices, .col_indices)" : "");
       list_add(&miss, 200, item);
       continue;
     }
