@@ -381,6 +381,45 @@ START_TEST(typo_read_as_suggestion) {
 }
 END_TEST
 
+START_TEST(foreign_names) {
+  /* a Keras kind is read as teslac's, so its keys are still checked; pool_size is read as
+   * size (its value checked, no "needs 'size'") */
+  Run r;
+  run_src(&r, "tesla: 1\ninput: [1, 8, 8]\nlayers:\n  - Conv2D: {filters: 4, kernel_size: 3, activation: relu}\n"
+              "  - maxpool: {pool_size: 0}\n  - dense: {units: 2}\n");
+  ck_assert_msg(r.cx.nerrors == 5, "%s", r.err);
+  ck_assert_ptr_nonnull(strstr(r.err, "unknown layer 'Conv2D'; did you mean 'conv'?"));
+  ck_assert_ptr_nonnull(strstr(r.err, "unknown key 'kernel_size' in layer 0 ('conv'); did you mean 'kernel'?"));
+  ck_assert_ptr_nonnull(strstr(r.err, "write '- relu: {}' after this layer"));
+  ck_assert_ptr_nonnull(strstr(r.err, "'size' must be positive, got 0"));
+  ck_assert_ptr_null(strstr(r.err, "needs 'size'"));
+  run_done(&r);
+  /* case only: teslac's own names as Keras and PyTorch capitalize them */
+  ck_assert_str_eq(diag_suggest("SGD", (const char *const[]){"sgd", "adam", "adamw", NULL}), "sgd");
+  ck_assert_str_eq(diag_suggest("ReLU", op_names()), "relu");
+}
+END_TEST
+
+START_TEST(input_layout) {
+  /* [C, H, W] passes without a word; [H, W, C] (channels last) is a warning at 'input', not an
+   * error, since a dense model reads it the same */
+  Run r;
+  run_src(&r, "tesla: 1\ninput: [3, 32, 32]\nlayers:\n  - conv: {filters: 4, kernel: 3}\n  - dense: {units: 2}\n");
+  ck_ok(&r);
+  ck_assert_msg(r.cx.nwarnings == 0, "%s", r.err);
+  run_done(&r);
+  run_src(&r, "tesla: 1\ninput: [1, 28, 1]\nlayers:\n  - dense: {units: 2}\n");   /* W = 1 but C = 1: CHW */
+  ck_ok(&r);
+  ck_assert_msg(r.cx.nwarnings == 0, "%s", r.err);
+  run_done(&r);
+  run_src(&r, "tesla: 1\ninput: [28, 28, 1]\nlayers:\n  - dense: {units: 2}\n");
+  ck_ok(&r);
+  ck_assert_msg(r.cx.nwarnings == 1 && strstr(r.err, "mem.yaml:2:8: warning: 'input' [28, 28, 1] looks like [H, W, C]") &&
+                    strstr(r.err, "write [1, 28, 28]"), "%s", r.err);
+  run_done(&r);
+}
+END_TEST
+
 START_TEST(duplicates_and_cap) {
   Run r;
   run_src(&r, "tesla: 1\ninput: [4]\nx: 1\ntesla: 1\nlayers:\n  - dense: {units: 2, bias: true, bias: false}\n");
@@ -448,6 +487,8 @@ static Suite *front_suite(void) {
   tcase_add_test(tc, yaml_errors);
   tcase_add_test(tc, suggest);
   tcase_add_test(tc, typo_read_as_suggestion);
+  tcase_add_test(tc, foreign_names);
+  tcase_add_test(tc, input_layout);
   tcase_add_test(tc, duplicates_and_cap);
   suite_add_tcase(s, tc);
   tc = tcase_create("long lines");

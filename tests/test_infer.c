@@ -426,6 +426,82 @@ START_TEST(predict_bad_images) {
 }
 END_TEST
 
+/* ---- weights whose names do not match ------------------------------------------------------ */
+
+/* A copy of ckpt_path's weights with each name passed through rename ("" drops it) and
+ * `njunk` unrelated tensors added. */
+static char *renamed_copy(const char *file, const char *(*rename)(const char *, char *), int njunk) {
+  TsStFile f;
+  TsErr e;
+  ck_assert_msg(ts_st_read(ckpt_path, &f, &e) == 0, "%s", e.msg);
+  TsStOut *outs = calloc((size_t)(f.ntensors + njunk), sizeof *outs);
+  char (*names)[128] = calloc((size_t)(f.ntensors + njunk), sizeof *names);
+  static const float junk[3] = {1, 2, 3};
+  int k = 0;
+  for (int i = 0; i < f.ntensors; i++) {
+    const char *n = strncmp(f.tensors[i].name, "__opt__", 7) ? rename(f.tensors[i].name, names[k]) : "";
+    if (!*n) continue;
+    outs[k] = (TsStOut){n, f.tensors[i].dtype, f.tensors[i].ndims, {0}, f.tensors[i].data};
+    memcpy(outs[k].shape, f.tensors[i].shape, sizeof outs[k].shape);
+    k++;
+  }
+  for (int j = 0; j < njunk; j++, k++) {
+    snprintf(names[k], sizeof names[k], "aux.%d", j);
+    outs[k] = (TsStOut){names[k], TS_F32, 1, {3}, junk};
+  }
+  char *path = tmp_path(file);
+  ck_assert_msg(ts_st_write(path, outs, k, NULL, 0, &e) == 0, "%s", e.msg);
+  ts_st_free(&f), free(outs), free(names);
+  return path;
+}
+
+static const char *as_features(const char *n, char *buf) {   /* an nn.Sequential inside a module */
+  snprintf(buf, 128, "features.%s", n);
+  return buf;
+}
+static const char *without_last(const char *n, char *buf) { return n[0] == '2' ? "" : strcpy(buf, n); }
+static const char *same_name(const char *n, char *buf) { return strcpy(buf, n); }
+
+/* one error lists every missing tensor with the shape the spec needs and every extra one with
+ * its own, for eval --weights and train --init alike; a long list is cut with a count */
+START_TEST(weights_name_mismatch) {
+  char *renamed = renamed_copy("renamed.st", as_features, 0);
+  Cli r = CLI("eval", spec_path, "--weights", renamed);
+  cli_fails(&r, 1, "eval of renamed weights",
+            (const char *const[]){"missing: 0.weight (16, 64), 0.bias (16), 2.weight (4, 16), 2.bias (4);",
+                                  "extra: features.0.weight (16, 64), features.0.bias (16), features.2.weight (4, 16), "
+                                  "features.2.bias (4)", "<layer>.<param>", NULL});
+  ck_assert_msg(count_lines(r.err) == 1, "one line:\n%s", r.err);
+  cli_free(&r);
+  r = CLI("train", spec_path, "--init", renamed, "--steps", "1", "-o", tmp_path("never.st"));
+  cli_fails(&r, 1, "train --init of renamed weights",
+            (const char *const[]){"--init: ", "missing: 0.weight (16, 64)", "extra: features.0.weight (16, 64)", NULL});
+  cli_free(&r);
+  /* missing only: the file has nothing else to offer */
+  char *partial = renamed_copy("partial.st", without_last, 0);
+  r = CLI("eval", spec_path, "--weights", partial);
+  cli_fails(&r, 1, "eval of partial weights",
+            (const char *const[]){"missing: 2.weight (4, 16), 2.bias (4); the file has no other tensors", NULL});
+  ck_assert_ptr_null(strstr(r.err, "0.weight"));
+  cli_free(&r);
+  /* 50 unrelated tensors: a few are shown, the rest counted */
+  char *many = renamed_copy("many.st", without_last, 50);
+  r = CLI("eval", spec_path, "--weights", many);
+  cli_fails(&r, 1, "eval with 50 extra tensors", (const char *const[]){"extra: aux.0 (3), aux.1 (3)", " more", NULL});
+  int64_t more = 0;
+  ck_assert_int_eq(ints_after(r.err, "(3) and ", &more, 1), 1);
+  ck_assert_msg(more > 30 && more < 50, "%s", r.err);
+  ck_assert_int_eq(count_lines(r.err), 1);
+  cli_free(&r);
+  /* extra tensors alone are ignored */
+  char *extra = renamed_copy("extra.st", same_name, 3);
+  r = CLI("eval", spec_path, "--weights", extra);
+  cli_ok(&r);
+  cli_free(&r);
+  free(renamed), free(partial), free(many), free(extra);
+}
+END_TEST
+
 /* ---- set-up: data, images, two trained models ------------------------------------------------ */
 
 /* teslac train outside the tests (no ck_assert there: check's assertions need a test) */
@@ -566,6 +642,7 @@ static Suite *infer_suite(void) {
   tcase_add_test(tc, predict_folder_and_stdin);
   tcase_add_test(tc, predict_top_k);
   tcase_add_test(tc, predict_bad_images);
+  tcase_add_test(tc, weights_name_mismatch);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -388,8 +388,6 @@ out:
   return rc;
 }
 
-/* Loads weights (and, with `opt`, optimizer state and position) from a safetensors file;
- * the first tensor that is missing or has another shape is named in the error. */
 /* A metadata value that must be an integer in [lo, hi], written as teslac writes it (digits
  * only); absent: *out untouched, 0 (or an error when required). */
 static int meta_int(const TsStFile *f, const char *path, const char *key, int64_t lo, int64_t hi, bool required,
@@ -450,6 +448,108 @@ static int load_position(Model *m, const TsStFile *f, const char *path, int64_t 
   return 0;
 }
 
+/* ---- matching a file's tensors to the spec's ------------------------------------------------ */
+
+static void shape_text(char *buf, size_t cap, const int64_t *d, int n) {
+  size_t k = (size_t)snprintf(buf, cap, "(");
+  for (int i = 0; i < n && k < cap; i++) k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)d[i]);
+  if (k < cap) snprintf(buf + k, cap - k, ")");
+}
+
+/* One list of the error below: items while they fit in `budget` characters (at most 6), then a
+ * count of the rest. */
+typedef struct NameList { char text[400]; int shown, more; } NameList;
+
+static void list_add(NameList *l, size_t budget, const char *item) {
+  size_t n = strlen(l->text), k = strlen(item);
+  if (l->shown < 6 && n + k + 2 <= budget && n + k + 2 < sizeof l->text) {
+    snprintf(l->text + n, sizeof l->text - n, "%s%s", l->shown ? ", " : "", item);
+    l->shown++;
+  } else
+    l->more++;
+}
+
+static const char *list_end(NameList *l, char *buf, size_t cap) {
+  if (l->more) snprintf(buf, cap, "%s and %d more", l->text, l->more);
+  else snprintf(buf, cap, "%s", l->text);
+  return buf;
+}
+
+/* Whether the file's tensor `name` is one the spec reads (a tensor of the plan or a pruned
+ * weight's CSR part) or one every reader ignores (optimizer state, num_batches_tracked). */
+static bool name_expected(const Model *m, const char *name) {
+  if (!strncmp(name, "__opt__.", 8)) return true;
+  size_t n = strlen(name), t = strlen(".num_batches_tracked");
+  if (n > t && !strcmp(name + n - t, ".num_batches_tracked")) return true;
+  static const char *const csr[] = {"", ".values", ".crow_indices", ".col_indices"};
+  for (int i = 0; i < m->pl.ntensors; i++) {
+    const char *p = m->pl.tensors[i].name;
+    size_t k = strlen(p);
+    if (n < k || strncmp(name, p, k)) continue;
+    for (int c = 0; c < 4; c++)
+      if (!strcmp(name + k, csr[c])) return true;
+  }
+  return false;
+}
+
+/* The weights' names, all at once: when the file lacks a tensor of the spec (or holds one in
+ * another shape), one error lists every missing one with the shape the spec needs, every
+ * wrong shape, and every tensor of the file the spec does not name with its shape, so that a
+ * renamed state_dict is seen at a glance. Extra tensors alone are no error (they are ignored).
+ * One wrong shape and nothing else keeps its own message. */
+static int match_names(const Model *m, const TsStFile *f, const char *path, TsErr *e) {
+  NameList miss = {0}, wrong = {0}, extra = {0};
+  const PlanTensor *only = NULL;
+  const TsTensor *only_t = NULL;
+  char item[320], a[96], b[96];
+  for (int t = 0; t < m->pl.ntensors; t++) {
+    const PlanTensor *pt = &m->pl.tensors[t];
+    const TsTensor *x = ts_st_find(f, pt->name);
+    char csr[160];
+    snprintf(csr, sizeof csr, "%s.values", pt->name);
+    if (!x && ts_st_find(f, csr)) continue;   /* a pruned weight: load_sparse and model_load check it */
+    shape_text(a, sizeof a, pt->p.dims, pt->p.ndims);
+    if (!x) {   /* a pruned weight may come as its CSR parts instead */
+      snprintf(item, sizeof item, "%s %s%s", pt->name, a, pt->p.sparse ? " (or its CSR .values, .crow_indices, .col_indices)" : "");
+      list_add(&miss, 200, item);
+      continue;
+    }
+    if (pt->p.sparse) continue;   /* its dense form is checked as a matrix in load_sparse */
+    bool same = x->ndims == pt->p.ndims;
+    for (int d = 0; same && d < x->ndims; d++) same = x->shape[d] == pt->p.dims[d];
+    if (same) continue;
+    shape_text(b, sizeof b, x->shape, x->ndims);
+    snprintf(item, sizeof item, "%s is %s not %s", pt->name, b, a);
+    list_add(&wrong, 160, item);
+    only = pt, only_t = x;
+  }
+  if (!miss.shown && !miss.more && !wrong.shown && !wrong.more) return 0;
+  if (!miss.shown && !miss.more && wrong.shown + wrong.more == 1) {
+    shape_text(a, sizeof a, only->p.dims, only->p.ndims);
+    shape_text(b, sizeof b, only_t->shape, only_t->ndims);
+    return ts_fail(e, "%s: tensor '%s' is %s but the spec needs %s", path, only->name, b, a);
+  }
+  for (int i = 0; i < f->ntensors; i++) {
+    const TsTensor *x = &f->tensors[i];
+    if (name_expected(m, x->name)) continue;
+    shape_text(b, sizeof b, x->shape, x->ndims);
+    snprintf(item, sizeof item, "%s %s", x->name, b);
+    list_add(&extra, 160, item);
+  }
+  char l1[480], l2[480], l3[480];
+  bool has_miss = miss.shown || miss.more, has_extra = extra.shown || extra.more;
+  return ts_fail(e, "%s: its tensors do not match the spec's: %s%s%s%s%s%s%s", path,
+                 has_miss ? "missing: " : "", has_miss ? list_end(&miss, l1, sizeof l1) : "",
+                 wrong.shown ? (has_miss ? "; wrong shape: " : "wrong shape: ") : "",
+                 wrong.shown ? list_end(&wrong, l2, sizeof l2) : "",
+                 has_extra ? "; extra: " : has_miss ? "; the file has no other tensors" : "",
+                 has_extra ? list_end(&extra, l3, sizeof l3) : "",
+                 has_miss && has_extra ? " (teslac names a tensor <layer>.<param>, the layer by its 'name:' or its index)"
+                                       : "");
+}
+
+/* Loads weights (and, with `opt`, optimizer state and position) from a safetensors file.
+ * Names first (match_names: every mismatch in one error), then each tensor. */
 int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, TsErr *e) {
   TsStFile f;
   if (ts_st_read(path, &f, e) < 0) return -1;
@@ -459,6 +559,10 @@ int model_load(Ctx *cx, Model *m, const char *path, bool opt, int64_t *epoch, Ts
     rc = ts_fail(e, "%s: not a teslac checkpoint (no step/epoch metadata); use --init for weights", path);
     ts_st_free(&f);
     return rc;
+  }
+  if (match_names(m, &f, path, e) < 0) {
+    ts_st_free(&f);
+    return -1;
   }
   float *tmp = ts_malloc(sizeof(float) * (size_t)(m->pl.param_block + 1));
   for (int s = 0; s <= (opt ? 2 : 0) && rc == 0; s++) {

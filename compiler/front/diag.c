@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -246,7 +247,10 @@ void note_at(Ctx *cx, SrcLoc loc, const char *fmt, ...) {
   va_end(ap);
 }
 
-/* Damerau-Levenshtein (adjacent swaps count 1) on short ASCII keys. */
+static char lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c + 32) : c; }
+
+/* Damerau-Levenshtein (adjacent swaps count 1) on short ASCII keys, ignoring case: "Dense",
+ * "ReLU" and "SGD" are teslac's dense, relu and sgd as Keras and PyTorch spell them. */
 static int edit_distance(const char *a, const char *b) {
   int n = (int)strlen(a), m = (int)strlen(b);
   if (n > 40 || m > 40) return 99;
@@ -255,11 +259,12 @@ static int edit_distance(const char *a, const char *b) {
   for (int j = 0; j <= m; j++) d[0][j] = j;
   for (int i = 1; i <= n; i++)
     for (int j = 1; j <= m; j++) {
-      int c = a[i - 1] != b[j - 1];
+      int c = lower(a[i - 1]) != lower(b[j - 1]);
       int v = d[i - 1][j - 1] + c;
       if (d[i - 1][j] + 1 < v) v = d[i - 1][j] + 1;
       if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < v)
+      if (i > 1 && j > 1 && lower(a[i - 1]) == lower(b[j - 2]) && lower(a[i - 2]) == lower(b[j - 1]) &&
+          d[i - 2][j - 2] + 1 < v)
         v = d[i - 2][j - 2] + 1;
       d[i][j] = v;
     }
@@ -274,7 +279,7 @@ const char *diag_suggest(const char *s, const char *const *cands) {
     /* a prefix of 4 or more letters also counts, as one edit ("kaiming" ~ "kaiming_uniform",
      * "batch" ~ "batchnorm"); the first such candidate wins */
     int m = (int)strlen(cands[i]);
-    if (dist > 1 && (n < m ? n : m) >= 4 && !strncmp(s, cands[i], (size_t)(n < m ? n : m))) dist = 1;
+    if (dist > 1 && (n < m ? n : m) >= 4 && !strncasecmp(s, cands[i], (size_t)(n < m ? n : m))) dist = 1;
     if (dist < bestd) bestd = dist, best = cands[i];
   }
   int limit = n <= 3 ? 1 : n <= 6 ? 2 : 3;

@@ -1,8 +1,9 @@
 /* spec.c: the second stage. It walks the YAML tree and fills a Spec: the model (name, input,
  * classes, layers), compression targets, training and data settings. Each reader carries the
  * schema fragment it accepts in a comment. Every unknown key, wrong type and out-of-range
- * value is reported at its own line and column (with a "did you mean" for near misses) and the
- * walk goes on, so one run tells the user everything that is wrong. Each layer's own keys are
+ * value is reported at its own line and column (with a "did you mean" for near misses, and
+ * teslac's name for Keras' and PyTorch's: one table, foreign[]) and the walk goes on, so one run
+ * tells the user everything that is wrong. Each layer's own keys are
  * read by its op (op_*.c) through the spec_* readers below; shapes come later, in check.c. */
 #include "teslac.h"
 
@@ -180,9 +181,135 @@ static bool is_path(Ctx *cx, YNode *v, const char *key) {
   return false;
 }
 
+/* ---- other frameworks' names ------------------------------------------------------------ */
+
+/* Keras' and PyTorch's names for teslac's, in one table, so that a spec written from either gets
+ * teslac's name at the very line. `where` lists the contexts a row applies to, separated by
+ * spaces: an op's name (that layer's keys), "*" (any layer's keys), "layer" (a layer's kind),
+ * "spec" (the top-level keys), "train", "sgd" / "adam" / "adamw" (an optimizer's keys), and the
+ * values of "loss", "optimizer" and "init". `theirs` is a name, or "key=value" for one value of
+ * a key. `ours` is teslac's name (read as meant, as a did-you-mean is), or NULL when teslac has
+ * none; `note` says what differs or what to write instead. Names match case-insensitively. */
+typedef struct { const char *where, *theirs, *ours, *note; } Foreign;
+
+#define ACT_LAYER(a, extra) {"*", "activation=" a, NULL, "teslac has no activation key; write '- " a ": {}' after this layer" extra}
+#define NO_ACT(a) {"*", "activation=" a, NULL, "teslac has no activation key, and no " a " (its activations are the layers relu, leaky_relu and softmax)"}
+#define NO_ACT_LAYER(a) {"layer", a, NULL, "teslac has no " a " (its activations: relu, leaky_relu, softmax)"}
+#define TRAIN_KEY(k) {"spec", k, NULL, "it is a key of 'train:'"}
+#define INFERRED(w, k) {w, k, NULL, "teslac infers it from the previous layer; drop it"}
+
+static const Foreign foreign[] = {
+    /* layer kinds (Keras, PyTorch; ReLU, Dense, Dropout, ... are teslac's names in other case) */
+    {"layer", "conv2d", "conv", NULL}, {"layer", "convolution2d", "conv", NULL}, {"layer", "convolution", "conv", NULL},
+    {"layer", "maxpooling2d", "maxpool", NULL}, {"layer", "maxpool2d", "maxpool", NULL}, {"layer", "max_pool", "maxpool", NULL},
+    {"layer", "max_pool2d", "maxpool", NULL},
+    {"layer", "averagepooling2d", "avgpool", NULL}, {"layer", "avgpool2d", "avgpool", NULL}, {"layer", "avg_pool", "avgpool", NULL},
+    {"layer", "avg_pool2d", "avgpool", NULL},
+    {"layer", "globalaveragepooling2d", "avgpool", "with 'size' the [H, W] of its input, then flatten"},
+    {"layer", "adaptiveavgpool2d", "avgpool", "with 'size' the [H, W] of its input for an output size of 1"},
+    {"layer", "linear", "dense", NULL}, {"layer", "fc", "dense", NULL}, {"layer", "fully_connected", "dense", NULL},
+    {"layer", "batchnormalization", "batchnorm", "Keras' momentum=0.99 is teslac's momentum: 0.01"},
+    {"layer", "batchnorm2d", "batchnorm", NULL}, {"layer", "batchnorm1d", "batchnorm", NULL},
+    {"layer", "batch_norm", "batchnorm", NULL}, {"layer", "bn", "batchnorm", NULL},
+    {"layer", "leakyrelu", "leaky_relu", NULL}, {"layer", "lrelu", "leaky_relu", NULL},
+    {"layer", "log_softmax", "softmax", NULL}, {"layer", "logsoftmax", "softmax", NULL},
+    NO_ACT_LAYER("sigmoid"), NO_ACT_LAYER("tanh"), NO_ACT_LAYER("gelu"), NO_ACT_LAYER("elu"), NO_ACT_LAYER("selu"),
+    NO_ACT_LAYER("silu"), NO_ACT_LAYER("swish"),
+    {"layer", "activation", NULL, "write the activation itself as the layer, e.g. '- relu: {}'"},
+    {"layer", "inputlayer", NULL, "the input is the spec's top-level 'input: [C, H, W]', not a layer"},
+
+    /* a layer's keys */
+    {"conv", "out_channels", "filters", NULL}, {"conv", "kernel_size", "kernel", NULL},
+    {"conv maxpool avgpool", "strides", "stride", NULL}, {"conv dense", "use_bias", "bias", NULL},
+    {"conv dense", "kernel_initializer", "init", NULL},
+    INFERRED("conv", "in_channels"), INFERRED("dense", "in_features"), INFERRED("batchnorm", "num_features"),
+    {"dense", "out_features", "units", NULL},
+    {"maxpool avgpool", "pool_size", "size", NULL}, {"maxpool avgpool", "kernel_size", "size", NULL},
+    {"maxpool avgpool", "padding=valid", NULL, "pools take their padding as a number; 'valid' is 0, the default"},
+    {"maxpool avgpool", "padding=same", NULL, "pools have no 'same'; give the padding as a number (0 gives the "
+                                              "same size as Keras' 'same' when the window equals the stride and divides the input)"},
+    {"leaky_relu", "negative_slope", "slope", NULL}, {"leaky_relu", "alpha", "slope", NULL},
+    {"dropout", "p", "rate", NULL},
+    {"batchnorm", "epsilon", "eps", NULL},
+    /* not a foreign name, but a foreign meaning: spec.c warns on a Keras-like value */
+    {"batchnorm", "momentum", "momentum", "teslac's momentum is PyTorch's (running = (1 - momentum) running + "
+                                          "momentum batch): Keras' momentum=0.99 is 0.01 here"},
+    ACT_LAYER("relu", ""), ACT_LAYER("leaky_relu", ""), ACT_LAYER("softmax", " (the last layer only)"),
+    NO_ACT("sigmoid"), NO_ACT("tanh"), NO_ACT("gelu"), NO_ACT("elu"), NO_ACT("selu"), NO_ACT("silu"), NO_ACT("swish"),
+    {"*", "activation=linear", NULL, "teslac has no activation key, and a layer has none unless one follows it; drop it"},
+    {"*", "activation", NULL, "teslac has no activation key; write the activation as the next layer (relu, leaky_relu, softmax)"},
+    {"*", "input_shape", NULL, "the input is the spec's top-level 'input: [C, H, W]', channels first"},
+
+    /* the spec, train and the optimizers */
+    {"spec", "input_shape", "input", "[C, H, W], channels first: Keras' (28, 28, 1) is [1, 28, 28]"},
+    TRAIN_KEY("optimizer"), TRAIN_KEY("loss"), TRAIN_KEY("epochs"), TRAIN_KEY("batch"), TRAIN_KEY("lr"),
+    {"spec", "batch_size", NULL, "it is 'batch' in 'train:'"}, {"spec", "learning_rate", NULL, "it is 'lr' in 'train:'"},
+    {"train", "learning_rate", "lr", NULL}, {"train", "batch_size", "batch", NULL}, {"train", "num_epochs", "epochs", NULL},
+    {"train", "momentum", NULL, "it is a key of the optimizer: 'optimizer: {sgd: {momentum: 0.9}}'"},
+    {"train", "weight_decay", NULL, "it is a key of the optimizer: 'optimizer: {adamw: {weight_decay: 0.01}}'"},
+    {"train", "validation_split", NULL, "it is a key of 'data:'"},
+    {"sgd adam adamw", "learning_rate", "lr", NULL}, {"adam adamw", "epsilon", "eps", NULL},
+    {"adam adamw", "beta_1", NULL, "write 'betas: [beta_1, beta_2]'"}, {"adam adamw", "beta_2", NULL, "write 'betas: [beta_1, beta_2]'"},
+    {"adam adamw", "momentum", NULL, "adam's momentum is its first beta, 'betas: [0.9, 0.999]'; 'momentum' is sgd's"},
+
+    /* values */
+    {"loss", "sparse_categorical_crossentropy", "cross_entropy", "it takes class indices, as teslac's labels are"},
+    {"loss", "crossentropyloss", "cross_entropy", NULL},
+    {"loss", "nllloss", "cross_entropy", "cross_entropy takes the logits; no log_softmax layer is needed"},
+    {"loss", "nll_loss", "cross_entropy", "cross_entropy takes the logits; no log_softmax layer is needed"},
+    {"optimizer", "rmsprop", NULL, "teslac has sgd, adam and adamw"}, {"optimizer", "adagrad", NULL, "teslac has sgd, adam and adamw"},
+    {"optimizer", "nadam", NULL, "teslac has sgd, adam and adamw"},
+    {"init", "he_uniform", "kaiming_uniform", NULL}, {"init", "he_normal", "kaiming_normal", NULL},
+    {"init", "zero", "zeros", NULL}, {"init", "xavier", "glorot", NULL},
+};
+
+static bool where_has(const char *list, const char *where) {
+  bool layer = op_find(where) != NULL;
+  size_t n = strlen(where);
+  for (const char *p = list; *p;) {
+    size_t k = strcspn(p, " ");
+    if ((k == n && !strncmp(p, where, n)) || (k == 1 && *p == '*' && layer)) return true;
+    p += k + (p[k] == ' ');
+  }
+  return false;
+}
+
+/* The row for `name` (with `value` when that key's value is a scalar) in context `where`: a
+ * "key=value" row first, then the key's own row; NULL if none. With values_only, only the
+ * former (a known key with a foreign value). */
+static const Foreign *foreign_find(const char *where, const char *name, const char *value, bool values_only) {
+  if (!where || !name) return NULL;
+  size_t n = strlen(name);
+  for (int pass = value ? 0 : 1; pass < (values_only ? 1 : 2); pass++)
+    for (size_t i = 0; i < sizeof foreign / sizeof *foreign; i++) {
+      const Foreign *f = &foreign[i];
+      const char *eq = strchr(f->theirs, '=');
+      bool hit = pass == 0 ? eq && (size_t)(eq - f->theirs) == n && !strncasecmp(f->theirs, name, n) &&
+                                 !strcasecmp(eq + 1, value)
+                           : !eq && !strcasecmp(f->theirs, name);
+      if (hit && where_has(f->where, where)) return f;
+    }
+  return NULL;
+}
+
+/* "; did you mean 'ours'? (note)" or ": note", after "unknown key 'x' in ..." and the like */
+static const char *foreign_hint(Ctx *cx, const Foreign *f) {
+  if (!f->ours) return arena_printf(cx, ": %s", f->note);
+  if (f->note) return arena_printf(cx, "; did you mean '%s'? (%s)", f->ours, f->note);
+  return arena_printf(cx, "; did you mean '%s'?", f->ours);
+}
+
+/* Removes the key at kids[i] and its value from a map (a foreign value already reported, so
+ * that the layer's own reader does not report it again). */
+static void drop_pair(YNode *map, int i) {
+  memmove(&map->kids[i], &map->kids[i + 2], sizeof *map->kids * (size_t)(map->nkids - i - 2));
+  map->nkids -= 2;
+}
+
 /* Checks that `map` is a map, and reports each key not in `keys` (or `more`), each duplicate,
- * and each key that is not a plain scalar. `what` names the map in messages. */
-static bool check_keys(Ctx *cx, YNode *map, const char *what, const char *const *keys,
+ * and each key that is not a plain scalar. `what` names the map in messages; `where` is its
+ * context in the table of other frameworks' names (NULL: none). */
+static bool check_keys(Ctx *cx, YNode *map, const char *what, const char *where, const char *const *keys,
                        const char *const *more) {
   if (map->kind != Y_MAP) {
     diag_at(cx, map->loc, "%s must be a map of keys, got %s", what, spec_scalar_desc(cx, map));
@@ -196,7 +323,7 @@ static bool check_keys(Ctx *cx, YNode *map, const char *what, const char *const 
   all[n] = NULL;
   for (int j = 0; j < n; j++) first[j] = -1;
   for (int i = 0; i + 1 < map->nkids; i += 2) {
-    YNode *k = map->kids[i];
+    YNode *k = map->kids[i], *val = map->kids[i + 1];
     if (k->kind != Y_SCALAR) {
       diag_at(cx, k->loc, "a key in %s must be a plain name, got %s", what, spec_scalar_desc(cx, k));
       continue;
@@ -204,22 +331,34 @@ static bool check_keys(Ctx *cx, YNode *map, const char *what, const char *const 
     int known = -1;
     for (int j = 0; all[j] && known < 0; j++)
       if (!strcmp(all[j], k->str)) known = j;
+    const char *value = val->kind == Y_SCALAR ? val->str : NULL;
+    const Foreign *f = foreign_find(where, k->str, value, known >= 0);
+    if (f && known >= 0) {   /* a known key with another framework's value: reported here, not read */
+      diag_at(cx, val->loc, "'%s: %s' in %s%s", k->str, value, what, foreign_hint(cx, f));
+      drop_pair(map, i);
+      i -= 2;
+      continue;
+    }
     if (known < 0) {
-      const char *s = diag_suggest(k->str, all);
-      if (s) {
+      const char *s = f ? f->ours : diag_suggest(k->str, all);
+      int sj = -1;
+      for (int j = 0; s && all[j]; j++)
+        if (!strcmp(all[j], s)) sj = j;
+      if (f)
+        diag_at(cx, k->loc, "unknown key '%s' in %s%s", k->str, what, foreign_hint(cx, f));
+      else if (s)
         diag_at(cx, k->loc, "unknown key '%s' in %s; did you mean '%s'?", k->str, what, s);
-        /* read it as the key it was meant to be, so that its value is still checked and no
-         * "missing key" error repeats this one (unless that key is given too) */
-        if (!spec_get(map, s)) {
-          k->str = (char *)s, k->len = strlen(s);
-          for (int j = 0; all[j]; j++)
-            if (all[j] == s && first[j] < 0) first[j] = i;
-        }
-      } else {
+      else {
         char list[512] = "";
         for (int j = 0; all[j]; j++)
           snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", j ? ", " : "", all[j]);
         diag_at(cx, k->loc, "unknown key '%s' in %s (known: %s)", k->str, what, list);
+      }
+      /* read it as the key it was meant to be, so that its value is still checked and no
+       * "missing key" error repeats this one (unless that key is given too) */
+      if (sj >= 0 && !spec_get(map, all[sj])) {
+        k->str = (char *)all[sj], k->len = strlen(all[sj]);
+        if (first[sj] < 0) first[sj] = i;
       }
       continue;
     }
@@ -279,7 +418,7 @@ static void parse_tt(Ctx *cx, Layer *l, YNode *v) {
             spec_scalar_desc(cx, v));
     return;
   }
-  check_keys(cx, v, "'tt'", keys, NULL);
+  check_keys(cx, v, "'tt'", NULL, keys, NULL);
   t->on = true;
   YNode *r = spec_get(v, "rank"), *im = spec_get(v, "in_modes"), *om = spec_get(v, "out_modes"),
         *rs = spec_get(v, "ranks"), *ord = spec_get(v, "order");
@@ -370,7 +509,7 @@ static void parse_sparsity(Ctx *cx, Layer *l, YNode *v) {
     if (spec_num(cx, v, "sparsity", 0, 1, true, true, &s->target)) s->on = true;
     return;
   }
-  if (!check_keys(cx, v, "'sparsity'", keys, NULL)) return;
+  if (!check_keys(cx, v, "'sparsity'", NULL, keys, NULL)) return;
   YNode *x;
   bool ok = true;
   if (!(x = spec_get(v, "target"))) {
@@ -418,27 +557,14 @@ static void parse_init(Ctx *cx, Layer *l, YNode *v) {
         l->init = inits[i].k;
         return;
       }
-  /* Keras's names for the same inits */
-  static const struct { const char *alias, *init; } aliases[] = {
-      {"he_uniform", "kaiming_uniform"}, {"he_normal", "kaiming_normal"},
-      {"glorot_uniform", "glorot"}, {"zero", "zeros"}};
-  const char *s = v->kind == Y_SCALAR ? diag_suggest(v->str, names) : NULL;
-  for (size_t i = 0; !s && v->kind == Y_SCALAR && i < sizeof aliases / sizeof *aliases; i++)
-    if (!strcasecmp(v->str, aliases[i].alias)) s = aliases[i].init;
+  const Foreign *f = v->kind == Y_SCALAR ? foreign_find("init", v->str, NULL, false) : NULL;   /* Keras' names */
+  const char *s = f ? f->ours : v->kind == Y_SCALAR ? diag_suggest(v->str, names) : NULL;
   if (s)
     diag_at(cx, v->loc, "unknown init %s; did you mean '%s'?", spec_scalar_desc(cx, v), s);
   else
     diag_at(cx, v->loc, "unknown init %s (known: kaiming_uniform, kaiming_normal, glorot, "
                         "glorot_normal, zeros)", spec_scalar_desc(cx, v));
 }
-
-/* Names other frameworks use for our layers, for the "did you mean". */
-static const struct { const char *alias, *op; } op_aliases[] = {
-    {"linear", "dense"}, {"fc", "dense"}, {"fully_connected", "dense"}, {"conv2d", "conv"},
-    {"convolution", "conv"}, {"maxpool2d", "maxpool"}, {"max_pool", "maxpool"},
-    {"avgpool2d", "avgpool"}, {"avg_pool", "avgpool"}, {"batch_norm", "batchnorm"},
-    {"batchnorm2d", "batchnorm"}, {"batchnorm1d", "batchnorm"}, {"bn", "batchnorm"},
-    {"leakyrelu", "leaky_relu"}, {"lrelu", "leaky_relu"}, {"log_softmax", "softmax"}};
 
 /*   - <kind>: {<its keys>}     or   - <kind>     (a layer without keys) */
 static void parse_layer(Ctx *cx, Spec *sp, int idx, YNode *item) {
@@ -475,28 +601,35 @@ static void parse_layer(Ctx *cx, Spec *sp, int idx, YNode *item) {
       diag_at(cx, kind->loc, "a layer's kind must be a name, got %s", spec_scalar_desc(cx, kind));
       return;
     }
-    const char *s = diag_suggest(kind->str, op_names());
-    for (size_t i = 0; !s && i < sizeof op_aliases / sizeof *op_aliases; i++)
-      if (!strcasecmp(kind->str, op_aliases[i].alias)) s = op_aliases[i].op;
-    if (s)
+    const Foreign *f = foreign_find("layer", kind->str, NULL, false);
+    const char *s = f ? f->ours : diag_suggest(kind->str, op_names());
+    if (f)
+      diag_at(cx, kind->loc, "unknown layer '%s'%s", kind->str, foreign_hint(cx, f));
+    else if (s)
       diag_at(cx, kind->loc, "unknown layer '%s'; did you mean '%s'?", kind->str, s);
     else
       diag_at(cx, kind->loc, "unknown layer '%s' (layers: dense, conv, maxpool, avgpool, "
                              "batchnorm, relu, leaky_relu, dropout, flatten, softmax)", kind->str);
-    return;
+    /* read it as the layer it was meant to be, so that its keys are still checked (the layer
+     * counts as wrong: its shape is not inferred) */
+    if (!s || !(op = op_find(s))) return;
   }
   for (int i = 0; i < OP_COUNT; i++)
     if (op_registry[i] == op) l->op = (OpKind)i;
   if (val && is_null(val)) val = NULL;
   l->node = val;
   const char *what = arena_printf(cx, "layer %d ('%s')", idx, op->name);
-  if (val && !check_keys(cx, val, what, op->keys, op->weighted ? weighted_keys : plain_keys)) {
+  if (val && !check_keys(cx, val, what, op->name, op->keys, op->weighted ? weighted_keys : plain_keys)) {
     l->node = NULL;
     l->op = OP_COUNT;
     return;
   }
   op->parse(cx, l);
   YNode *v;
+  /* a valid value, but most likely Keras' (0.99): teslac's is PyTorch's convention */
+  if (l->op == OP_batchnorm && (v = spec_get(val, "momentum")) && l->u.bn.momentum > 0.5)
+    warn_at(cx, v->loc, "batchnorm momentum %g: %s", l->u.bn.momentum,
+            foreign_find("batchnorm", "momentum", NULL, false)->note);
   if ((v = spec_get(val, "name")) && is_str(cx, v, "name")) {
     if (!is_name(v->str, false))
       diag_at(cx, v->loc, "a layer name must start with a letter or '_' and hold only letters, "
@@ -551,18 +684,24 @@ static void parse_optimizer(Ctx *cx, TrainCfg *t, YNode *v, YNode **lr_node) {
     diag_at(cx, name->loc, "'optimizer' must be sgd, adam or adamw, got %s", spec_scalar_desc(cx, name));
     return;
   }
+  const char *oname = name->str;
   if (!strcmp(name->str, "sgd")) t->opt = OPT_SGD;
   else if (!strcmp(name->str, "adam")) t->opt = OPT_ADAM;
   else if (!strcmp(name->str, "adamw")) t->opt = OPT_ADAMW;
   else {
+    const Foreign *f = foreign_find("optimizer", name->str, NULL, false);
     const char *s = diag_suggest(name->str, names);
-    if (s) diag_at(cx, name->loc, "unknown optimizer '%s'; did you mean '%s'?", name->str, s);
+    if (f) diag_at(cx, name->loc, "unknown optimizer '%s'%s", name->str, foreign_hint(cx, f));
+    else if (s) diag_at(cx, name->loc, "unknown optimizer '%s'; did you mean '%s'?", name->str, s);
     else diag_at(cx, name->loc, "unknown optimizer '%s' (known: sgd, adam, adamw)", name->str);
-    return;
+    if (f || !s) return;
+    /* read as the one it was meant to be (Adam, SGD), so that its keys are still checked */
+    t->opt = !strcmp(s, "sgd") ? OPT_SGD : !strcmp(s, "adam") ? OPT_ADAM : OPT_ADAMW;
+    oname = s;
   }
   if (!args) return;
-  const char *what = arena_printf(cx, "optimizer '%s'", name->str);
-  if (!check_keys(cx, args, what, t->opt == OPT_SGD ? sgd_keys : adam_keys, NULL)) return;
+  const char *what = arena_printf(cx, "optimizer '%s'", oname);
+  if (!check_keys(cx, args, what, oname, t->opt == OPT_SGD ? sgd_keys : adam_keys, NULL)) return;
   YNode *x;
   if ((x = spec_get(args, "lr"))) *lr_node = x;
   if ((x = spec_get(args, "weight_decay")))
@@ -625,13 +764,13 @@ static void parse_schedule(Ctx *cx, TrainCfg *t, YNode *v) {
               "schedule 'step' needs its 'step_size' in epochs: {step: {step_size: 5, gamma: 0.1}}");
       if (!args || args->kind != Y_MAP) return;
     }
-    if (!check_keys(cx, args, "schedule 'step'", step_keys, NULL)) return;
+    if (!check_keys(cx, args, "schedule 'step'", NULL, step_keys, NULL)) return;
     if ((x = spec_get(args, "step_size"))) spec_int(cx, x, "step_size", 1, 1 << 30, &t->step_size);
     if ((x = spec_get(args, "gamma"))) spec_num(cx, x, "gamma", 0, 1e6, true, false, &t->gamma);
     return;
   }
   if (!args) return;
-  if (!check_keys(cx, args, "schedule 'cosine'", cos_keys, NULL)) return;
+  if (!check_keys(cx, args, "schedule 'cosine'", NULL, cos_keys, NULL)) return;
   if ((x = spec_get(args, "t_max"))) spec_int(cx, x, "t_max", 1, 1 << 30, &t->t_max);
   if ((x = spec_get(args, "eta_min"))) spec_num(cx, x, "eta_min", 0, 1e6, false, false, &t->eta_min);
 }
@@ -664,7 +803,7 @@ static void parse_early_stopping(Ctx *cx, TrainCfg *t, YNode *v) {
     t->monitor_loc = v->loc;
     return;
   }
-  if (!check_keys(cx, v, "'early_stopping'", keys, NULL)) return;
+  if (!check_keys(cx, v, "'early_stopping'", NULL, keys, NULL)) return;
   t->early_stop = true;
   t->monitor_loc = v->loc;
   YNode *x;
@@ -684,15 +823,17 @@ static void parse_train(Ctx *cx, Spec *sp, YNode *v) {
                                      "monitor", "save_best", "test_every_epoch", NULL};
   TrainCfg *t = &sp->train;
   t->loc = v->loc;
-  if (!check_keys(cx, v, "'train'", keys, NULL)) return;
+  if (!check_keys(cx, v, "'train'", "train", keys, NULL)) return;
   YNode *x, *opt_lr = NULL;
   bool bad_monitor = false;
   if ((x = spec_get(v, "loss"))) {
     if (x->kind != Y_SCALAR ||
         (strcmp(x->str, "cross_entropy") && strcmp(x->str, "categorical_crossentropy"))) {
       static const char *const losses[] = {"cross_entropy", "categorical_crossentropy", NULL};
+      const Foreign *f = x->kind == Y_SCALAR ? foreign_find("loss", x->str, NULL, false) : NULL;
       const char *s = x->kind == Y_SCALAR ? diag_suggest(x->str, losses) : NULL;
-      if (s) diag_at(cx, x->loc, "unknown loss %s; did you mean '%s'?", spec_scalar_desc(cx, x), s);
+      if (f) diag_at(cx, x->loc, "unknown loss %s%s", spec_scalar_desc(cx, x), foreign_hint(cx, f));
+      else if (s) diag_at(cx, x->loc, "unknown loss %s; did you mean '%s'?", spec_scalar_desc(cx, x), s);
       else diag_at(cx, x->loc, "unknown loss %s (version 1 has cross_entropy)", spec_scalar_desc(cx, x));
     }
   }
@@ -874,7 +1015,7 @@ static const char *resolve_path(Ctx *cx, const char *p) {
 /* {images: PATH, labels: PATH} */
 static void parse_split(Ctx *cx, YNode *v, const char *what, const char **images, const char **labels) {
   static const char *const keys[] = {"images", "labels", NULL};
-  if (!check_keys(cx, v, what, keys, NULL)) return;
+  if (!check_keys(cx, v, what, NULL, keys, NULL)) return;
   YNode *x;
   if (!(x = spec_get(v, "images"))) diag_at(cx, v->loc, "%s needs 'images' (an IDX file)", what);
   else if (is_path(cx, x, "images")) *images = resolve_path(cx, x->str);
@@ -890,7 +1031,7 @@ static void parse_data(Ctx *cx, Spec *sp, YNode *v) {
   DataCfg *d = &sp->data;
   d->loc = v->loc;
   d->scale = 255;
-  if (!check_keys(cx, v, "'data'", keys, NULL)) return;
+  if (!check_keys(cx, v, "'data'", NULL, keys, NULL)) return;
   d->present = true;
   YNode *x;
   if ((x = spec_get(v, "format")) && (x->kind != Y_SCALAR || strcmp(x->str, "idx")))
@@ -912,13 +1053,55 @@ static void parse_data(Ctx *cx, Spec *sp, YNode *v) {
   if ((x = spec_get(v, "class_names"))) parse_data_class_names(cx, sp, x);
 }
 
+/* ---- input -------------------------------------------------------------------------- */
+
+/* Whether the first item of `layers:` is a conv or a pool (under its own name or another
+ * framework's), i.e. whether the input must be an image. */
+static bool first_layer_spatial(YNode *layers) {
+  if (!layers || layers->kind != Y_SEQ || !layers->nkids) return false;
+  YNode *it = layers->kids[0], *kind = it->kind == Y_MAP && it->nkids ? it->kids[0] : it;
+  if (kind->kind != Y_SCALAR) return false;
+  const Foreign *f = foreign_find("layer", kind->str, NULL, false);
+  const OpDef *op = op_find(f && f->ours ? f->ours : kind->str);
+  return op && op->spatial_only;
+}
+
+/* [H, W]: an image without its channels. The hint after "'input' must be [C, H, W] ...". */
+static const char *input_hw_hint(Ctx *cx, YNode *x, YNode *layers) {
+  if (x->kind != Y_SEQ || x->nkids != 2) return "";
+  long long d[2];
+  for (int i = 0; i < 2; i++) {
+    char *end;
+    YNode *k = x->kids[i];
+    if (k->kind != Y_SCALAR || k->quoted || !k->len) return "";
+    d[i] = strtoll(k->str, &end, 10);
+    if (*end || d[i] < 1 || d[i] > TS_MAX_DIM) return "";
+  }
+  if (first_layer_spatial(layers))
+    return arena_printf(cx, "; the first layer needs an image with its channels first: [1, %lld, %lld] for one "
+                            "channel (grayscale), [3, %lld, %lld] for RGB", d[0], d[1], d[0], d[1]);
+  return arena_printf(cx, "; write [1, %lld, %lld] for a one-channel image, or [%lld] for a vector", d[0], d[1],
+                      d[0] * d[1]);
+}
+
+/* [H, W, C], channels last as Keras writes input_shape=(28, 28, 1): its last dim is 1 or 3 and
+ * the others are larger than 4. A warning, not an error: [C, H, W] with W = 1 or 3 is a valid
+ * (if rare) spec, and a model of dense layers reads [28, 28, 1] as [1, 28, 28] anyway. */
+static void input_hwc_warning(Ctx *cx, YNode *x, const Shape *in) {
+  const int64_t *d = in->d;
+  if (!((d[2] == 1 || d[2] == 3) && d[0] > 4 && d[1] > 4)) return;
+  warn_at(cx, x->loc, "'input' [%lld, %lld, %lld] looks like [H, W, C] (channels last, as Keras' input_shape); "
+                      "teslac's images are [C, H, W]: write [%lld, %lld, %lld]",
+          (long long)d[0], (long long)d[1], (long long)d[2], (long long)d[2], (long long)d[0], (long long)d[1]);
+}
+
 /* ---- the whole spec -------------------------------------------------------------------- */
 
 /* compress: {max_params: n} | {ratio: x} */
 static void parse_compress(Ctx *cx, Spec *sp, YNode *v) {
   static const char *const keys[] = {"max_params", "ratio", NULL};
   sp->compress.loc = v->loc;
-  if (!check_keys(cx, v, "'compress'", keys, NULL)) return;
+  if (!check_keys(cx, v, "'compress'", NULL, keys, NULL)) return;
   YNode *mp = spec_get(v, "max_params"), *r = spec_get(v, "ratio");
   if (mp && r) diag_at(cx, r->loc, "give either 'max_params' or 'ratio' in 'compress', not both");
   if (mp) spec_int(cx, mp, "max_params", 1, TS_MAX_ELEMS, &sp->compress.max_params);
@@ -952,7 +1135,7 @@ void spec_parse(Ctx *cx, YNode *root, Spec *sp) {
             spec_scalar_desc(cx, root));
     return;
   }
-  check_keys(cx, root, "the spec", keys, NULL);
+  check_keys(cx, root, "the spec", "spec", keys, NULL);
   YNode *x;
   SrcLoc top = root->loc;   /* the first key: missing keys belong to the top-level map */
 
@@ -983,8 +1166,9 @@ void spec_parse(Ctx *cx, YNode *root, Spec *sp) {
   else {
     sp->input_loc = x->loc;
     if (x->kind != Y_SEQ || (x->nkids != 1 && x->nkids != 3))
-      diag_at(cx, x->loc, "'input' must be [C, H, W] for images or [D] for vectors, got %s",
-              x->kind == Y_SEQ ? arena_printf(cx, "a list of %d", x->nkids) : spec_scalar_desc(cx, x));
+      diag_at(cx, x->loc, "'input' must be [C, H, W] for images or [D] for vectors, got %s%s",
+              x->kind == Y_SEQ ? arena_printf(cx, "a list of %d", x->nkids) : spec_scalar_desc(cx, x),
+              input_hw_hint(cx, x, spec_get(root, "layers")));
     else {
       bool ok = true;
       for (int i = 0; i < x->nkids; i++)
@@ -997,6 +1181,7 @@ void spec_parse(Ctx *cx, YNode *root, Spec *sp) {
           sp->input.rank = 0;
           break;
         }
+      if (sp->input.rank == 3) input_hwc_warning(cx, x, &sp->input);
     }
   }
   if ((x = spec_get(root, "classes"))) parse_classes(cx, sp, x);
