@@ -460,11 +460,15 @@ END_TEST
 START_TEST(cli_weights_dtype) {
   char *spec = spec_with("dtype.yaml", 3, "", "");
   char *w = tmp_path("dtype.st");
-  const char hdr[] = "{\"0.weight\":{\"dtype\":\"I32\",\"shape\":[32,64],\"data_offsets\":[0,8192]}}";
+  /* every tensor the spec has (names and shapes match: that is checked first), one of them I32 */
+  const char hdr[] = "{\"0.weight\":{\"dtype\":\"I32\",\"shape\":[32,64],\"data_offsets\":[0,8192]},"
+                     "\"0.bias\":{\"dtype\":\"F32\",\"shape\":[32],\"data_offsets\":[8192,8320]},"
+                     "\"2.weight\":{\"dtype\":\"F32\",\"shape\":[4,32],\"data_offsets\":[8320,8832]},"
+                     "\"2.bias\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[8832,8848]}}";
   uint64_t n = sizeof hdr - 1;
   FILE *f = fopen(w, "wb");
   NEED(f && fwrite(&n, 8, 1, f) == 1 && fwrite(hdr, 1, n, f) == n);
-  for (int i = 0; i < 8192; i++) fputc(0, f);
+  for (int i = 0; i < 8848; i++) fputc(0, f);
   NEED(fclose(f) == 0);
   Cli r = CLI("eval", spec, "--weights", w);
   char *needle = xprintf("%s: tensor '0.weight': dtype I32 is not a float type", w);
