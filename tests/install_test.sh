@@ -170,9 +170,9 @@ fi
 # ---- the man page ---------------------------------------------------------------------------
 manpage=$(dir "$mandir")/man1/teslac.1
 if command -v groff > /dev/null; then
-  MANWIDTH=200 groff -man -Tutf8 -ww "$manpage" 2> "$work/man.err" | col -bx > "$work/man.txt"
+  groff -man -Tutf8 -P-cbou -rLL=200n -ww "$manpage" 2> "$work/man.err" > "$work/man.txt"
 elif command -v man > /dev/null; then
-  MANWIDTH=200 man -l "$manpage" 2> "$work/man.err" | col -bx > "$work/man.txt"
+  MANWIDTH=200 man -l "$manpage" 2> "$work/man.err" > "$work/man.txt"
 fi
 if [ -s "$work/man.txt" ]; then
   [ ! -s "$work/man.err" ] || { cat "$work/man.err"; bad "the man page renders with warnings"; }
