@@ -13,7 +13,8 @@
 #   - the bash completion, sourced alone and after the bash-completion package when installed,
 #     completes the commands, every flag of every command's help, spec files after the command,
 #     safetensors files after --weights/--init/--resume, any file after -o;
-#   - the zsh completion passes `zsh -n` and names every command and flag (skipped without zsh).
+#   - the zsh completion passes `zsh -n`, names every command and flag, and completes the same
+#     cases in a real zsh in a pty (tests/zsh_complete.zsh; skipped without zsh).
 # usage: install_test.sh BUILD_DIR   (run from the source root; $TESLA_SANITIZED: the runtime is
 # instrumented, link the programs the same way)
 set -uo pipefail
@@ -199,7 +200,7 @@ fi
 
 # ---- bash completion ------------------------------------------------------------------------
 bcomp=$(dir "$datadir")/bash-completion/completions/teslac
-mkdir -p "$work/files/sub" && touch "$work/files/"{net.yaml,old.yml,w.safetensors,notes.txt}
+mkdir -p "$work/files/sub" && touch "$work/files/"{net.yaml,net.txt,old.yml,w.safetensors,w.txt,notes.txt}
 # complete_all: one line per case, "words -> COMPREPLY", in a bash that sourced $@ (in order)
 complete_all() {
   (cd "$work/files" && bash --norc --noprofile -c '
@@ -232,7 +233,7 @@ check_bash() {   # check_bash LABEL SCRIPT...
   expect "$out" "teslac eval net.yaml --weights " "sub w.safetensors " "$1"
   expect "$out" "teslac train net.yaml --init " "sub w.safetensors " "$1"
   expect "$out" "teslac train net.yaml --resume w" "w.safetensors " "$1"
-  expect "$out" "teslac train net.yaml -o " "net.yaml notes.txt old.yml sub w.safetensors " "$1"
+  expect "$out" "teslac train net.yaml -o " "net.txt net.yaml notes.txt old.yml sub w.safetensors w.txt " "$1"
   expect "$out" "teslac train net.yaml --epochs " "" "$1"
   local c f line
   for c in $cmds; do
@@ -260,6 +261,31 @@ for c in $cmds; do
 done
 if command -v zsh > /dev/null; then
   zsh -n "$zcomp" || bad "zsh -n: the zsh completion does not parse"
+  # a real zsh completing in a pty (tests/zsh_complete.zsh): commands, flags, spec files,
+  # safetensors after --weights, any file after -o; the line after each TAB ('ne' completes
+  # only because net.txt is filtered out; zsh offers every file when none fits the pattern)
+  mkdir -p "$work/zfn" && cp "$zcomp" "$work/zfn/"
+  out=$(timeout 120 zsh -f "$root/tests/zsh_complete.zsh" "$work/zfn" "$work/files" \
+        'teslac tr' 'teslac train --ep' 'teslac train ne' \
+        'teslac eval net.yaml --weights w' 'teslac train net.yaml --init w' \
+        'teslac build net.yaml --q' 'teslac train net.yaml -o no' 'teslac plot no')
+  rc=$?
+  if ((rc == 77)); then echo "SKIP: zsh's completion in a pty (no zsh/zpty)"
+  else
+    zexpect() {   # zexpect WORDS LINE: WORDS completed to LINE (trailing blanks aside)
+      local got
+      got=$(grep -F -- "$1 ->" <<< "$out" | head -1 | sed -e 's/.* -> //' -e 's/ *$//')
+      [ "$got" = "$2" ] || bad "zsh: '$1' gave '$got', want '$2'"
+    }
+    zexpect 'teslac tr' 'teslac train'
+    zexpect 'teslac train --ep' 'teslac train --epochs'
+    zexpect 'teslac train ne' 'teslac train net.yaml'
+    zexpect 'teslac eval net.yaml --weights w' 'teslac eval net.yaml --weights w.safetensors'
+    zexpect 'teslac train net.yaml --init w' 'teslac train net.yaml --init w.safetensors'
+    zexpect 'teslac build net.yaml --q' 'teslac build net.yaml --quiet'
+    zexpect 'teslac train net.yaml -o no' 'teslac train net.yaml -o notes.txt'
+    zexpect 'teslac plot no' 'teslac plot notes.txt'
+  fi
 else
   echo "SKIP: zsh -n (no zsh)"
 fi
