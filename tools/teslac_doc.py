@@ -287,7 +287,16 @@ def roff_options(opts, out):
         head = ', '.join('\\fB' + rflag(f) + '\\fR' for f in o['flags'])
         if o['metavar']:
             head += ' \\fI' + roff(o['metavar']) + '\\fR'
-        out += ['.TP', head, roff(o['desc']) if o['desc'] else '']
+        out += ['.TP', head] + ([roff(o['desc'])] if o['desc'] else [])
+
+
+def roff_usage(c, name, synopsis):
+    """A command's usage line (or its synopsis under 'commands:'): 'teslac NAME' bold, the rest
+    as roff_synopsis sets it."""
+    words = (' '.join(c['usage']) or 'teslac ' + synopsis).split()
+    if words[:2] == ['teslac', name]:
+        words = words[2:]
+    return '\\fBteslac %s\\fR %s' % (rflag(name), roff_synopsis(' '.join(words)))
 
 
 ENVIRONMENT = [
@@ -314,12 +323,8 @@ def man(g):
            '.nh', '.ad l',
            '.SH NAME', 'teslac \\- ' + roff(name_line.rstrip('.')),
            '.SH SYNOPSIS']
-    for name, synopsis, _ in g['commands']:
-        c = g['cmd'][name]
-        usage = ' '.join(c['usage']) or 'teslac ' + synopsis
-        out += ['.br' if out[-1] != '.SH SYNOPSIS' else '',
-                '\\fBteslac %s\\fR %s' % (roff(name), roff_synopsis(usage.split(None, 2)[2] if len(usage.split()) > 2 else ''))]
-    out = [l for l in out if l != '']
+    for i, (name, synopsis, _) in enumerate(g['commands']):
+        out += (['.br'] if i else []) + [roff_usage(g['cmd'][name], name, synopsis)]
     out += ['.br', '\\fBteslac\\fR \\fB\\-\\-help\\fR | \\fB\\-\\-version\\fR',
             '.SH DESCRIPTION']
     for p in g['paras']:
@@ -334,16 +339,12 @@ def man(g):
     for name, synopsis, _ in g['commands']:
         c = g['cmd'][name]
         out += ['.SS "teslac %s"' % name]
-        usage = ' '.join(c['usage'])
-        if usage:
-            out += ['.nf' if False else '', '\\fB%s\\fR %s' % (roff(' '.join(usage.split()[:2])),
-                                                                roff_synopsis(' '.join(usage.split()[2:])))]
+        out += [roff_usage(c, name, synopsis)]
         for p in c['paras']:
             out += ['.PP', roff(' '.join(p))]
         if c['options']:
             out += ['.PP', 'Options:']
             roff_options(c['options'], out)
-    out = [l for l in out if l != '']
     out += ['.SH "EXIT STATUS"']
     top = ' '.join(' '.join(p) for p in g['paras'])
     m = re.search(r'[Ee]xit status:\s*(.*?)\.(\s|$)', top)
