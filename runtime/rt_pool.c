@@ -1,21 +1,30 @@
-/* rt_pool.c: the thread pool that runs the generated code's tiles. The runtime owns one pool
+/* rt_pool.c: the runtime's thread pool. One pool per process is the target of ts_parallel_for
  * (ts_pool_set_global); generated kernels call ts_parallel_for many times per training step
  * with tiles of roughly 1 to 50 us, so the per-call cost must stay at a few microseconds.
  * Design: persistent workers; a call publishes (fn, ctx, ntiles) and bumps a generation
  * counter; workers spin briefly on that counter and only then sleep on a futex, so calls that
- * follow each other closely never pay for a wake-up syscall. Tile t runs on thread t % n (the
- * caller is thread 0), a static partition that keeps thread-dependent results deterministic.
- * Each worker acknowledges every generation by decrementing `remaining`, which the caller
- * waits on the same way (spin, then futex). Calls made from inside a tile, or while another
- * thread is using the pool, run serially on the calling thread.
+ * follow each other closely never pay for a wake-up syscall.
  *
- * Measured overhead (this machine: Debian 12 VM, 2 cores, gcc -O2, a 2-thread pool, 20000
- * back-to-back ts_pool_run calls with 2 empty tiles, median of 7 runs): 1.4 to 2 us per call
- * when the workers are spinning, 3 to 3.5 us under nice -20 with a load average of 7 from
- * other jobs. When the cores are oversubscribed a worker may not be scheduled in time and a
- * call then costs a scheduler time slice (40 to 250 us measured at load 5 to 10): the static
- * partition makes the caller wait for that worker rather than run its tiles. Hence: give the
- * pool no more threads than free cores. */
+ * Tiles are claimed, not assigned: thread i (the caller is thread 0) owns the lane of tiles
+ * i, i + n, i + 2n, ... and claims them in order with one atomic add each; a thread whose
+ * lane is empty steals from the next lanes. So on an idle machine every tile runs where the
+ * static mapping puts it (a sample group's data stays with one core from phase to phase, see
+ * op_conv.c), and on a busy one a descheduled worker's tiles are run by the others instead of
+ * waited for. Results do not depend on which thread ran a tile: a tile function sees only its
+ * tile index (no thread index, no thread-local state in generated code or kernels), and
+ * reductions over tiles are written per tile and summed in tile order by the generated code.
+ * The call is over when every tile is done (`done`, added once per thread) and no worker is
+ * still inside it (`active`): a worker enters with active++, then checks that the job it saw
+ * is still open (`closed`; seq_cst on both sides, so either the worker sees the close or the
+ * caller sees the worker), and the caller closes the job before waiting for active == 0. A
+ * worker that wakes up late therefore finds the job closed and never touches its tiles or a
+ * later job's. Calls made from inside a tile, or while another thread is using the pool, run
+ * serially on the calling thread.
+ *
+ * Measured overhead (Debian 12 VM, 2 cores, gcc -O2, a 2-thread pool, 20000 back-to-back
+ * ts_pool_run calls with 2 empty tiles, median of 7 runs), static mapping before the claims:
+ * 1.4 to 2 us per call when the workers are spinning, 3 to 3.5 us under nice -20 with a load
+ * average of 7. bench/RESULTS.md has the claiming pool's figures and the busy-machine runs. */
 #define _GNU_SOURCE
 #include "tesla_rt.h"
 
@@ -44,19 +53,25 @@ typedef struct Worker {
   pthread_t thread;
 } Worker;
 
+typedef struct Lane { _Alignas(64) _Atomic int64_t next; } Lane;   /* the next k of tiles id + k n */
+
 struct TsPool {
   int n;                 // threads, caller included
   int nworkers;          // started workers (n - 1 when creation succeeded)
   Worker *workers;
-  // The job, written by the caller before the generation bump (release), read after it.
+  Lane *lanes;           // n, one cache line each
+  // The job, written by the caller before the generation bump (release), read after it by
+  // the workers that entered it (active) while it is open: stable until active is 0 again.
   TsTileFn fn;
   void *ctx;
   int64_t ntiles;
   _Alignas(64) _Atomic uint32_t gen;        // bumped once per call
   _Atomic uint32_t nsleep;                  // workers asleep (or about to be) on gen
   _Atomic int stop;
-  _Alignas(64) _Atomic uint32_t remaining;  // workers yet to finish this generation
-  _Atomic uint32_t caller_sleeping;
+  _Alignas(64) _Atomic uint32_t done;       // tiles finished in this generation
+  _Atomic uint32_t active;                  // workers inside this generation's job
+  _Atomic uint32_t closed;                  // the last generation whose job is over
+  _Atomic uint32_t caller_sleeping;         // the caller sleeps on done or on active
   _Alignas(64) _Atomic int busy;            // a caller is using the pool
 };
 
@@ -106,12 +121,12 @@ static bool spin_while_equal(_Atomic uint32_t *addr, uint32_t val, double secs) 
   }
 }
 
-/* The caller's wait for the workers: spin, then sleep on `remaining` (the worker that brings
- * it to 0 wakes us if it sees caller_sleeping, ordered as for nsleep above). */
-static void wait_done(TsPool *p) {
+/* The caller's wait until *addr == want: spin, then sleep on addr. A worker that changes
+ * *addr reads caller_sleeping after its change (both seq_cst) and wakes the caller. */
+static void wait_until(TsPool *p, _Atomic uint32_t *addr, uint32_t want) {
   double until = 0;
   for (unsigned i = 1;; i++) {
-    if (atomic_load_explicit(&p->remaining, memory_order_acquire) == 0) return;
+    if (atomic_load_explicit(addr, memory_order_acquire) == want) return;
     cpu_relax();
     if ((i & 255) == 0) {
       double now = ts_now();
@@ -120,16 +135,42 @@ static void wait_done(TsPool *p) {
     }
   }
   atomic_store(&p->caller_sleeping, 1);
-  uint32_t r;
-  while ((r = atomic_load(&p->remaining)) != 0) futex_wait(&p->remaining, r);
+  uint32_t v;
+  while ((v = atomic_load(addr)) != want) futex_wait(addr, v);
   atomic_store(&p->caller_sleeping, 0);
 }
 
-/* ---- workers -------------------------------------------------------------------------- */
-
-static void run_tiles(TsTileFn fn, void *ctx, int64_t ntiles, int64_t first, int64_t step) {
-  for (int64_t t = first; t < ntiles; t += step) fn(ctx, t);
+static void notify_caller(TsPool *p, _Atomic uint32_t *addr) {
+  if (atomic_load(&p->caller_sleeping)) futex_wake(addr, 1);
 }
+
+/* ---- claiming tiles ------------------------------------------------------------------- */
+
+static void run_tiles(TsTileFn fn, void *ctx, int64_t ntiles) {   /* serially, in order */
+  for (int64_t t = 0; t < ntiles; t++) fn(ctx, t);
+}
+
+/* Runs tiles of lane `self` first, then of the other lanes in turn, until none is left
+ * unclaimed; returns how many this thread ran. */
+static uint32_t claim_and_run(TsPool *p, int self) {
+  int n = p->n;
+  int64_t ntiles = p->ntiles;
+  uint32_t ran = 0;
+  for (int j = 0; j < n; j++) {
+    int lane = self + j < n ? self + j : self + j - n;
+    int64_t count = lane < ntiles ? (ntiles - 1 - lane) / n + 1 : 0;
+    _Atomic int64_t *next = &p->lanes[lane].next;
+    while (atomic_load_explicit(next, memory_order_relaxed) < count) {
+      int64_t k = atomic_fetch_add_explicit(next, 1, memory_order_relaxed);
+      if (k >= count) break;
+      p->fn(p->ctx, lane + k * n);
+      ran++;
+    }
+  }
+  return ran;
+}
+
+/* ---- workers -------------------------------------------------------------------------- */
 
 static void *worker_main(void *arg) {
   Worker *w = arg;
@@ -146,10 +187,13 @@ static void *worker_main(void *arg) {
     }
     seen = atomic_load_explicit(&p->gen, memory_order_acquire);
     if (atomic_load(&p->stop)) break;
-    run_tiles(p->fn, p->ctx, p->ntiles, w->id, p->n);
-    // Everything read from the job is read; after this the caller may publish the next one.
-    if (atomic_fetch_sub(&p->remaining, 1) == 1 && atomic_load(&p->caller_sleeping))
-      futex_wake(&p->remaining, 1);
+    // Enter, then check the job is still the open one (see the top of the file).
+    atomic_fetch_add(&p->active, 1);
+    if (atomic_load(&p->gen) == seen && atomic_load(&p->closed) != seen) {
+      uint32_t ran = claim_and_run(p, w->id);
+      if (ran && atomic_fetch_add(&p->done, ran) + ran == (uint32_t)p->ntiles) notify_caller(p, &p->done);
+    }
+    if (atomic_fetch_sub(&p->active, 1) == 1) notify_caller(p, &p->active);
   }
   return NULL;
 }
@@ -180,13 +224,14 @@ TsPool *ts_pool_create(int nthreads, TsErr *e) {
     return NULL;
   }
   p->n = nthreads;
-  if (nthreads > 1) {
-    p->workers = ts_calloc((size_t)nthreads - 1, sizeof *p->workers);
-    if (!p->workers) {
-      ts_aligned_free(p);
-      ts_fail(e, "thread pool: out of memory");
-      return NULL;
-    }
+  p->lanes = ts_aligned_alloc(sizeof(Lane) * (size_t)nthreads);
+  if (nthreads > 1) p->workers = ts_calloc((size_t)nthreads - 1, sizeof *p->workers);
+  if (!p->lanes || (nthreads > 1 && !p->workers)) {
+    ts_free(p->workers);
+    ts_aligned_free(p->lanes);
+    ts_aligned_free(p);
+    ts_fail(e, "thread pool: out of memory");
+    return NULL;
   }
   for (int i = 0; i < nthreads - 1; i++) {
     Worker *w = &p->workers[i];
@@ -196,6 +241,7 @@ TsPool *ts_pool_create(int nthreads, TsErr *e) {
     if (rc) {
       pool_stop(p);
       ts_free(p->workers);
+      ts_aligned_free(p->lanes);
       ts_aligned_free(p);
       ts_fail(e, "thread pool: cannot start thread %d of %d: %s", i + 1, nthreads,
               strerror(rc));
@@ -210,27 +256,32 @@ int ts_pool_threads(const TsPool *p) { return p ? p->n : 1; }
 
 void ts_pool_run(TsPool *p, TsTileFn fn, void *ctx, int64_t ntiles) {
   if (ntiles <= 0) return;
-  if (!p || p->n == 1 || ntiles == 1 || tls_in_pool ||
+  if (!p || p->n == 1 || ntiles == 1 || ntiles > (int64_t)UINT32_MAX || tls_in_pool ||
       atomic_exchange_explicit(&p->busy, 1, memory_order_acquire)) {
     int was = tls_in_pool;
     tls_in_pool = 1;
-    run_tiles(fn, ctx, ntiles, 0, 1);
+    run_tiles(fn, ctx, ntiles);
     tls_in_pool = was;
     return;
   }
+  // No worker is inside the previous job (its call waited for active == 0): set up this one.
   p->fn = fn;
   p->ctx = ctx;
   p->ntiles = ntiles;
-  atomic_store_explicit(&p->remaining, (uint32_t)(p->n - 1), memory_order_relaxed);
-  atomic_fetch_add(&p->gen, 1);   // seq_cst: publishes the job, then...
-  if (atomic_load(&p->nsleep))    // ...a worker that went to sleep before it needs a wake-up
+  for (int i = 0; i < p->n; i++) atomic_store_explicit(&p->lanes[i].next, 0, memory_order_relaxed);
+  atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+  uint32_t g = atomic_fetch_add(&p->gen, 1) + 1;   // seq_cst: publishes the job, then...
+  if (atomic_load(&p->nsleep))                     // ...a worker that went to sleep before it needs a wake-up
     futex_wake(&p->gen, INT_MAX);
 
   tls_in_pool = 1;
-  run_tiles(fn, ctx, ntiles, 0, p->n);
+  uint32_t ran = claim_and_run(p, 0);
   tls_in_pool = 0;
+  if (ran) atomic_fetch_add(&p->done, ran);
 
-  wait_done(p);
+  wait_until(p, &p->done, (uint32_t)ntiles);   // every tile ran (the tiles' writes: acquire)
+  atomic_store(&p->closed, g);                   // late workers now back out...
+  wait_until(p, &p->active, 0);                  // ...and the ones inside leave
   atomic_store_explicit(&p->busy, 0, memory_order_release);
 }
 
@@ -240,6 +291,7 @@ void ts_pool_destroy(TsPool *p) {
   atomic_compare_exchange_strong(&g_pool, &expected, NULL);
   pool_stop(p);
   ts_free(p->workers);
+  ts_aligned_free(p->lanes);
   ts_aligned_free(p);
 }
 
