@@ -427,6 +427,8 @@ START_TEST(cli_bad_metadata) {
     Cli c = CLI("train", spec, "--threads", "2", "--resume", bad, "-o", o);
     cli_fails(&c, 1, cases[i].key, (const char *const[]){cases[i].needle, NULL});
     ck_assert_msg(!strstr(c.out, "epoch 1/"), "%s=%s trained: %s", cases[i].key, cases[i].value, c.out);
+    if (!strcmp(cases[i].value, "64"))   /* another batch is refused before the compile */
+      ck_assert_msg(!strstr(c.out, "compiled "), "batch=64 was refused only after compiling: %s", c.out);
     cli_free(&c);
   }
   free(spec), free(ck), free(bad), free(o);

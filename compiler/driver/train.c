@@ -189,6 +189,26 @@ static const char *json_num(char *buf, size_t n, double v) {
   return buf;
 }
 
+/* A checkpoint's position counts batches, so --resume needs the batch it was trained at:
+ * checked here, before the compile, from its metadata (model_load checks it again, with
+ * every other key). Only a readable `batch` that differs fails; the rest is model_load's. */
+static int resume_batch_check(const char *path, int64_t batch) {
+  TsStFile f;
+  TsErr e;
+  if (ts_st_read(path, &f, &e) < 0) return 0;   /* reported, with its reason, by model_load */
+  const char *v = ts_st_meta(&f, "batch");
+  char *end = NULL;
+  long long bt = v && cmd_decimal(v, true) ? strtoll(v, &end, 10) : 0;
+  int rc = 0;
+  if (bt > 0 && bt != batch) {
+    fprintf(stderr, "teslac: --resume: %s was trained at batch %lld; resume it at that batch (--batch %lld), not %lld\n",
+            path, bt, bt, (long long)batch);
+    rc = -1;
+  }
+  ts_st_free(&f);
+  return rc;
+}
+
 /* ---- the command ---------------------------------------------------------------------- */
 
 #define F(field) offsetof(TrainOpts, field)
@@ -282,6 +302,7 @@ int train_main(int argc, char **argv) {
   if (dc->test_images && cmd_load_split(&cx, &m.sp, dc->test_images, dc->test_labels, "test", &te) < 0) goto out;
   if (train_count(&tr, dc->val_split, batch) < 0) goto out;   /* before compiling; the split comes after --resume */
   if (bn_values_check(&m.sp, tc->sync_bn ? batch : batch / K) < 0) goto out;
+  if (lead && o.resume && resume_batch_check(o.resume, batch) < 0) goto out;   /* before the compile, too */
   int64_t lbatch = batch / K, threads = o.threads;   /* this rank's rows of every batch */
   if (K > 1 && !threads) {   /* the cores of this machine shared by its ranks */
     threads = sysconf(_SC_NPROCESSORS_ONLN) / dist_local_size();
