@@ -97,6 +97,18 @@ static const char build_help[] =
     "  --name PREFIX         the C prefix of the symbols and macros (default: the model's name)\n"
     "  -q, --quiet           no summary line\n";
 
+/* ---- export (export.c) ---- */
+static const char export_help[] =
+    "usage: teslac export SPEC --weights CKPT [-o OUT.onnx] [--batch N] [-q]\n\n"
+    "Write SPEC with the weights in CKPT as an ONNX model of inference (opset 13; specs/README.md,\n"
+    "'teslac export'): input \"input\" float32 (N, C, H, W) or (N, D), the values after data.scale, as\n"
+    "teslac predict feeds them; output \"output\" (N, classes), probabilities when the spec ends in\n"
+    "softmax. Tensor trains stay trains (their cores contracted in the graph); pruned weights dense.\n\n"
+    "  -o OUT.onnx   the model (default: the model's name + .onnx)\n"
+    "  --batch N     a fixed batch dim N (default: the symbolic dim \"N\", any batch)\n"
+    "  -q, --quiet   no summary line\n";
+/* ---- end export ---- */
+
 bool cmd_decimal(const char *v, bool integer) {
   const char *p = v;
   if (!integer && (*p == '+' || *p == '-')) p++;
@@ -146,7 +158,8 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
     int rc = 0;
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
       fputs(!strcmp(cmd, "train") ? train_help : !strcmp(cmd, "eval") ? eval_help
-            : !strcmp(cmd, "predict") ? predict_help : !strcmp(cmd, "build") ? build_help : emit_help, stdout);
+            : !strcmp(cmd, "predict") ? predict_help : !strcmp(cmd, "build") ? build_help
+            : !strcmp(cmd, "export") ? export_help : emit_help, stdout);
       return -1;
     }
 #define STR_OPT(flag, field)                                             \
@@ -205,6 +218,13 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
         o->quiet = true;
         continue;
       }
+    } else if (!strcmp(cmd, "export")) {   /* export (export.c): --weights, -o, -q; --batch below */
+      STR_OPT("--weights", weights)
+      STR_OPT("-o", out)
+      if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+        o->quiet = true;
+        continue;
+      }
     } else if (!strcmp(cmd, "emit-llvm")) {
       if (!strcmp(a, "--optimized") || !strcmp(a, "-O")) {
         o->optimized = true;
@@ -223,7 +243,7 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
       }
     }
     NUM_OPT("--batch", 1, 1 << 20, true, o->batch = (int64_t)d)
-    if (strcmp(cmd, "emit-llvm") && strcmp(cmd, "build")) {
+    if (strcmp(cmd, "emit-llvm") && strcmp(cmd, "build") && strcmp(cmd, "export")) {
       NUM_OPT("--threads", 1, 1024, true, o->threads = (int64_t)d)
       if (!strcmp(a, "--no-cache")) {   /* process-wide: every compile of this command */
         jit_cache_enable(false);
@@ -238,7 +258,7 @@ int cmd_parse_opts(const char *cmd, int argc, char **argv, TrainOpts *o) {
     o->spec = a;
   }
   if (!o->spec) return cmd_usage(cmd, "%smissing SPEC (a model spec, e.g. specs/mlp.yaml)", "");
-  if ((!strcmp(cmd, "eval") || !strcmp(cmd, "predict") || !strcmp(cmd, "build")) && !o->weights)
+  if ((!strcmp(cmd, "eval") || !strcmp(cmd, "predict") || !strcmp(cmd, "build") || !strcmp(cmd, "export")) && !o->weights)
     return cmd_usage(cmd, "%s needs --weights CKPT", cmd);
   if (o->init && o->resume) return cmd_usage(cmd, "%sgive --init or --resume, not both", "");
   long cores = sysconf(_SC_NPROCESSORS_ONLN);

@@ -31,6 +31,8 @@ static const char usage_top[] =
     "                        dense weights to the tensor trains SPEC plans (TT-SVD)\n"
     "  build SPEC --weights W [-o NAME.o] [--train-step] [--target T] [--cpu C]\n"
     "                        an object file and a C header that embed the model\n"
+    "  export SPEC --weights W [-o OUT.onnx] [--batch N]\n"
+    "                        an ONNX model (opset 13) of inference with the weights\n"
     "  plot LOG [-o OUT]     loss and accuracy curves per epoch of a 'train --log' LOG (.svg, .png)\n"
     "\n"
     "options:\n"
@@ -153,6 +155,8 @@ int main(int argc, char **argv) {
     printf("teslac %s (spec language %d, LLVM 16)\nJIT CPU: %s\n", TESLAC_VERSION, TESLA_LANG_VERSION, cpu);
     printf("MPI: %s\n", dist_library() ? dist_library() : "none (this build trains in one process)");
     printf("images: %s\n", img_formats());
+    if (export_library()) printf("ONNX export: opset 13 (protobuf-c %s)\n", export_library());
+    else printf("ONNX export: none (this build lacks protobuf-c)\n");
     return EXIT_OK;
   }
   if (!strcmp(cmd, "check")) return cmd_check(argc - 2, argv + 2);
@@ -164,7 +168,8 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "compress")) return compress_main(argc - 2, argv + 2);
   if (!strcmp(cmd, "build")) return build_main(argc - 2, argv + 2);
   if (!strcmp(cmd, "plot")) return plot_main(argc - 2, argv + 2);
-  static const char *const cmds[] = {"check", "plan", "train", "eval", "predict", "emit-llvm", "compress", "build", "plot", NULL};
+  if (!strcmp(cmd, "export")) return export_main(argc - 2, argv + 2);
+  static const char *const cmds[] = {"check", "plan", "train", "eval", "predict", "emit-llvm", "compress", "build", "plot", "export", NULL};
   const char *s = diag_suggest(cmd, cmds);
   if (s) {
     fprintf(stderr, "teslac: unknown command '%s'; did you mean '%s'?\nsee 'teslac --help'\n", cmd, s);
