@@ -4,7 +4,7 @@
 # 'tests: N passed, M failed' counting both runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-TESLA_TEST_PKGS="qemu-user qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-none-eabi libnewlib-arm-none-eabi libopenmpi-dev openmpi-bin" \
+TESLA_TEST_PKGS="qemu-user qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-none-eabi libnewlib-arm-none-eabi libopenmpi-dev openmpi-bin python3-onnx" \
   bash scripts/setup.sh || exit 1
 
 # one compile cache for both runs (tests/meson.build, test_cache), emptied first: each run of
