@@ -11,11 +11,14 @@
 #     gives `teslac predict --json`'s scores on 7 test images within 1e-5.
 # Without python3-onnx, or without node and onnxruntime-node, those checks are skipped with a
 # message. Then the bad inputs: the command line (exit 2), a checkpoint of another spec, a
-# missing one, unwritable outputs, an output over an input (exit 1, a message, nothing written).
+# missing one, NaN weights, unwritable outputs, an output over an input (exit 1, a message,
+# nothing written).
 # A build without protobuf-c (noonnx) checks only that `teslac export` says so and exits 1.
-# usage: export_test.sh TESLAC onnx|noonnx
+# usage: export_test.sh TESLAC onnx|noonnx [SPEC...]   (the bad inputs need seed and mlp among them)
 set -uo pipefail
 T=$1 HAVE=${2:-onnx}
+shift 2
+specs=("$@")
 case $T in /*) ;; *) T=$(pwd)/$T ;; esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 py=/usr/bin/python3
@@ -169,7 +172,8 @@ print('  %d samples x %d scores, largest difference %.3g' % (len(pred), len(pred
 sys.exit(worst > 1e-5)
 EOF
 
-specs=("$root"/specs/{seed,mlp,mlp_tt,fashion_small,fashion_cnn_ttconv,mlp_sparse}.yaml "$root/tests/export/every_layer.yaml")
+[ ${#specs[@]} -gt 0 ] ||
+  specs=("$root"/specs/{seed,mlp,mlp_tt,fashion_small,fashion_cnn_ttconv,mlp_sparse}.yaml "$root/tests/export/every_layer.yaml")
 for spec in "${specs[@]}"; do
   name=$(sed -n 's/^name: *\([A-Za-z0-9_]*\).*/\1/p' "$spec")
   d="$work/$name"
@@ -223,6 +227,16 @@ expect1 "the output over the checkpoint" "would destroy an input" "$T" export "$
 expect1 "the output over the spec" "would destroy an input" "$T" export "$seed" --weights "$ck" -o "$seed"
 printf 'tesla: 1\nname: broken\ninput: [4]\nlayers:\n  - dense: {unit: 3}\n' > "$d/broken.yaml"
 expect1 "a bad spec" "error" "$T" export "$d/broken.yaml" --weights "$ck" -o "$d/out/m.onnx"
+# a NaN in the checkpoint's first weight (the safetensors header says where its bytes are)
+"$py" - "$ck" "$d/nan.safetensors" <<'EOF'
+import json, struct, sys
+raw = bytearray(open(sys.argv[1], 'rb').read())
+n = struct.unpack('<Q', raw[:8])[0]
+a = json.loads(raw[8:8 + n])['0.weight']['data_offsets'][0]
+raw[8 + n + a:8 + n + a + 4] = struct.pack('<f', float('nan'))
+open(sys.argv[2], 'wb').write(raw)
+EOF
+expect1 "a NaN in the weights" "holds non-finite values" "$T" export "$seed" --weights "$d/nan.safetensors" -o "$d/out/m.onnx"
 if [ "$(id -u)" != 0 ]; then   # root writes into read-only folders
   mkdir -p "$d/ro" && chmod a-w "$d/ro"
   expect 1 "a read-only folder" "cannot write the ONNX model" "$T" export "$seed" --weights "$ck" -o "$d/ro/m.onnx"
