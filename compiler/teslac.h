@@ -254,6 +254,8 @@ int predict_main(int argc, char **argv);
 int compress_main(int argc, char **argv);
 int build_main(int argc, char **argv);      /* driver/build.c: an object file and its header */
 int plot_main(int argc, char **argv);       /* driver/plot.c: a training log's curves (SVG, PNG) */
+int export_main(int argc, char **argv);     /* driver/export.c: an ONNX model of inference */
+const char *export_library(void);           /* export.c: protobuf-c's version; NULL: no ONNX export */
 
 /* ---- ops.def + op_*.c: the op registry ------------------------------------------------- */
 

@@ -5,14 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# (libcairo2-dev: PNG plots, `teslac plot -o X.png`; SVG needs nothing)
+# (libcairo2-dev: PNG plots, `teslac plot -o X.png`; SVG needs nothing. libprotobuf-c-dev and
+# protobuf-c-compiler: `teslac export`'s ONNX models)
 TESLA_PKGS=(gcc pkg-config meson ninja-build libyaml-dev zlib1g-dev check
             llvm-16-dev clang-16 libclang-rt-16-dev libcairo2-dev dataset-fashion-mnist
-            libpng-dev libnetpbm-dev)
+            libpng-dev libnetpbm-dev libprotobuf-c-dev protobuf-c-compiler)
 
 # scripts/test.sh adds what the test suite needs beyond the build: cross toolchains and qemu
 # for the objects of `teslac build` (tests/cross/), Open MPI for data-parallel training
-# (tests/mpi_test.sh; the build finds it and enables `mpirun -np K teslac train`)
+# (tests/mpi_test.sh; the build finds it and enables `mpirun -np K teslac train`), python3-onnx
+# for onnx.checker on `teslac export`'s models (tests/export_test.sh)
 [ -z "${TESLA_TEST_PKGS:-}" ] || TESLA_PKGS+=($TESLA_TEST_PKGS)
 missing=()
 for p in "${TESLA_PKGS[@]}"; do

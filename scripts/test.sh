@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # (groff-base, zsh, bash-completion: tests/install_test.sh renders teslac(1) and runs the completions)
-TESLA_TEST_PKGS="qemu-user qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-none-eabi libnewlib-arm-none-eabi libopenmpi-dev openmpi-bin groff-base zsh bash-completion" \
+TESLA_TEST_PKGS="qemu-user qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-none-eabi libnewlib-arm-none-eabi libopenmpi-dev openmpi-bin groff-base zsh bash-completion python3-onnx" \
   bash scripts/setup.sh || exit 1
 
 # one compile cache for both runs (tests/meson.build, test_cache), emptied first: each run of

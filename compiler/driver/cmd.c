@@ -232,7 +232,7 @@ int cmd_parse_opts(const CmdDef *d, int argc, char **argv, TrainOpts *o) {
   o->have_seed = o->seed >= 0;
   if (o->no_cache) jit_cache_enable(false);   /* process-wide: every compile of this command */
   const char *cmd = d->name;
-  if ((!strcmp(cmd, "eval") || !strcmp(cmd, "predict") || !strcmp(cmd, "build")) && !o->weights)
+  if ((!strcmp(cmd, "eval") || !strcmp(cmd, "predict") || !strcmp(cmd, "build") || !strcmp(cmd, "export")) && !o->weights)
     return cmd_usage(cmd, "%s needs --weights CKPT", cmd);
   if (o->init && o->resume) return cmd_usage(cmd, "%sgive --init or --resume, not both", "");
   long cores = sysconf(_SC_NPROCESSORS_ONLN);

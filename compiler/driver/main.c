@@ -84,11 +84,11 @@ static int cmd_plan_main(int argc, char **argv) {
 
 /* ---- the commands ------------------------------------------------------------------------ */
 
-extern const CmdDef cmd_train, cmd_eval, cmd_predict, cmd_emit_llvm, cmd_compress, cmd_build, cmd_plot;
+extern const CmdDef cmd_train, cmd_eval, cmd_predict, cmd_emit_llvm, cmd_compress, cmd_build, cmd_export, cmd_plot;
 
 /* one line per command here, in 'teslac --help' order */
 const CmdDef *const cmd_registry[] = {&cmd_check, &cmd_plan, &cmd_train, &cmd_eval, &cmd_predict, &cmd_emit_llvm,
-                                      &cmd_compress, &cmd_build, &cmd_plot, NULL};
+                                      &cmd_compress, &cmd_build, &cmd_export, &cmd_plot, NULL};
 
 static void usage_top(FILE *f) {
   fputs("usage: teslac <command> SPEC [options]\n"
@@ -146,6 +146,8 @@ int main(int argc, char **argv) {
     printf("teslac %s (spec language %d, LLVM 16)\nJIT CPU: %s\n", TESLAC_VERSION, TESLA_LANG_VERSION, cpu);
     printf("MPI: %s\n", dist_library() ? dist_library() : "none (this build trains in one process)");
     printf("images: %s\n", img_formats());
+    if (export_library()) printf("ONNX export: opset 13 (protobuf-c %s)\n", export_library());
+    else printf("ONNX export: none (this build lacks protobuf-c)\n");
     return EXIT_OK;
   }
   const CmdDef *d = cmd_find(cmd);

@@ -169,6 +169,26 @@ static void tensor_import(const Model *m, const PlanTensor *pt, const float *src
     for (int64_t r = 0; r < R; r++) dst[c * R + r] = src[r * C + c];
 }
 
+int model_tensor_get(const Model *m, const PlanTensor *pt, float *dst) {
+  if (!pt->p.sparse) {
+    tensor_export(m, pt, m->P + pt->offset, dst);
+    return 0;
+  }
+  const SparsePlan *s = &m->pl.layers[pt->layer].sp;   /* the matrix view (R, C) is PyTorch's order */
+  int64_t nnz = sparse_nnz(m, pt->layer);
+  int32_t *crow = malloc(sizeof(int32_t) * (size_t)(s->R + 1)), *col = malloc(sizeof(int32_t) * (size_t)(nnz ? nnz : 1));
+  float *vals = malloc(sizeof(float) * (size_t)(nnz ? nnz : 1));
+  int rc = crow && col && vals ? 0 : -1;
+  memset(dst, 0, sizeof(float) * (size_t)(s->R * s->C));
+  if (rc == 0) {
+    sparse_export(m, pt->layer, crow, col, vals, -1);
+    for (int64_t r = 0; r < s->R; r++)
+      for (int32_t k = crow[r]; k < crow[r + 1]; k++) dst[r * s->C + col[k]] = vals[k];
+  }
+  free(crow), free(col), free(vals);
+  return rc;
+}
+
 /* the batch a checkpoint records: the global one (every rank's rows when data-parallel) */
 static int64_t global_batch(const Model *m) { return m->pl.batch * (m->dist > 1 ? m->dist : 1); }
 

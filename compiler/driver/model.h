@@ -56,6 +56,9 @@ void model_eval(Model *m, const TsDataset *d, double *loss, double *acc);
 void model_eval_confusion(Model *m, const TsDataset *d, double *loss, double *acc, int64_t *confusion);
 /* safetensors in PyTorch's names and layouts; with optimizer state and position */
 int  model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *e);
+/* tensor pt in PyTorch's layout and shape into dst (its dims' product of floats), as a
+ * checkpoint holds it; a pruned weight dense, zeros included (teslac export). -1: out of memory */
+int  model_tensor_get(const Model *m, const PlanTensor *pt, float *dst);
 /* the first tensor of the parameter block holding a NaN or an infinity, or NULL */
 const char *model_nonfinite(const Model *m);
 /* weights (opt false: any safetensors with the right names, e.g. a PyTorch state_dict), or a
