@@ -219,7 +219,7 @@ expect1() {
   expect 1 "$what" "$pat" "$@"
   if [ -n "$(ls -A "$d/out")" ]; then bad "$what: left $(ls -A "$d/out")"; rm -f "$d/out"/* "$d/out"/.[!.]*; fi
 }
-expect1 "a checkpoint of another spec" "but the spec needs" "$T" export "$mlp" --weights "$ck" -o "$d/out/m.onnx"
+expect1 "a checkpoint of another spec" "its tensors do not match the spec's" "$T" export "$mlp" --weights "$ck" -o "$d/out/m.onnx"
 expect1 "a missing checkpoint" "no-such.safetensors" "$T" export "$seed" --weights "$d/no-such.safetensors" -o "$d/out/m.onnx"
 expect1 "a folder that does not exist" "its folder does not exist" "$T" export "$seed" --weights "$ck" -o "$d/out/none/m.onnx"
 expect1 "a folder as the output" "not a regular file" "$T" export "$seed" --weights "$ck" -o "$d/out"
@@ -243,7 +243,7 @@ if [ "$(id -u)" != 0 ]; then   # root writes into read-only folders
 fi
 # a failed export leaves an existing model as it was
 echo old > "$d/keep.onnx"
-expect 1 "over an existing model, another spec's checkpoint" "but the spec needs" "$T" export "$mlp" --weights "$ck" -o "$d/keep.onnx"
+expect 1 "over an existing model, another spec's checkpoint" "its tensors do not match the spec's" "$T" export "$mlp" --weights "$ck" -o "$d/keep.onnx"
 [ "$(cat "$d/keep.onnx")" = old ] || bad "a failed export changed the existing model"
 # the default output name: the model's name + .onnx, in the current folder
 (cd "$d/out" && "$T" export "$seed" --weights "$ck" -q) && [ -s "$d/out/seed.onnx" ] || bad "the default output seed.onnx"
