@@ -219,16 +219,16 @@ def load(path, densify=True, optimizer=False):
         rows, cols = shape[0], math.prod(shape[1:])
         vals = tensors[k]
         _check_csr(path, name, crow, col, vals, rows, cols)
-        crow, col = crow.long(), col.long()
-        out[name] = torch.sparse_csr_tensor(crow, col, vals, size=(rows, cols)).to_dense().reshape(shape)
+        row = torch.repeat_interleave(torch.arange(rows), crow.long()[1:] - crow.long()[:-1])
+        col = col.long()
+        out[name] = _scatter(rows, cols, row, col, vals).reshape(shape)
         done |= {k, name + ".crow_indices", name + ".col_indices"}
         for slot in [s for s in tensors if s.startswith("__opt__.") and s.endswith("." + k)]:
             v = tensors[slot]
             if v.shape != vals.shape:
                 raise ValueError("%s: '%s' has %d values, the weight '%s' %d" % (
                     path, slot, v.numel(), name, vals.numel()))
-            out[slot[:-len(".values")]] = torch.sparse_csr_tensor(
-                crow, col, v, size=(rows, cols)).to_dense().reshape(shape)
+            out[slot[:-len(".values")]] = _scatter(rows, cols, row, col, v).reshape(shape)
             done.add(slot)
     # keep the file's order: each densified weight where its .values tensor was
     result = collections.OrderedDict()
@@ -239,6 +239,15 @@ def load(path, densify=True, optimizer=False):
             continue
         result[k] = v
     return dict(result)
+
+
+def _scatter(rows, cols, row, col, vals):
+    """The dense (rows, cols) matrix of CSR entries (torch.sparse_csr_tensor(...).to_dense(),
+    without its beta-state warning)."""
+    import torch
+    w = torch.zeros(rows, cols, dtype=vals.dtype)
+    w[row, col] = vals
+    return w
 
 
 def _csr_shape(meta, name, path):
@@ -615,9 +624,23 @@ def needs_plan(spec):
     return False
 
 
+_REPO_TESLAC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "build", "compiler", "teslac")
+
+
+def _find_teslac(teslac):
+    """"teslac" is the one on PATH, else this checkout's build/compiler/teslac."""
+    import shutil
+    if teslac == "teslac" and not shutil.which("teslac") and os.access(_REPO_TESLAC, os.X_OK):
+        return _REPO_TESLAC
+    return teslac
+
+
 def plan(spec_path, teslac="teslac", batch=None, warn=None):
     """teslac's plan of a spec as a dict: `teslac plan SPEC --json [--batch B]` (the planner
-    picks TT modes and the chain order per batch). warn(line) gets teslac's stderr lines."""
+    picks TT modes and the chain order per batch). warn(line) gets teslac's stderr lines.
+    teslac: the binary; "teslac" is the one on PATH, else this checkout's build/compiler/teslac."""
+    teslac = _find_teslac(teslac)
     cmd = [teslac, "plan", spec_path, "--json"]
     if batch is not None:
         cmd += ["--batch", str(batch)]
@@ -1025,8 +1048,8 @@ def build(spec, plan=None, note=None):
 def model(spec_path, teslac="teslac", batch=None, seed=None):
     """The spec's network as an nn.Sequential whose state_dict() names and shapes are teslac's:
     load_state_dict(load(CHECKPOINT)) then gives teslac's outputs (logits; softmax them for
-    `teslac predict`'s scores). teslac: the binary run for the plan (`teslac plan SPEC --json`),
-    which checks the spec with teslac's own messages, gives tensor-train layers their modes and
+    `teslac predict`'s scores). teslac: the binary run for the plan (`teslac plan SPEC --json`;
+    "teslac" is the one on PATH, else this checkout's build/compiler/teslac), which checks the spec with teslac's own messages, gives tensor-train layers their modes and
     ranks and is checked against every layer; None builds from the spec alone (no tt: layers).
     batch: plan for this batch instead of train.batch (TT modes may depend on it: use the batch
     the weights were trained with). seed: torch.manual_seed(seed) first, for a reproducible
@@ -1126,6 +1149,10 @@ def main(argv):
         return 2
     try:
         _info(argv[1])
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (OSError, ValueError) as e:
         print("tesla_torch: %s" % e, file=sys.stderr)
         return 1
