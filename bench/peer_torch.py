@@ -18,6 +18,9 @@ nn.Sequential and then, by mode:
   --forward IN.safetensors [--n K]
                                 load weights, print the logits of the first K test samples
 
+The model and the weight files are tools/tesla_torch.py's (build(), read(), save(), load()):
+one implementation for this peer, the interop test and users. In short:
+
 Module layout: one Sequential entry per spec layer, in order, keyed by the layer's `name:`
 or its 0-based index, so state_dict() names are exactly the spec's tensor names
 (`<layer>.weight`, `head.bias`, ...). The implicit flatten before the first dense after a
@@ -40,7 +43,8 @@ TTConv2d rebuilds its (K, C, kh, kw) kernel from the cores every forward (Garipo
 rebuilt-kernel path, which is what teslac runs) and calls F.conv2d. Cores start N(0, sd^2),
 sd = (var / prod(inner ranks))^(1/(2*cores)), var the dense init's variance (1/(3*fan_in) by
 default): teslac's rule. `sparsity:` is still accepted and ignored (a note on stderr): such a
-layer is dense here.
+layer is dense here. With a plan (--plan, or a spec with tt: layers), every layer's kind,
+output shape and tensors are also checked against it.
 
 Run with /usr/bin/python3 (Debian's python3-torch, numpy, yaml). See bench/README.md.
 """
@@ -59,7 +63,9 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import _blas  # noqa: E402
+import tesla_torch  # noqa: E402  (imports torch only when it builds a model)
 
 # perf_counter is CLOCK_MONOTONIC on Linux, so the first process's start survives the re-exec
 T_START = float(os.environ.setdefault("TESLA_BENCH_T0", repr(T_START)))
@@ -134,12 +140,6 @@ def load_spec(path):
     return spec
 
 
-def pair(v, what):
-    if isinstance(v, int):
-        return (v, v)
-    if isinstance(v, (list, tuple)) and len(v) == 2:
-        return (int(v[0]), int(v[1]))
-    die("%s must be an int or a pair, got %r" % (what, v))
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,17 +148,11 @@ DEFAULT_TESLAC = os.path.join(ROOT, "build", "compiler", "teslac")
 
 def needs_plan(spec):
     """True when a layer asks for tensor-train storage (only teslac's plan has its modes)."""
-    for item in spec.get("layers") or []:
-        if isinstance(item, dict) and len(item) == 1:
-            cfg = next(iter(item.values()))
-            if isinstance(cfg, dict) and "tt" in cfg:
-                return True
-    return False
+    return tesla_torch.needs_plan(spec)
 
 
 def get_plan(spec, args):
     """teslac's plan as a dict: from --plan FILE, else `teslac plan SPEC --json [--batch B]`."""
-    import subprocess
     if getattr(args, "plan", None):
         try:
             with open(args.plan) as f:
@@ -166,396 +160,27 @@ def get_plan(spec, args):
         except (OSError, ValueError) as e:
             die("--plan %s: %s" % (args.plan, e))
     teslac = getattr(args, "teslac", None) or DEFAULT_TESLAC
-    cmd = [teslac, "plan", spec["__file__"], "--json"]
-    if getattr(args, "batch", None) is not None:
-        cmd += ["--batch", str(args.batch)]  # the planner picks modes and order per batch
     try:
-        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    except OSError as e:
-        die("the spec has tt: layers, whose modes and ranks come from teslac's plan, but %s "
-            "cannot be run (%s); build teslac or pass --teslac PATH or --plan FILE" % (teslac, e))
-    if r.returncode != 0:
-        die("%s failed (exit %d):\n%s" % (" ".join(cmd), r.returncode, r.stderr.rstrip()))
-    for line in r.stderr.splitlines():  # teslac's warnings (e.g. a TT slower than dense)
-        print("peer_torch: teslac: " + line, file=sys.stderr)
-    try:
-        return json.loads(r.stdout)
-    except ValueError as e:
-        die("%s: not JSON (%s)" % (" ".join(cmd), e))
-
-
-def tt_init_var(init, fan_in, fan_out):
-    """Variance of the dense weight's init, which the TT product is scaled to (teslac's rule)."""
-    if init in (None, "default"):
-        return 1.0 / (3.0 * fan_in)  # U(-1/sqrt(fan_in), +): PyTorch's default
-    if init in ("kaiming_uniform", "kaiming_normal"):
-        return 2.0 / fan_in
-    if init in ("glorot", "glorot_uniform", "xavier_uniform", "glorot_normal", "xavier_normal"):
-        return 2.0 / (fan_in + fan_out)
-    if init == "zeros":
-        return 0.0
-    die("init %r not supported by the peer" % init)
-
-
-def tt_core_std(var, inner_ranks, ncores):
-    """sd = (var / prod(inner ranks))^(1 / (2 ncores)); 0 for a zero variance."""
-    if var <= 0:
-        return 0.0
-    return math.exp((math.log(var) - sum(math.log(r) for r in inner_ranks)) / (2.0 * ncores))
-
-
-_TT = {}
-
-
-def tt_classes():
-    """(TTLinear, TTConv2d), defined once torch is imported."""
-    if _TT:
-        return _TT["linear"], _TT["conv"]
-    import torch
-    from torch import nn
-    import torch.nn.functional as F
-
-    class TTLinear(nn.Module):
-        """y = x W^T + b with W (out_dim, in_dim) a tensor train that is never formed.
-
-        core.k: (r[k], m[k], n[k], r[k+1]), r[0] = r[d] = 1, m = in_modes, n = out_modes, both
-        row-major; W[j, i] = core.0[:, i1, j1, :] @ ... @ core.{d-1}[:, id, jd, :] on the padded
-        dims (padded_out, padded_in), of which the first out_dim rows and in_dim columns are
-        used. forward: pad x with zeros to padded_in, reshape to the modes, contract one core
-        at a time (one torch.einsum each: one input mode and one rank in, one output mode and
-        the next rank out), slice to out_dim, add the bias."""
-
-        def __init__(self, tt, bias=True, flatten=False, order="rtl", sd=1.0, bias_bound=None):
-            super().__init__()
-            self.in_modes = [int(v) for v in tt["in_modes"]]
-            self.out_modes = [int(v) for v in tt["out_modes"]]
-            d = len(self.in_modes)
-            ranks = [1] + [int(v) for v in tt["ranks"]] + [1]
-            if len(self.out_modes) != d or len(ranks) != d + 1:
-                die("TT plan: %d in_modes, %d out_modes, %d inner ranks (want d, d, d-1)"
-                    % (d, len(self.out_modes), len(tt["ranks"])))
-            self.ranks = ranks
-            self.in_dim, self.out_dim = int(tt["in_dim"]), int(tt["out_dim"])
-            self.padded_in, self.padded_out = int(tt["padded_in"]), int(tt["padded_out"])
-            if math.prod(self.in_modes) != self.padded_in or math.prod(self.out_modes) != self.padded_out:
-                die("TT plan: modes %s -> %s do not multiply to padded %d -> %d"
-                    % (self.in_modes, self.out_modes, self.padded_in, self.padded_out))
-            if order not in ("ltr", "rtl"):
-                die("TTLinear: chain order %r (ltr or rtl)" % order)
-            self.order = order
-            self.flatten = flatten
-            self.core = nn.ParameterList(
-                nn.Parameter(torch.empty(ranks[k], self.in_modes[k], self.out_modes[k], ranks[k + 1]))
-                for k in range(d))
-            self.bias = nn.Parameter(torch.empty(self.out_dim)) if bias else None
-            with torch.no_grad():
-                for c in self.core:
-                    c.normal_(0.0, sd) if sd > 0 else c.zero_()
-                if self.bias is not None:
-                    bb = bias_bound if bias_bound is not None else 1.0 / math.sqrt(self.in_dim)
-                    self.bias.uniform_(-bb, bb)
-
-        @property
-        def weight_shape(self):
-            return [self.out_dim, self.in_dim]
-
-        def forward(self, x):
-            if self.flatten:
-                x = x.flatten(1)
-            B = x.shape[0]
-            if self.padded_in != self.in_dim:
-                x = F.pad(x, (0, self.padded_in - self.in_dim))
-            m, n = self.in_modes, self.out_modes
-            d = len(m)
-            if self.order == "ltr":
-                # t: (B, outputs done, rank, inputs left); core k takes input mode k (the most
-                # significant one left) and appends output mode k (the least significant so far)
-                t = x.reshape(B, 1, 1, self.padded_in)
-                done, left = 1, self.padded_in
-                for k in range(d):
-                    left //= m[k]
-                    t = t.reshape(B, done, self.ranks[k], m[k], left)
-                    t = torch.einsum("bariS,rijq->bajqS", t, self.core[k])
-                    done *= n[k]
-                y = t.reshape(B, self.padded_out)
-            else:
-                # t: (B, inputs left, rank, outputs done); core k takes input mode k (the least
-                # significant one left) and prepends output mode k (the most significant so far)
-                t = x.reshape(B, self.padded_in, 1, 1)
-                done, left = 1, self.padded_in
-                for k in reversed(range(d)):
-                    left //= m[k]
-                    t = t.reshape(B, left, m[k], self.ranks[k + 1], done)
-                    t = torch.einsum("bSiqa,rijq->bSrja", t, self.core[k])
-                    done *= n[k]
-                y = t.reshape(B, self.padded_out)
-            if self.padded_out != self.out_dim:
-                y = y[:, :self.out_dim]
-            return y + self.bias if self.bias is not None else y
-
-        def extra_repr(self):
-            return "in %d (padded %d) -> out %d (padded %d), modes %s -> %s, ranks %s, %s" % (
-                self.in_dim, self.padded_in, self.out_dim, self.padded_out, self.in_modes,
-                self.out_modes, self.ranks[1:-1], self.order)
-
-    class TTConv2d(nn.Module):
-        """nn.Conv2d whose (K, C, kh, kw) kernel is a tensor train, rebuilt every forward.
-
-        core.0: (1, kh, kw, r0), the spatial core; core.k+1: (r_k, c_k, s_k, r_{k+1}) over the
-        channel modes c (in_modes, prod = padded C) and the filter modes s (out_modes, prod =
-        padded K), the last rank 1: W[s, c, x, y] = core.0[0, x, y, :] @ core.1[:, c1, s1, :] @ ...
-        The kernel is formed by multiplying the cores left to right, permuted to (K, C, kh, kw),
-        sliced to the real K and C, then F.conv2d."""
-
-        def __init__(self, tt, kernel, stride, padding, bias=True, sd=1.0, bias_bound=None):
-            super().__init__()
-            self.in_modes = [int(v) for v in tt["in_modes"]]
-            self.out_modes = [int(v) for v in tt["out_modes"]]
-            d = len(self.in_modes)
-            ranks = [int(v) for v in tt["ranks"]] + [1]  # r0 (after the spatial core) ... r_d = 1
-            if len(self.out_modes) != d or len(ranks) != d + 1:
-                die("TT conv plan: %d in_modes, %d out_modes, %d ranks (want d, d, d)"
-                    % (d, len(self.out_modes), len(tt["ranks"])))
-            self.ranks = ranks
-            self.kh, self.kw = kernel
-            self.stride, self.padding = stride, padding
-            self.in_dim, self.out_dim = int(tt["in_dim"]), int(tt["out_dim"])  # C, K
-            self.padded_in, self.padded_out = int(tt["padded_in"]), int(tt["padded_out"])
-            if math.prod(self.in_modes) != self.padded_in or math.prod(self.out_modes) != self.padded_out:
-                die("TT conv plan: modes %s -> %s do not multiply to padded %d -> %d"
-                    % (self.in_modes, self.out_modes, self.padded_in, self.padded_out))
-            shapes = [(1, self.kh, self.kw, ranks[0])] + [
-                (ranks[k], self.in_modes[k], self.out_modes[k], ranks[k + 1]) for k in range(d)]
-            self.core = nn.ParameterList(nn.Parameter(torch.empty(*sh)) for sh in shapes)
-            self.bias = nn.Parameter(torch.empty(self.out_dim)) if bias else None
-            with torch.no_grad():
-                for c in self.core:
-                    c.normal_(0.0, sd) if sd > 0 else c.zero_()
-                if self.bias is not None:
-                    fan_in = self.in_dim * self.kh * self.kw
-                    bb = bias_bound if bias_bound is not None else 1.0 / math.sqrt(fan_in)
-                    self.bias.uniform_(-bb, bb)
-
-        @property
-        def weight_shape(self):
-            return [self.out_dim, self.in_dim, self.kh, self.kw]
-
-        def kernel(self):
-            d = len(self.in_modes)
-            w = self.core[0].reshape(self.kh * self.kw, self.ranks[0])
-            for c in self.core[1:]:
-                w = (w @ c.reshape(c.shape[0], -1)).reshape(-1, c.shape[-1])
-            pairs = [v for k in range(d) for v in (self.in_modes[k], self.out_modes[k])]
-            w = w.reshape(self.kh, self.kw, *pairs)                  # (kh, kw, c1, s1, c2, s2, ...)
-            w = w.permute(*range(3, 2 + 2 * d, 2), *range(2, 2 + 2 * d, 2), 0, 1)  # (s.., c.., kh, kw)
-            w = w.reshape(self.padded_out, self.padded_in, self.kh, self.kw)
-            if self.padded_out != self.out_dim or self.padded_in != self.in_dim:
-                w = w[:self.out_dim, :self.in_dim]
-            return w
-
-        def forward(self, x):
-            return F.conv2d(x, self.kernel(), self.bias, self.stride, self.padding)
-
-        def extra_repr(self):
-            return "%d -> %d channels (padded %d -> %d), kernel %dx%d, modes %s -> %s, ranks %s" % (
-                self.in_dim, self.out_dim, self.padded_in, self.padded_out, self.kh, self.kw,
-                self.in_modes, self.out_modes, self.ranks[:-1])
-
-    _TT["linear"], _TT["conv"] = TTLinear, TTConv2d
-    return TTLinear, TTConv2d
-
-
-def chain_order(tt):
-    """The TT chain direction: the plan's when it runs a chain, else the cheaper chain."""
-    order = tt.get("order")
-    if order in ("ltr", "rtl"):
-        return order
-    fl = tt.get("flops") or {}
-
-    def cost(o):
-        f = fl.get(o)
-        return f["forward"] + f["backward"] if f else float("inf")
-    return "ltr" if cost("ltr") < cost("rtl") else "rtl"
-
-
-def check_tt_tensors(key, m, planned):
-    """The module's state_dict must have exactly the plan's tensor names and shapes."""
-    have = {"%s.%s" % (key, k): list(v.shape) for k, v in m.state_dict().items()}
-    want = {t["name"]: list(t["shape"]) for t in planned.get("tensors", [])}
-    if have != want:
-        die("layer %s: the TT module's tensors %s are not the plan's %s" % (key, have, want))
+        return tesla_torch.plan(spec["__file__"], teslac, getattr(args, "batch", None),
+                                warn=lambda line: print("peer_torch: teslac: " + line, file=sys.stderr))
+    except tesla_torch.SpecError as e:
+        die("the spec's plan (tt: layers take their modes and ranks from it): %s; build teslac "
+            "or pass --teslac PATH or --plan FILE" % e)
 
 
 def build_model(spec, plan=None):
     """nn.Sequential with one entry per spec layer; returns (model, [(key, kind, out_shape)]).
+    tools/tesla_torch.py's build(), with its errors as peer_torch's.
 
     plan: teslac's `plan --json` dict, needed when a layer has `tt:` (get_plan); default: the
     one main() stored in spec["__plan__"]."""
-    import torch
-    from torch import nn
-    import torch.nn.functional as F
-
-    class FlattenLinear(nn.Linear):
-        """nn.Linear that flattens (N, C, H, W) -> (N, C*H*W) first: the spec's implicit flatten."""
-
-        def forward(self, x):
-            return F.linear(x.flatten(1), self.weight, self.bias)
-
-    shape = tuple(int(d) for d in spec["input"])
-    entries = []
-    info = []
-    notes = []
-    layers = spec["layers"]
     if plan is None:
         plan = spec.get("__plan__")
-    planned = (plan or {}).get("layers") or []
-    if plan is not None and len(planned) != len(layers):
-        die("the plan has %d layers, the spec %d (is it this spec's plan?)" % (len(planned), len(layers)))
-    TTLinear, TTConv2d = tt_classes()
-    for i, item in enumerate(layers):
-        if isinstance(item, str):
-            kind, cfg = item, {}
-        elif isinstance(item, dict) and len(item) == 1:
-            kind, cfg = next(iter(item.items()))
-            cfg = cfg or {}
-        else:
-            die("layer %d: expected one '- kind: {...}' entry" % i)
-        if not isinstance(cfg, dict):
-            die("layer %d (%s): keys must be a map" % (i, kind))
-        key = str(cfg.get("name", i))
-        pl = planned[i] if planned else None
-        if pl is not None and str(pl.get("name")) != key:
-            die("layer %d is %r in the plan, %r in the spec (is it this spec's plan?)"
-                % (i, pl.get("name"), key))
-        tt = pl.get("tt") if pl is not None and pl.get("storage") == "tt" else None
-        if "tt" in cfg and tt is None:
-            if pl is None:
-                die("layer %s: tt: needs teslac's plan (get_plan)" % key)
-            notes.append("layer %s: 'tt' planned %s by teslac, so dense here too"
-                         % (key, pl.get("storage")))
-        if "sparsity" in cfg:
-            notes.append("layer %s: 'sparsity' ignored, the peer is dense" % key)
-        init = cfg.get("init")
-        spatial = len(shape) == 3
-        if kind == "dense":
-            units = int(cfg["units"])
-            fan_in = int(math.prod(shape))
-            if tt is not None:
-                if int(tt["in_dim"]) != fan_in or int(tt["out_dim"]) != units:
-                    die("layer %s: the TT plan is %s -> %s, the layer %d -> %d"
-                        % (key, tt["in_dim"], tt["out_dim"], fan_in, units))
-                sd = tt_core_std(tt_init_var(init, fan_in, units), tt["ranks"], len(tt["in_modes"]))
-                m = TTLinear(tt, bias=bool(cfg.get("bias", True)), flatten=len(shape) > 1,
-                             order=chain_order(tt), sd=sd)
-                check_tt_tensors(key, m, pl)
-            else:
-                cls = FlattenLinear if len(shape) > 1 else nn.Linear
-                m = cls(fan_in, units, bias=bool(cfg.get("bias", True)))
-            shape = (units,)
-        elif kind == "conv":
-            if not spatial:
-                die("layer %s: conv needs a (C, H, W) input, got %s" % (key, list(shape)))
-            c, h, w = shape
-            kh, kw = pair(cfg["kernel"], "kernel")
-            sh, sw = pair(cfg.get("stride", 1), "stride")
-            pad = cfg.get("padding", 0)
-            if pad == "valid":
-                pad = 0
-            if pad == "same":
-                if (sh, sw) != (1, 1):
-                    die("layer %s: padding same needs stride 1" % key)
-                if kh % 2 and kw % 2:
-                    ph, pw = (kh - 1) // 2, (kw - 1) // 2
-                    tpad = (ph, pw)
-                else:
-                    tpad = "same"  # PyTorch pads the extra row/col at the end
-                    ph, pw = None, None
-                oh, ow = h, w
-            else:
-                ph, pw = pair(pad, "padding")
-                tpad = (ph, pw)
-                oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-            k = int(cfg["filters"])
-            if tt is not None:
-                if int(tt["in_dim"]) != c or int(tt["out_dim"]) != k:
-                    die("layer %s: the TT plan is %s -> %s channels, the layer %d -> %d"
-                        % (key, tt["in_dim"], tt["out_dim"], c, k))
-                # cores: the spatial one and one per channel mode; inner ranks: r0 ... r_{d-1}
-                sd = tt_core_std(tt_init_var(init, c * kh * kw, k * kh * kw), tt["ranks"],
-                                 len(tt["in_modes"]) + 1)
-                m = TTConv2d(tt, (kh, kw), (sh, sw), tpad, bias=bool(cfg.get("bias", True)), sd=sd)
-                check_tt_tensors(key, m, pl)
-            else:
-                m = nn.Conv2d(c, k, (kh, kw), stride=(sh, sw), padding=tpad,
-                              bias=bool(cfg.get("bias", True)))
-            shape = (k, oh, ow)
-        elif kind in ("maxpool", "avgpool"):
-            if not spatial:
-                die("layer %s: %s needs a (C, H, W) input" % (key, kind))
-            size = pair(cfg["size"], "size")
-            stride = pair(cfg.get("stride", cfg["size"]), "stride")
-            pad = pair(cfg.get("padding", 0), "padding")
-            m = (nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(size, stride, pad)
-            c, h, w = shape
-            shape = (c, (h + 2 * pad[0] - size[0]) // stride[0] + 1,
-                     (w + 2 * pad[1] - size[1]) // stride[1] + 1)
-        elif kind == "batchnorm":
-            eps = float(cfg.get("eps", 1e-5))
-            mom = float(cfg.get("momentum", 0.1))
-            if spatial:
-                m = nn.BatchNorm2d(shape[0], eps=eps, momentum=mom)
-            elif len(shape) == 1:
-                m = nn.BatchNorm1d(shape[0], eps=eps, momentum=mom)
-            else:
-                die("layer %s: batchnorm on shape %s" % (key, list(shape)))
-        elif kind == "relu":
-            m = nn.ReLU()
-        elif kind == "leaky_relu":
-            m = nn.LeakyReLU(float(cfg.get("slope", 0.01)))
-        elif kind == "dropout":
-            m = nn.Dropout(float(cfg.get("rate", 0.5)))
-        elif kind == "flatten":
-            m = nn.Flatten()
-            shape = (int(math.prod(shape)),)
-        elif kind == "softmax":
-            if i != len(layers) - 1:
-                die("layer %s: softmax must be the last layer" % key)
-            m = nn.Identity()  # logits out; softmax is fused into CrossEntropyLoss
-        else:
-            die("layer %d: unknown layer kind %r" % (i, kind))
-        if "dims" in cfg and kind in ("dense", "conv"):
-            wshape = m.weight_shape if tt is not None else list(m.weight.shape)
-            if list(cfg["dims"]) != list(wshape):
-                die("layer %s: dims %s do not match the inferred weight dims %s"
-                    % (key, list(cfg["dims"]), list(wshape)))
-        # init: only the weight follows it, the bias keeps PyTorch's default (specs/README.md,
-        # "init"); a TT layer's cores were drawn above from the same variance
-        if kind in ("dense", "conv") and init is not None and tt is None:
-            with torch.no_grad():
-                if init == "kaiming_uniform":      # a = 0, not the layer default's a = sqrt(5)
-                    nn.init.kaiming_uniform_(m.weight)
-                elif init == "kaiming_normal":
-                    nn.init.kaiming_normal_(m.weight)
-                elif init in ("glorot", "glorot_uniform", "xavier_uniform"):
-                    nn.init.xavier_uniform_(m.weight)
-                elif init in ("glorot_normal", "xavier_normal"):
-                    nn.init.xavier_normal_(m.weight)
-                elif init == "zeros":
-                    nn.init.zeros_(m.weight)
-                else:
-                    die("layer %s: init %r not supported by the peer" % (key, init))
-        if any(key == e[0] for e in entries):
-            die("layer name %r used twice" % key)
-        entries.append((key, m))
-        info.append((key, kind, list(shape)))
-    classes = spec.get("classes")
-    if isinstance(classes, list):   # class names: their count is the number of classes
-        classes = len(classes)
-    if classes is not None and shape != (int(classes),):
-        die("classes: %s but the last layer outputs %s" % (classes, list(shape)))
-    for n in notes:
-        print("peer_torch: note: " + n, file=sys.stderr)
-    return nn.Sequential(collections.OrderedDict(entries)), info
+    try:
+        return tesla_torch.build(spec, plan,
+                                 note=lambda n: print("peer_torch: note: " + n, file=sys.stderr))
+    except tesla_torch.SpecError as e:
+        die(str(e))
 
 
 def train_cfg(spec, args):
@@ -624,61 +249,25 @@ def make_schedule(opt, t, steps_per_epoch):
 
 
 # ---------------------------------------------------------------------------- safetensors
-
-_ST_DT = {"F32": "<f4", "F64": "<f8", "F16": "<f2", "I64": "<i8", "I32": "<i4",
-          "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
-
+# tools/tesla_torch.py reads and writes the files; these wrappers keep numpy arrays for the
+# scripts that use them (tests/torch_interop.sh)
 
 def save_safetensors(path, tensors, metadata=None):
-    """tensors: ordered {name: numpy array}. Writes u64 LE header length, JSON header, data."""
-    import numpy as np
-    rev = {np.dtype(v): k for k, v in _ST_DT.items()}
-    header = {}
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    blobs = []
-    off = 0
-    for name, a in tensors.items():
-        a = np.ascontiguousarray(a)
-        dt = a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype
-        if dt not in rev:
-            die("cannot store dtype %s in safetensors" % a.dtype)
-        b = a.astype(dt, copy=False).tobytes()
-        header[name] = {"dtype": rev[dt], "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)  # pad so the data starts 8-aligned, as the reference writer does
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    """tensors: ordered {name: numpy array or torch tensor}."""
+    import torch
+    try:
+        tesla_torch.save({k: torch.as_tensor(v) for k, v in tensors.items()}, path, metadata)
+    except (OSError, ValueError) as e:
+        die("%s: %s" % (path, e))
 
 
 def load_safetensors(path):
-    import numpy as np
-    with open(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 8:
-        die("%s: not a safetensors file" % path)
-    (n,) = struct.unpack("<Q", raw[:8])
-    if 8 + n > len(raw):
-        die("%s: header runs past the end of the file" % path)
-    header = json.loads(raw[8:8 + n].decode())
-    data = raw[8 + n:]
-    out = collections.OrderedDict()
-    for name, d in header.items():
-        if name == "__metadata__":
-            continue
-        if d["dtype"] not in _ST_DT:
-            die("%s: tensor %s has unsupported dtype %s" % (path, name, d["dtype"]))
-        a, b = d["data_offsets"]
-        dt = np.dtype(_ST_DT[d["dtype"]])
-        if not (0 <= a <= b <= len(data)) or (b - a) != dt.itemsize * math.prod(d["shape"]):
-            die("%s: tensor %s has bad data_offsets" % (path, name))
-        out[name] = np.frombuffer(data[a:b], dtype=dt).reshape(d["shape"]).copy()
-    return out, header.get("__metadata__", {})
+    """({name: numpy array} as stored, metadata)."""
+    try:
+        tensors, meta = tesla_torch.read(path)
+    except (OSError, ValueError) as e:
+        die(str(e))
+    return collections.OrderedDict((k, v.numpy()) for k, v in tensors.items()), meta
 
 
 def spec_state(model):
@@ -887,27 +476,20 @@ def mode_save_init(spec, args):
 
 def load_weights(model, path):
     """Every spec tensor from a safetensors file (names and shapes checked; a teslac
-    checkpoint's __opt__.* and num_batches_tracked are skipped)."""
-    import torch
-    tensors, meta = load_safetensors(path)
-    # a pruned weight is CSR (specs/README.md, "pruned weights"): densify it as that page does
-    for name in [k[:-len(".values")] for k in list(tensors) if k.endswith(".values") and not k.startswith("__opt__.")]:
-        shape = json.loads(meta[name + ".shape"])
-        w = torch.sparse_csr_tensor(torch.from_numpy(tensors.pop(name + ".crow_indices")).long(),
-                                    torch.from_numpy(tensors.pop(name + ".col_indices")).long(),
-                                    torch.from_numpy(tensors.pop(name + ".values")),
-                                    size=(shape[0], math.prod(shape[1:])))
-        tensors[name] = w.to_dense().reshape(shape).numpy()
+    checkpoint's __opt__.* and num_batches_tracked are skipped; CSR pruned weights are
+    densified by tesla_torch.load)."""
+    try:
+        tensors = tesla_torch.load(path)
+    except (OSError, ValueError) as e:
+        die(str(e))
     want = spec_state(model)
     missing = [k for k in want if k not in tensors]
-    # a teslac checkpoint also holds its optimizer state under "__opt__.": not model tensors
-    extra = [k for k in tensors if k not in want and not k.endswith(".num_batches_tracked")
-             and not k.startswith("__opt__.")]
+    extra = [k for k in tensors if k not in want and not k.endswith(".num_batches_tracked")]
     if missing or extra:
         die("%s: missing tensors %s, unexpected tensors %s" % (path, missing, extra))
     sd = {}
     for k, v in want.items():
-        a = torch.from_numpy(tensors[k])
+        a = tensors[k]
         if list(a.shape) != list(v.shape):
             die("%s: tensor %s has shape %s, the spec wants %s"
                 % (path, k, list(a.shape), list(v.shape)))
