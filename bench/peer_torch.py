@@ -118,7 +118,7 @@ def load_split(spec, which):
     y = read_idx(lp)
     if x.shape[0] != y.shape[0]:
         die("%s and %s hold different sample counts" % (ip, lp))
-    scale = float(data.get("scale", 1))
+    scale = float(data.get("scale", 255))   # teslac's default (specs/README.md, data)
     shape = tuple(spec["input"])
     if int(np.prod(x.shape[1:])) != int(np.prod(shape)):
         die("%s: samples of %s do not fit input %s" % (ip, x.shape[1:], list(shape)))
