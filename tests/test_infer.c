@@ -473,7 +473,8 @@ START_TEST(weights_name_mismatch) {
                                   "features.2.bias (4)", "<layer>.<param>", NULL});
   ck_assert_msg(count_lines(r.err) == 1, "one line:\n%s", r.err);
   cli_free(&r);
-  r = CLI("train", spec_path, "--init", renamed, "--steps", "1", "-o", tmp_path("never.st"));
+  char *never = tmp_path("never.st");
+  r = CLI("train", spec_path, "--init", renamed, "--steps", "1", "-o", never);
   cli_fails(&r, 1, "train --init of renamed weights",
             (const char *const[]){"--init: ", "missing: 0.weight (16, 64)", "extra: features.0.weight (16, 64)", NULL});
   cli_free(&r);
@@ -498,7 +499,7 @@ START_TEST(weights_name_mismatch) {
   r = CLI("eval", spec_path, "--weights", extra);
   cli_ok(&r);
   cli_free(&r);
-  free(renamed), free(partial), free(many), free(extra);
+  free(renamed), free(partial), free(many), free(extra), free(never);
 }
 END_TEST
 
