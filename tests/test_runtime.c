@@ -670,7 +670,7 @@ END_TEST
 
 /* A worker that is not there (descheduled on a busy machine; here: stuck in a long tile) does
  * not hold the call up: the caller runs the stuck worker's unclaimed tiles itself. Tile 1 is
- * the worker's first claim (the caller waits 20 ms in tile 0 to give the worker time to wake
+ * the worker's first claim (the caller waits 50 ms in tile 0 to give the worker time to wake
  * and claim it); when the worker runs it, it stalls 300 ms, and every other tile
  * must run on the caller meanwhile. Then a call after it: the stalled worker, when it comes
  * back, must not run a tile of a job that is over (every tile exactly once, every round). */
@@ -689,7 +689,7 @@ static void stall_tile(void *ctx, int64_t t) {
     atomic_store(&c->stalled, 1);
     usleep(300000);
   } else if (t == 0 && pthread_equal(pthread_self(), c->caller)) {
-    usleep(20000);   /* time for the worker to wake and claim tile 1 */
+    usleep(50000);   /* time for the worker to wake and claim tile 1 */
   }
 }
 
