@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/options_test.sh TESLAC: the one option parser every command shares (compiler/driver/
 # cmd.c, cmd_parse) from the outside. Both forms of a valued option (`--flag value`,
-# `--flag=value`, and `-ovalue` for a short one) on every command that takes values; `--` ends
+# `--flag=value`, and `-ovalue` for a short one, short flags together as -qv or -qo FILE) on
+# every command that takes values; `--` ends
 # the options (a spec whose name starts with '-'); an unknown option is a usage error (exit 2)
 # with a did-you-mean on every command; a flag given a value, a value missing; `-h`/`--help`,
 # `teslac help CMD` and `teslac CMD --help` print the same text, made from the same table that
@@ -130,6 +131,16 @@ expect 0 "" help
 grep -q "^commands:" out.txt && ok || bad "teslac help: not the usage"
 expect 0 "" -V
 grep -q "^JIT CPU: " out.txt && ok || bad "-V: no JIT CPU line"
+
+# ---- short options together (GNU): -qv, -qo FILE, -qoFILE, -qO ----------------------------
+expect 0 "" train tiny.yaml --steps 2 -qo g1.st
+[ -s g1.st ] && [ ! -s out.txt ] && ok || bad "train -qo g1.st: no checkpoint, or it printed"
+expect 0 "" train tiny.yaml --steps 2 -qog2.st
+[ -s g2.st ] && ok || bad "train -qog2.st: no checkpoint"
+expect 0 "" emit-llvm tiny.yaml -qOo g.ll
+grep -q "^define" g.ll && ok || bad "emit-llvm -qOo g.ll: no IR in g.ll"
+expect 2 "unknown option '-x' in '-qx'" check tiny.yaml -qx
+expect 2 "-o needs a value" train tiny.yaml -qo
 
 # ---- -q and -v ------------------------------------------------------------------------------
 expect 0 "" train tiny.yaml --steps 2 -q -o q.st

@@ -156,6 +156,35 @@ static int set_opt(const CmdDef *d, const CmdOpt *p, const char *spelled, const 
   return 0;
 }
 
+/* argv[*i] is short options together (GNU): flags, the last one perhaps taking a value (the
+ * rest of the word, or the next argument): -qv, -qO, -qo FILE, -qoFILE */
+static int short_group(const CmdDef *d, int argc, char **argv, int *i, void *dst) {
+  const char *a = argv[*i];
+  for (const char *ch = a + 1; *ch; ch++) {
+    char one[3] = {'-', *ch, 0};
+    const CmdOpt *p = find_opt(d->opts, one, 2), *c = p ? NULL : find_opt(common_opts, one, 2);
+    if (c == common_opts + 2) {
+      cmd_help(d, stdout);
+      return -1;
+    }
+    if (c) {
+      cmd_verbosity = c == common_opts ? -1 : 1;
+      continue;
+    }
+    if (!p) {
+      fprintf(stderr, "teslac: unknown option '%s' in '%s'\nsee 'teslac %s --help'\n", one, a, d->name);
+      return 2;
+    }
+    if (p->kind == ARG_FLAG) {
+      *(bool *)((char *)dst + p->off) = true;
+      continue;
+    }
+    const char *v = ch[1] ? ch + 1 : *i + 1 < argc ? argv[++*i] : NULL;
+    return set_opt(d, p, one, v, dst);
+  }
+  return 0;
+}
+
 int cmd_parse(const CmdDef *d, int argc, char **argv, void *dst) {
   cmd_verbosity = 0;
   bool opts_end = false;
@@ -185,10 +214,15 @@ int cmd_parse(const CmdDef *d, int argc, char **argv, void *dst) {
     size_t n = eq ? (size_t)(eq - a) : strlen(a);
     const CmdOpt *p = find_opt(d->opts, a, n), *c = p ? NULL : find_opt(common_opts, a, n);
     const char *v = eq ? eq + 1 : NULL;
-    if (!p && !c && a[1] != '-' && n > 2) {   /* -ovalue */
+    if (!p && !c && a[1] != '-' && n > 2) {   /* -ovalue, or flags together: -qv, -qo FILE */
       p = find_opt(d->opts, a, 2);
-      if (p && p->kind != ARG_FLAG) n = 2, v = a + 2;
-      else p = NULL;
+      if (p && p->kind != ARG_FLAG) {
+        n = 2, v = a + 2;
+      } else if (p || find_opt(common_opts, a, 2)) {
+        int rc = short_group(d, argc, argv, &i, dst);
+        if (rc) return rc;
+        continue;
+      }
     }
     char spelled[64];
     snprintf(spelled, sizeof spelled, "%.*s", (int)(n < 63 ? n : 63), a);
