@@ -253,7 +253,7 @@ const CmdDef cmd_build = {
     .about = "Compile SPEC with the weights in CKPT into an object file and a C header that declares its\n"
              "functions and sizes (specs/README.md, 'Object files'). Single-threaded, no heap, no global\n"
              "state; needs only libc's memcpy/memset and libm.",
-    .pos = "SPEC", .pos_off = offsetof(TrainOpts, spec), .pos_hint = "SPEC (a model spec, e.g. specs/mlp.yaml)",
+    CMD_POS_SPEC(TrainOpts),
     .opts = build_opts,
     .quiet = "no summary line",
     .verbose = "also the target, the CPU and what the compile took",

@@ -156,6 +156,16 @@ static int set_opt(const CmdDef *d, const CmdOpt *p, const char *spelled, const 
   return 0;
 }
 
+/* -q, -v: the verbosity; -h: the help, then -1 (the command is done) */
+static int common_opt(const CmdDef *d, const CmdOpt *c) {
+  if (c == common_opts + 2) {
+    cmd_help(d, stdout);
+    return -1;
+  }
+  cmd_verbosity = c == common_opts ? -1 : 1;
+  return 0;
+}
+
 /* argv[*i] is short options together (GNU): flags, the last one perhaps taking a value (the
  * rest of the word, or the next argument): -qv, -qO, -qo FILE, -qoFILE */
 static int short_group(const CmdDef *d, int argc, char **argv, int *i, void *dst) {
@@ -163,12 +173,8 @@ static int short_group(const CmdDef *d, int argc, char **argv, int *i, void *dst
   for (const char *ch = a + 1; *ch; ch++) {
     char one[3] = {'-', *ch, 0};
     const CmdOpt *p = find_opt(d->opts, one, 2), *c = p ? NULL : find_opt(common_opts, one, 2);
-    if (c == common_opts + 2) {
-      cmd_help(d, stdout);
-      return -1;
-    }
     if (c) {
-      cmd_verbosity = c == common_opts ? -1 : 1;
+      if (common_opt(d, c) < 0) return -1;
       continue;
     }
     if (!p) {
@@ -231,11 +237,7 @@ int cmd_parse(const CmdDef *d, int argc, char **argv, void *dst) {
         fprintf(stderr, "teslac: %s takes no value, got '%s'\nsee 'teslac %s --help'\n", spelled, v, d->name);
         return 2;
       }
-      if (c == common_opts + 2) {
-        cmd_help(d, stdout);
-        return -1;
-      }
-      cmd_verbosity = c == common_opts ? -1 : 1;
+      if (common_opt(d, c) < 0) return -1;
       continue;
     }
     if (!p) return unknown_opt(d, a, n);
@@ -247,6 +249,11 @@ int cmd_parse(const CmdDef *d, int argc, char **argv, void *dst) {
     if (rc) return rc;
   }
   if (pos && !*pos) return cmd_usage(d->name, "missing %s", d->pos_hint ? d->pos_hint : d->pos ? d->pos : "");
+  for (const CmdOpt *p = d->opts; p->name; p++)   /* a required option is a string one */
+    if (p->required && !*(const char **)((char *)dst + p->off)) {
+      fprintf(stderr, "teslac: %s needs %s %s\nsee 'teslac %s --help'\n", d->name, p->name, p->meta, d->name);
+      return 2;
+    }
   return 0;
 }
 
@@ -266,8 +273,6 @@ int cmd_parse_opts(const CmdDef *d, int argc, char **argv, TrainOpts *o) {
   o->have_seed = o->seed >= 0;
   if (o->no_cache) jit_cache_enable(false);   /* process-wide: every compile of this command */
   const char *cmd = d->name;
-  if ((!strcmp(cmd, "eval") || !strcmp(cmd, "predict") || !strcmp(cmd, "build") || !strcmp(cmd, "export")) && !o->weights)
-    return cmd_usage(cmd, "%s needs --weights CKPT", cmd);
   if (o->init && o->resume) return cmd_usage(cmd, "%sgive --init or --resume, not both", "");
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   if (o->threads > cores && cores > 0)

@@ -37,6 +37,7 @@ typedef struct CmdOpt {
   double lo, hi;       /* ARG_INT, ARG_NUM: the range, inclusive */
   size_t off;          /* offsetof(the command's struct, field) */
   const char *help;    /* '\n' continues on an indented line */
+  bool required;       /* a usage error without it: "eval needs --weights CKPT" */
 } CmdOpt;
 typedef struct CmdDef {
   const char *name;     /* "train" */
@@ -50,6 +51,10 @@ typedef struct CmdDef {
   const char *quiet, *verbose;   /* what -q and -v do here; NULL: the usual text */
   int (*run)(int argc, char **argv);
 } CmdDef;
+
+/* the usual positional SPEC of a command whose options struct `type` has `spec` */
+#define CMD_POS_SPEC(type) .pos = "SPEC", .pos_off = offsetof(type, spec), \
+                           .pos_hint = "SPEC (a model spec, e.g. specs/mlp.yaml)"
 
 /* -1 --quiet, 0, 1 --verbose: the last command line's */
 extern int cmd_verbosity;
@@ -76,7 +81,7 @@ int cmd_parse_opts(const CmdDef *d, int argc, char **argv, TrainOpts *o);
 #define CMD_OPT_THREADS {"--threads", NULL, ARG_INT, "T", 1, 1024, offsetof(TrainOpts, threads), "threads (default: all cores)"}
 #define CMD_OPT_NO_CACHE {"--no-cache", NULL, ARG_FLAG, NULL, 0, 0, offsetof(TrainOpts, no_cache), \
                           "compile afresh, bypassing the compile cache (~/.cache/teslac)"}
-#define CMD_OPT_WEIGHTS(what) {"--weights", NULL, ARG_STR, "CKPT", 0, 0, offsetof(TrainOpts, weights), what}
+#define CMD_OPT_WEIGHTS(what) {"--weights", NULL, ARG_STR, "CKPT", 0, 0, offsetof(TrainOpts, weights), what, true}
 /* Fails (with a message naming `what`, -1) unless `path` can be written: an existing regular
  * file, or a new name in a folder that exists and takes new files; nothing is left behind. */
 int cmd_check_output(const char *path, const char *what);

@@ -21,7 +21,7 @@ const CmdDef cmd_emit_llvm = {
     .about = "Print the LLVM IR teslac generates for SPEC: <name>_train_step (forward, loss, backward,\n"
              "optimizer), <name>_grad (the same without the optimizer) and <name>_infer. Kernels are\n"
              "calls until --optimized links them and runs O3 for this CPU.",
-    .pos = "SPEC", .pos_off = offsetof(TrainOpts, spec), .pos_hint = "SPEC (a model spec, e.g. specs/mlp.yaml)",
+    CMD_POS_SPEC(TrainOpts),
     .opts = emit_opts,
     .quiet = "the IR only (no effect: it is the output)",
     .verbose = "also the CPU of -O's O3, on standard error",

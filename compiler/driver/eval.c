@@ -95,7 +95,7 @@ const CmdDef cmd_eval = {
     .about = "Test-set loss and accuracy of the weights in CKPT, over every test sample; then the\n"
              "confusion matrix (rows: true class, columns: predicted class) and each class's accuracy\n"
              "(its correct / its samples), with the spec's class names when it gives them.",
-    .pos = "SPEC", .pos_off = offsetof(TrainOpts, spec), .pos_hint = "SPEC (a model spec, e.g. specs/mlp.yaml)",
+    CMD_POS_SPEC(TrainOpts),
     .opts = eval_opts,
     .quiet = "the results only (no effect: they are the output)",
     .verbose = "also what the compile took, on standard error",

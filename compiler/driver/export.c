@@ -471,7 +471,7 @@ const CmdDef cmd_export = {
              "'teslac export'): input \"input\" float32 (N, C, H, W) or (N, D), the values after data.scale, as\n"
              "teslac predict feeds them; output \"output\" (N, classes), probabilities when the spec ends in\n"
              "softmax. Tensor trains stay trains (their cores contracted in the graph); pruned weights dense.",
-    .pos = "SPEC", .pos_off = offsetof(TrainOpts, spec), .pos_hint = "SPEC (a model spec, e.g. specs/mlp.yaml)",
+    CMD_POS_SPEC(TrainOpts),
     .opts = export_opts,
     .quiet = "no summary line",
     .verbose = "the usual output (nothing more to say)",

@@ -31,7 +31,7 @@ static const CmdDef cmd_check = {
     .about = "Parse and check SPEC: every key, every shape, any 'dims:' against the inferred ones.\n"
              "Reports every problem as file:line:col with the source line, and exits 1 if there are any;\n"
              "otherwise prints the model table (layer, output dims (N, ...), weight dims, parameters).",
-    .pos = "SPEC", .pos_off = offsetof(Opts, spec), .pos_hint = "SPEC (a model spec, e.g. specs/mlp.yaml)",
+    CMD_POS_SPEC(Opts),
     .opts = check_opts,
     .quiet = "no table: the exit status (and any diagnostics) only",
     .verbose = "the usual output (nothing more to say)",
@@ -46,7 +46,7 @@ static const CmdDef cmd_plan = {
     .summary = "storage, parameters, bytes and FLOPs per layer; memory layout",
     .about = "Check SPEC, then plan it: per layer the storage chosen (dense, tensor train, sparse),\n"
              "parameters, bytes, forward and backward FLOPs at the batch size, and the memory blocks.",
-    .pos = "SPEC", .pos_off = offsetof(Opts, spec), .pos_hint = "SPEC (a model spec, e.g. specs/mlp.yaml)",
+    CMD_POS_SPEC(Opts),
     .opts = plan_opts,
     .quiet = "the plan only (no effect: it is the output)",
     .verbose = "the usual output (nothing more to say)",

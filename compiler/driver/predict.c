@@ -275,7 +275,7 @@ const CmdDef cmd_predict = {
              "Prints one line per sample: its index (an image: its file), its class, the class's name\n"
              "in quotes when the spec names them, and its probability (its raw score when the spec does\n"
              "not end in softmax); with --top K the K best classes, best first.",
-    .pos = "SPEC", .pos_off = offsetof(TrainOpts, spec), .pos_hint = "SPEC (a model spec, e.g. specs/mlp.yaml)",
+    CMD_POS_SPEC(TrainOpts),
     .opts = predict_opts,
     .quiet = "the predictions only (no effect: they are the output)",
     .verbose = "also what the compile took, on standard error",

@@ -239,7 +239,7 @@ const CmdDef cmd_train = {
              "train loss and accuracy (and the validation set's, when the spec has one), and write a\n"
              "checkpoint; the test set is evaluated after the last epoch. Ctrl-C (SIGINT) or SIGTERM\n"
              "finishes the current step, writes a checkpoint there and prints how to resume.",
-    .pos = "SPEC", .pos_off = offsetof(TrainOpts, spec), .pos_hint = "SPEC (a model spec, e.g. specs/mlp.yaml)",
+    CMD_POS_SPEC(TrainOpts),
     .opts = train_opts,
     .quiet = "nothing on standard output (no table, epoch lines or progress bar);\nwarnings and errors still on standard error",
     .verbose = "also the CPU the JIT compiled for and the data loading time",
