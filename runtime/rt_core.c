@@ -16,6 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 #include <time.h>
 #include <unistd.h>
 
@@ -103,15 +106,26 @@ void ts_free(void *p) {
   if (p) atomic_load(&g_alloc)(atomic_load(&g_alloc_ud), p, 0);
 }
 
-// Layout: [hook block ... pad][original pointer][64-aligned user block]
+// Layout: [hook block ... pad][original pointer][aligned user block]. A block of 4 MB or
+// more (the model's parameter, gradient, optimizer and activation blocks; the data set) is
+// aligned to 2 MB and offered to the kernel for transparent huge pages (Linux's default
+// "madvise" mode): zeroing it then takes a fault per 2 MB instead of per 4 KB (25 ms less
+// before mlp's first step), and the steps' streaming passes over it miss the TLB less.
+#define TS_HUGE ((size_t)2 << 20)
 void *ts_aligned_alloc(size_t n) {
-  size_t total;
-  if (__builtin_add_overflow(n, (size_t)64 + sizeof(void *), &total)) return NULL;
-  void *raw = ts_malloc(total);
+  size_t align = n >= 2 * TS_HUGE ? TS_HUGE : 64, total;
+  if (__builtin_add_overflow(n, align + sizeof(void *), &total)) return NULL;
+  // the default allocator's calloc knows memory fresh from the kernel is zero, and does not
+  // touch it: the pages are then faulted in (huge) by their first real use
+  bool zeroed = atomic_load(&g_alloc) == default_alloc;
+  void *raw = zeroed ? (total > 0 ? calloc(1, total) : NULL) : ts_malloc(total);
   if (!raw) return NULL;
-  uintptr_t u = ((uintptr_t)raw + sizeof(void *) + 63) & ~(uintptr_t)63;
+  uintptr_t u = ((uintptr_t)raw + sizeof(void *) + align - 1) & ~(uintptr_t)(align - 1);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (align == TS_HUGE) (void)madvise((void *)u, n & ~(TS_HUGE - 1), MADV_HUGEPAGE);   // a hint: may fail
+#endif
   memcpy((void *)(u - sizeof(void *)), &raw, sizeof raw);
-  memset((void *)u, 0, n);
+  if (!zeroed) memset((void *)u, 0, n);
   return (void *)u;
 }
 

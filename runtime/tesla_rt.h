@@ -103,6 +103,7 @@ uint32_t ts_rng_u32(TsRng *r);
 uint32_t ts_rng_below(TsRng *r, uint32_t n);     /* unbiased, in [0, n) */
 float    ts_rng_uniform(TsRng *r);               /* [0, 1) with 24 random bits */
 float    ts_rng_normal(TsRng *r);                /* N(0, 1), Box-Muller */
+void     ts_rng_uniform_fill(TsRng *r, float *dst, int64_t n, double scale);   /* U(-scale, scale) */
 void     ts_shuffle_u32(TsRng *r, uint32_t *a, size_t n);   /* Fisher-Yates */
 
 /* ---- thread pool ---------------------------------------------------------------------- */

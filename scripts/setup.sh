@@ -6,10 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # (libcairo2-dev: PNG plots, `teslac plot -o X.png`; SVG needs nothing. libprotobuf-c-dev and
-# protobuf-c-compiler: `teslac export`'s ONNX models)
+# protobuf-c-compiler: `teslac export`'s ONNX models. libzstd-dev: LLVM's static archives need
+# it, so that teslac links LLVM statically and starts in 13 ms, meson.build's static_llvm)
 TESLA_PKGS=(gcc pkg-config meson ninja-build libyaml-dev zlib1g-dev check
             llvm-16-dev clang-16 libclang-rt-16-dev libcairo2-dev dataset-fashion-mnist
-            libpng-dev libnetpbm-dev libprotobuf-c-dev protobuf-c-compiler)
+            libpng-dev libnetpbm-dev libprotobuf-c-dev protobuf-c-compiler libzstd-dev)
 
 # scripts/test.sh adds what the test suite needs beyond the build: cross toolchains and qemu
 # for the objects of `teslac build` (tests/cross/), Open MPI for data-parallel training

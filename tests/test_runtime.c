@@ -595,6 +595,24 @@ START_TEST(test_rng_ranges) {
 }
 END_TEST
 
+/* the jumped-ahead fill gives the one-call-per-draw values, bit for bit, and leaves the
+ * generator where those calls would (every length around the 8-lane blocks) */
+START_TEST(test_rng_uniform_fill) {
+  static float got[100];
+  for (int n = 0; n <= 41; n++) {
+    TsRng a, b;
+    ts_rng_seed(&a, 7, (uint64_t)n), ts_rng_seed(&b, 7, (uint64_t)n);
+    const double scale = n % 2 ? 0.0357142857 : 1.5;
+    ts_rng_uniform_fill(&a, got, n, scale);
+    for (int i = 0; i < n; i++) {
+      float want = (float)((2 * ts_rng_uniform(&b) - 1) * scale);
+      ck_assert_msg(memcmp(&got[i], &want, sizeof want) == 0, "n %d, draw %d: %a, not %a", n, i, got[i], want);
+    }
+    ck_assert_uint_eq(ts_rng_u32(&a), ts_rng_u32(&b));
+  }
+}
+END_TEST
+
 START_TEST(test_rng_shuffle) {
   enum { N = 1000 };
   uint32_t a[N], b[N];
@@ -1169,6 +1187,7 @@ static Suite *runtime_suite(void) {
   tcase_add_test(tc, test_rng_reference);
   tcase_add_test(tc, test_rng_determinism);
   tcase_add_test(tc, test_rng_ranges);
+  tcase_add_test(tc, test_rng_uniform_fill);
   tcase_add_test(tc, test_rng_shuffle);
   suite_add_tcase(s, tc);
 

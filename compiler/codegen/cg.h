@@ -245,6 +245,7 @@ void jit_cache_store(const JitCacheKey *k, int nparts, LLVMMemoryBufferRef *objs
 int  cg_link_kernels(Ctx *cx, Cg *g, LLVMTargetMachineRef tm);
 /* the wide (AVX-512) kernel build for these target features, else the narrow one */
 bool cg_wide_kernels(const char *features);
+extern const char *const jit_codegen_opts;   /* the JIT's code generation options, for the cache key (jit.c) */
 int  cg_optimize(Ctx *cx, Cg *g, LLVMTargetMachineRef tm);
 LLVMTargetMachineRef cg_host_machine(Ctx *cx);
 /* this CPU's name and features as the JIT compiles for them (LLVMDisposeMessage both) */

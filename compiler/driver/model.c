@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 
+
 void model_free(Model *m) {
   jit_free(m->jit);
   ts_aligned_free(m->P), ts_aligned_free(m->G), ts_aligned_free(m->O), ts_aligned_free(m->A);
@@ -105,20 +106,18 @@ void model_init(Model *m, uint64_t seed) {
     }
     bool weight = !strcmp(n, "weight");
     InitKind k = weight ? l->init : INIT_DEFAULT;
+    if (k == INIT_DEFAULT || k == INIT_GLOROT || k == INIT_KAIMING_UNIFORM) {   /* U(-a, a), in one loop */
+      ts_rng_uniform_fill(&r, p, pt->elems, k == INIT_GLOROT ? sqrt(6.0 / (double)(fan_in + fan_out))
+                                            : k == INIT_KAIMING_UNIFORM ? sqrt(6.0 / (double)fan_in) : bound);
+      continue;
+    }
     for (int64_t i = 0; i < pt->elems; i++) {
       double v;
       switch (k) {
       case INIT_ZEROS: v = 0; break;
       case INIT_ONES: v = 1; break;
-      case INIT_GLOROT: {
-        double a = sqrt(6.0 / (double)(fan_in + fan_out));
-        v = (2 * ts_rng_uniform(&r) - 1) * a;
-        break;
-      }
       case INIT_GLOROT_NORMAL: v = ts_rng_normal(&r) * sqrt(2.0 / (double)(fan_in + fan_out)); break;
-      case INIT_KAIMING_NORMAL: v = ts_rng_normal(&r) * sqrt(2.0 / (double)fan_in); break;
-      case INIT_KAIMING_UNIFORM: v = (2 * ts_rng_uniform(&r) - 1) * sqrt(6.0 / (double)fan_in); break;
-      default: v = (2 * ts_rng_uniform(&r) - 1) * bound; break;
+      default: v = ts_rng_normal(&r) * sqrt(2.0 / (double)fan_in); break;   /* INIT_KAIMING_NORMAL */
       }
       p[i] = (float)v;   /* stored_t weights: the distribution is the same either way */
     }

@@ -377,6 +377,7 @@ int train_main(int argc, char **argv) {
   else
     printf("training %s: %zu samples%s, %lld steps per epoch, %d thread%s\n", m.sp.name, tr.count, valdesc,
            (long long)per_epoch, ts_pool_threads(m.pool), ts_pool_threads(m.pool) == 1 ? "" : "s");
+  fflush(stdout);   /* a pipe or a log sees that training started (bench/startup.py times it) */
   double t_start = ts_now();
   /* a resumed run may be done already: it takes no step, and -o gets the checkpoint as it is */
   bool stop = (o.steps && m.t >= o.steps) || epoch0 >= tc->epochs;

@@ -172,21 +172,26 @@ TK_AI void tk__kern(int mr, int nv, long tail, long K,
 
 // Rows [m0, m1) of one column group (width 16*nv + tail): blocks of TK_MR, then 4, 2, 1.
 // Written out per mr so that mr is a literal in every micro-kernel instance.
+// The counts come from m1 - m0 by arithmetic, not from the loop's exit value: with constant
+// bounds (or bounds a constant apart) the first constant-folding passes then remove the
+// remainder blocks a shape does not need, before O3's expensive passes see them.
 TK_AI void tk__rows(long m0, long m1, int nv, long tail, long K,
                     const float *A, long sam, long sak, const float *Bm, long ldb,
                     float *C, long ldc, int init, const float *bias) {
-  long m = m0;
-  for (; m + TK_MR <= m1; m += TK_MR)
-    tk__kern(TK_MR, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, init == TK_INIT_RBIAS ? bias + m : bias);
-  if (m + 4 <= m1) {
+  long nb = (m1 - m0) / TK_MR, m = m0 + nb * TK_MR, rem = m1 - m0 - nb * TK_MR;   // rem < 8
+  for (long q = 0; q < nb; q++) {
+    long mq = m0 + q * TK_MR;
+    tk__kern(TK_MR, nv, tail, K, A + mq * sam, sam, sak, Bm, ldb, C + mq * ldc, ldc, init, init == TK_INIT_RBIAS ? bias + mq : bias);
+  }
+  if (rem & 4) {
     tk__kern(4, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, init == TK_INIT_RBIAS ? bias + m : bias);
     m += 4;
   }
-  if (m + 2 <= m1) {
+  if (rem & 2) {
     tk__kern(2, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, init == TK_INIT_RBIAS ? bias + m : bias);
     m += 2;
   }
-  if (m < m1)
+  if (rem & 1)
     tk__kern(1, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, init == TK_INIT_RBIAS ? bias + m : bias);
 }
 
@@ -195,10 +200,11 @@ TK_AI void tk__rows(long m0, long m1, int nv, long tail, long K,
 TK_AI void tk__panels(long m0, long m1, long n0, long n1, long K,
                       const float *A, long sam, long sak, const float *Bm, long ldb,
                       float *C, long ldc, int init, const float *bias) {
-  long n = n0;
-  for (; n + TK_NP <= n1; n += TK_NP)
-    tk__rows(m0, m1, TK_NV, 0, K, A, sam, sak, Bm + n, ldb, C + n, ldc, init, bias && init == TK_INIT_BIAS ? bias + n : bias);
-  long r = n1 - n;
+  long np = (n1 - n0) / TK_NP, n = n0 + np * TK_NP, r = n1 - n0 - np * TK_NP;   // (tk__rows)
+  for (long q = 0; q < np; q++) {
+    long nq = n0 + q * TK_NP;
+    tk__rows(m0, m1, TK_NV, 0, K, A, sam, sak, Bm + nq, ldb, C + nq, ldc, init, bias && init == TK_INIT_BIAS ? bias + nq : bias);
+  }
   if (r <= 0) return;
   const float *bn = Bm + n, *biasn = bias && init == TK_INIT_BIAS ? bias + n : bias;
   float *cn = C + n;
@@ -213,7 +219,7 @@ TK_AI void tk__panels(long m0, long m1, long n0, long n1, long K,
 TK_AI void tk__gemm(long m0, long m1, long n0, long n1, long K,
                     const float *A, long sam, long sak, const float *Bm, long ldb,
                     float *C, long ldc, int init, const float *bias) {
-  if (m1 <= m0 || n1 <= n0) return;
+  if (m1 - m0 <= 0 || n1 - n0 <= 0) return;   // differences: folded when the bounds are a constant apart
   if (K <= 0) {  // nothing to sum: only the init
     if (init == TK_INIT_ACC) return;
     for (long m = m0; m < m1; m++)
@@ -287,10 +293,9 @@ TK_AI void tk__dot(int mr, int nc, long K, const float *restrict A, long lda,
 // Rows [m0, m1) of nc (literal, 1..4) columns: blocks of 4 rows, then 3, 2 or 1.
 TK_AI void tk__dot_rows(int nc, long m0, long m1, long K, const float *A, long lda,
                         const float *Bt, long ldbt, float *C, long ldc, int init) {
-  long m = m0;
-  for (; m + TK_DOT_MR <= m1; m += TK_DOT_MR)
-    tk__dot(TK_DOT_MR, nc, K, A + m * lda, lda, Bt, ldbt, C + m * ldc, ldc, init);
-  long r = m1 - m;
+  long nb = (m1 - m0) / TK_DOT_MR, m = m0 + nb * TK_DOT_MR, r = m1 - m0 - nb * TK_DOT_MR;   // (tk__rows)
+  for (long q = 0; q < nb; q++)
+    tk__dot(TK_DOT_MR, nc, K, A + (m0 + q * TK_DOT_MR) * lda, lda, Bt, ldbt, C + (m0 + q * TK_DOT_MR) * ldc, ldc, init);
   if (r == 3) tk__dot(3, nc, K, A + m * lda, lda, Bt, ldbt, C + m * ldc, ldc, init);
   else if (r == 2) tk__dot(2, nc, K, A + m * lda, lda, Bt, ldbt, C + m * ldc, ldc, init);
   else if (r == 1) tk__dot(1, nc, K, A + m * lda, lda, Bt, ldbt, C + m * ldc, ldc, init);
@@ -300,10 +305,9 @@ TK_AI void tk__dot_rows(int nc, long m0, long m1, long K, const float *A, long l
 TK_AI void tk__gemm_nt_dot(long m0, long m1, long n0, long n1, long K, const float *A,
                            long lda, const float *Bt, long ldbt, float *C, long ldc,
                            int init) {
-  long n = n0;
-  for (; n + TK_DOT_NC <= n1; n += TK_DOT_NC)
-    tk__dot_rows(TK_DOT_NC, m0, m1, K, A, lda, Bt + n * ldbt, ldbt, C + n, ldc, init);
-  long r = n1 - n;
+  long nb = (n1 - n0) / TK_DOT_NC, n = n0 + nb * TK_DOT_NC, r = n1 - n0 - nb * TK_DOT_NC;   // (tk__rows)
+  for (long q = 0; q < nb; q++)
+    tk__dot_rows(TK_DOT_NC, m0, m1, K, A, lda, Bt + (n0 + q * TK_DOT_NC) * ldbt, ldbt, C + n0 + q * TK_DOT_NC, ldc, init);
   if (r == 3) tk__dot_rows(3, m0, m1, K, A, lda, Bt + n * ldbt, ldbt, C + n, ldc, init);
   else if (r == 2) tk__dot_rows(2, m0, m1, K, A, lda, Bt + n * ldbt, ldbt, C + n, ldc, init);
   else if (r == 1) tk__dot_rows(1, m0, m1, K, A, lda, Bt + n * ldbt, ldbt, C + n, ldc, init);
@@ -319,7 +323,7 @@ TK_AI void tk__gemm_nt(long m0, long m1, long n0, long n1, long K,
                        const float *Bt, long ldbt,   // (N, K)
                        float *C, long ldc,           // (M, N)
                        int init) {
-  if (m1 <= m0 || n1 <= n0) return;
+  if (m1 - m0 <= 0 || n1 - n0 <= 0) return;   // differences: folded when the bounds are a constant apart
   if (K <= 0) {
     tk__gemm(m0, m1, n0, n1, 0, A, lda, 1, Bt, 0, C, ldc, init, 0);
     return;
