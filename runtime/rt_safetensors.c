@@ -675,6 +675,7 @@ int ts_st_write(const char *path, const TsStOut *tensors, int n, const char *con
   size_t *sizes = ts_calloc(n ? (size_t)n : 1, sizeof *sizes);
   if (!sizes) return ts_fail(e, "%s: out of memory", path);
   Buf h = {0};
+  void *scratch = NULL;
   int rc = -1;
 
   // Validate everything before touching the filesystem.
@@ -750,16 +751,29 @@ int ts_st_write(const char *path, const TsStOut *tensors, int n, const char *con
     goto out;
   }
 
+  size_t most = 0;   // the fill buffer: the largest tensor that is made as it is written
+  for (int i = 0; i < n; i++)
+    if (tensors[i].fill && sizes[i] > most) most = sizes[i];
+  if (most && !(scratch = ts_malloc(most))) {
+    ts_fail(e, "%s: out of memory (%zu bytes)", path, most);
+    goto out;
+  }
+
   unsigned char len8[8];
   for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
   TsOut o;
   if (ts_out_open(&o, path, e) < 0 || ts_out_write(&o, len8, 8, e) < 0 || ts_out_write(&o, h.p, h.len, e) < 0)
     goto out;
-  for (int i = 0; i < n; i++)
-    if (sizes[i] && ts_out_write(&o, tensors[i].data, sizes[i], e) < 0) goto out;
+  for (int i = 0; i < n; i++) {
+    if (!sizes[i]) continue;
+    const void *bytes = tensors[i].data;
+    if (tensors[i].fill) tensors[i].fill(&tensors[i], scratch), bytes = scratch;
+    if (ts_out_write(&o, bytes, sizes[i], e) < 0) goto out;
+  }
   if (ts_out_finish(&o, e) < 0 || ts_out_commit(&o, e) < 0) goto out;
   rc = 0;
 out:
+  ts_free(scratch);
   ts_free(h.p);
   ts_free(sizes);
   return rc;

@@ -185,6 +185,12 @@ typedef struct TsStOut {
   int         ndims;
   int64_t     shape[8];
   const void *data;
+  /* optional: the bytes are made as they are written, fill(t, dst) putting them in dst (one
+   * buffer of the largest such tensor's size, reused), so that converted copies (a
+   * checkpoint's transposed weights) cost one tensor's memory, not all of them; data and arg
+   * are the fill's to use */
+  void      (*fill)(const struct TsStOut *t, void *dst);
+  const void *arg;
 } TsStOut;
 
 int ts_st_write(const char *path, const TsStOut *tensors, int n,

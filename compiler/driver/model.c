@@ -193,6 +193,9 @@ static int64_t global_batch(const Model *m) { return m->pl.batch * (m->dist > 1 
 
 static uint64_t spec_hash(const Ctx *cx) { return ts_fnv1a(cx->src, cx->srclen, TS_FNV1A_TESLA); }
 
+/* ts_st_write's fill: a tensor (t->arg, read from t->data) in PyTorch's layout */
+static void export_fill(const TsStOut *t, void *dst) { tensor_export(NULL, t->arg, t->data, dst); }
+
 /* weights under PyTorch's names; optimizer state under "__opt__.<slot>.<name>"; position and
  * the spec's hash in __metadata__ */
 int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *e) {
@@ -202,7 +205,12 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
    * state one per slot (values, on the weight's pattern) */
   int cap = nt * (3 + slots) + m->sp.nlayers + 1;
   TsStOut *out = calloc((size_t)cap, sizeof *out);
-  float *tmp = ts_malloc(sizeof(float) * (size_t)(m->pl.param_block + m->pl.opt_block + 1));
+  /* dense tensors are converted to PyTorch's layout as they are written (export_fill); only
+   * the pruned weights' values (and their optimizer state) are gathered here first */
+  int64_t sparse_elems = 0;
+  for (int t = 0; t < nt; t++)
+    if (m->pl.tensors[t].p.sparse) sparse_elems += sparse_nnz(m, m->pl.tensors[t].layer) * (1 + slots);
+  float *tmp = ts_malloc(sizeof(float) * (size_t)(sparse_elems + 1));
   int32_t **ints = calloc((size_t)nt * 2 + 1, sizeof(int32_t *));
   int nints = 0;
   int64_t *tracked = calloc((size_t)m->sp.nlayers + 1, sizeof(int64_t));
@@ -227,10 +235,9 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
       w += nnz;
       continue;
     }
-    tensor_export(m, pt, m->P + pt->offset, w);
-    out[n] = (TsStOut){pt->name, TS_F32, pt->p.ndims, {0}, w};
+    out[n] = (TsStOut){pt->name, TS_F32, pt->p.ndims, {0}, m->P + pt->offset, export_fill, pt};
     memcpy(out[n].shape, pt->p.dims, sizeof(int64_t) * (size_t)pt->p.ndims);
-    n++, w += pt->elems;
+    n++;
   }
   for (int s = 0; s < slots; s++)
     for (int t = 0; t < nt; t++) {
@@ -244,10 +251,9 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
         w += nnz;
         continue;
       }
-      tensor_export(m, pt, m->O + (int64_t)s * m->pl.grad_block + pt->grad_offset, w);
-      out[n] = (TsStOut){nm, TS_F32, pt->p.ndims, {0}, w};
+      out[n] = (TsStOut){nm, TS_F32, pt->p.ndims, {0}, m->O + (int64_t)s * m->pl.grad_block + pt->grad_offset, export_fill, pt};
       memcpy(out[n].shape, pt->p.dims, sizeof(int64_t) * (size_t)pt->p.ndims);
-      n++, w += pt->elems;
+      n++;
     }
   /* PyTorch's BatchNorm state_dict also has num_batches_tracked (int64, 0-d): the batches
    * seen in training, so that model.load_state_dict(..., strict=True) takes the file */
