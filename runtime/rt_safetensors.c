@@ -666,6 +666,11 @@ static void bjson_string(Buf *b, const char *s) {
 
 int ts_st_write(const char *path, const TsStOut *tensors, int n, const char *const *meta_kv,
                 int nmeta, TsErr *e) {
+  return ts_st_write_fill(path, tensors, n, meta_kv, nmeta, NULL, NULL, e);
+}
+
+int ts_st_write_fill(const char *path, const TsStOut *tensors, int n, const char *const *meta_kv,
+                     int nmeta, TsStFill fill, void *arg, TsErr *e) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
   return ts_fail(e, "%s: writing safetensors on a big-endian host is not supported", path);
 #endif
@@ -709,7 +714,7 @@ int ts_st_write(const char *path, const TsStOut *tensors, int n, const char *con
         ts_fail(e, "%s: tensor '%s': bad or too large shape", path, t->name);
         goto out;
       }
-    if (nb && !t->data) {
+    if (nb && !t->data && !fill) {
       ts_fail(e, "%s: tensor '%s': no data", path, t->name);
       goto out;
     }
@@ -753,7 +758,7 @@ int ts_st_write(const char *path, const TsStOut *tensors, int n, const char *con
 
   size_t most = 0;   // the fill buffer: the largest tensor that is made as it is written
   for (int i = 0; i < n; i++)
-    if (tensors[i].fill && sizes[i] > most) most = sizes[i];
+    if (!tensors[i].data && sizes[i] > most) most = sizes[i];
   if (most && !(scratch = ts_malloc(most))) {
     ts_fail(e, "%s: out of memory (%zu bytes)", path, most);
     goto out;
@@ -767,7 +772,7 @@ int ts_st_write(const char *path, const TsStOut *tensors, int n, const char *con
   for (int i = 0; i < n; i++) {
     if (!sizes[i]) continue;
     const void *bytes = tensors[i].data;
-    if (tensors[i].fill) tensors[i].fill(&tensors[i], scratch), bytes = scratch;
+    if (!bytes) fill(arg, i, scratch), bytes = scratch;
     if (ts_out_write(&o, bytes, sizes[i], e) < 0) goto out;
   }
   if (ts_out_finish(&o, e) < 0 || ts_out_commit(&o, e) < 0) goto out;

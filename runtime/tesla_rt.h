@@ -185,16 +185,17 @@ typedef struct TsStOut {
   int         ndims;
   int64_t     shape[8];
   const void *data;
-  /* optional: the bytes are made as they are written, fill(t, dst) putting them in dst (one
-   * buffer of the largest such tensor's size, reused), so that converted copies (a
-   * checkpoint's transposed weights) cost one tensor's memory, not all of them; data and arg
-   * are the fill's to use */
-  void      (*fill)(const struct TsStOut *t, void *dst);
-  const void *arg;
 } TsStOut;
 
 int ts_st_write(const char *path, const TsStOut *tensors, int n,
                 const char *const *meta_kv, int nmeta, TsErr *e);   /* meta_kv: k0,v0,k1,v1.. */
+/* The same, but a tensor whose data is NULL has its bytes made as they are written:
+ * fill(arg, i, dst) puts tensor i's into dst, one buffer of the largest such tensor's size,
+ * reused. Converted copies (a checkpoint's transposed weights) then cost one tensor's memory,
+ * not all of them. */
+typedef void (*TsStFill)(void *arg, int i, void *dst);
+int ts_st_write_fill(const char *path, const TsStOut *tensors, int n,
+                     const char *const *meta_kv, int nmeta, TsStFill fill, void *arg, TsErr *e);
 
 /* ---- progress ------------------------------------------------------------------------- */
 

@@ -872,31 +872,33 @@ START_TEST(test_st_round_trip) {
 }
 END_TEST
 
-/* fill: the bytes made as they are written, one reused buffer (a checkpoint's transposes) */
-static void fill_scaled(const TsStOut *t, void *dst) {
-  const float *src = t->data, *k = t->arg;
-  int64_t n = 1;
-  for (int d = 0; d < t->ndims; d++) n *= t->shape[d];
-  for (int64_t i = 0; i < n; i++) ((float *)dst)[i] = src[n - 1 - i] * *k;   /* reversed, scaled */
+/* ts_st_write_fill: the bytes of tensors without data made as they are written, one reused
+ * buffer (a checkpoint's transposes) */
+static void fill_scaled(void *arg, int i, void *dst) {
+  const float *const *src = arg;                       /* src[i]: tensor i's source, reversed... */
+  int64_t n = i == 0 ? 5 : 2;
+  for (int64_t k = 0; k < n; k++) ((float *)dst)[k] = src[i][n - 1 - k] * (float)(i + 2);   /* ...and scaled */
 }
 START_TEST(test_st_write_fill) {
-  float a[5] = {1, 2, 3, 4, 5}, b[2] = {-1, 7}, two = 2, three = 3;
+  float a[5] = {1, 2, 3, 4, 5}, b[2] = {-1, 7};
+  const float *src[3] = {a, NULL, b};
   TsStOut t[3] = {
-    {"a", TS_F32, 1, {5}, a, fill_scaled, &two},
+    {"a", TS_F32, 1, {5}, NULL},
     {"plain", TS_F32, 1, {2}, b},
-    {"b", TS_F32, 2, {1, 2}, b, fill_scaled, &three},   /* smaller than the buffer: reused */
+    {"b", TS_F32, 2, {1, 2}, NULL},   /* smaller than the buffer: reused */
   };
   TsErr e;
   const char *path = tpath("fill.safetensors");
-  ck_assert_msg(ts_st_write(path, t, 3, NULL, 0, &e) == 0, "%s", e.msg);
+  ck_assert_msg(ts_st_write_fill(path, t, 3, NULL, 0, fill_scaled, src, &e) == 0, "%s", e.msg);
   TsStFile f;
   ck_assert_msg(ts_st_read(path, &f, &e) == 0, "%s", e.msg);
-  float want_a[5] = {10, 8, 6, 4, 2}, want_b[2] = {21, -3};
+  float want_a[5] = {10, 8, 6, 4, 2}, want_b[2] = {28, -4};
   ck_assert_mem_eq(ts_st_find(&f, "a")->data, want_a, sizeof want_a);
   ck_assert_mem_eq(ts_st_find(&f, "plain")->data, b, sizeof b);
   ck_assert_mem_eq(ts_st_find(&f, "b")->data, want_b, sizeof want_b);
   ck_assert(a[0] == 1 && b[0] == -1);   /* the sources are untouched */
   ts_st_free(&f);
+  ASSERT_ERR(ts_st_write(path, t, 3, NULL, 0, &e), e, "no data");   /* no fill: no data is an error */
 }
 END_TEST
 

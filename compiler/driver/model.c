@@ -193,8 +193,13 @@ static int64_t global_batch(const Model *m) { return m->pl.batch * (m->dist > 1 
 
 static uint64_t spec_hash(const Ctx *cx) { return ts_fnv1a(cx->src, cx->srclen, TS_FNV1A_TESLA); }
 
-/* ts_st_write's fill: a tensor (t->arg, read from t->data) in PyTorch's layout */
-static void export_fill(const TsStOut *t, void *dst) { tensor_export(NULL, t->arg, t->data, dst); }
+/* ts_st_write_fill's fill: entry i's tensor, read from its place in the model, in PyTorch's
+ * layout */
+typedef struct SaveFill { const PlanTensor **pt; const float **src; } SaveFill;
+static void export_fill(void *arg, int i, void *dst) {
+  const SaveFill *f = arg;
+  tensor_export(NULL, f->pt[i], f->src[i], dst);
+}
 
 /* weights under PyTorch's names; optimizer state under "__opt__.<slot>.<name>"; position and
  * the spec's hash in __metadata__ */
@@ -205,6 +210,7 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
    * state one per slot (values, on the weight's pattern) */
   int cap = nt * (3 + slots) + m->sp.nlayers + 1;
   TsStOut *out = calloc((size_t)cap, sizeof *out);
+  SaveFill fill = {calloc((size_t)cap, sizeof *fill.pt), calloc((size_t)cap, sizeof *fill.src)};
   /* dense tensors are converted to PyTorch's layout as they are written (export_fill); only
    * the pruned weights' values (and their optimizer state) are gathered here first */
   int64_t sparse_elems = 0;
@@ -214,8 +220,8 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
   int32_t **ints = calloc((size_t)nt * 2 + 1, sizeof(int32_t *));
   int nints = 0;
   int64_t *tracked = calloc((size_t)m->sp.nlayers + 1, sizeof(int64_t));
-  if (!out || !tmp || !ints || !tracked) {
-    free(out), ts_free(tmp), free(ints), free(tracked);
+  if (!out || !tmp || !ints || !tracked || !fill.pt || !fill.src) {
+    free(out), ts_free(tmp), free(ints), free(tracked), free(fill.pt), free(fill.src);
     return ts_fail(e, "out of memory writing %s", path);
   }
   float *w = tmp;
@@ -235,8 +241,9 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
       w += nnz;
       continue;
     }
-    out[n] = (TsStOut){pt->name, TS_F32, pt->p.ndims, {0}, m->P + pt->offset, export_fill, pt};
+    out[n] = (TsStOut){pt->name, TS_F32, pt->p.ndims, {0}, NULL};   /* made by export_fill */
     memcpy(out[n].shape, pt->p.dims, sizeof(int64_t) * (size_t)pt->p.ndims);
+    fill.pt[n] = pt, fill.src[n] = m->P + pt->offset;
     n++;
   }
   for (int s = 0; s < slots; s++)
@@ -251,8 +258,9 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
         w += nnz;
         continue;
       }
-      out[n] = (TsStOut){nm, TS_F32, pt->p.ndims, {0}, m->O + (int64_t)s * m->pl.grad_block + pt->grad_offset, export_fill, pt};
+      out[n] = (TsStOut){nm, TS_F32, pt->p.ndims, {0}, NULL};
       memcpy(out[n].shape, pt->p.dims, sizeof(int64_t) * (size_t)pt->p.ndims);
+      fill.pt[n] = pt, fill.src[n] = m->O + (int64_t)s * m->pl.grad_block + pt->grad_offset;
       n++;
     }
   /* PyTorch's BatchNorm state_dict also has num_batches_tracked (int64, 0-d): the batches
@@ -301,10 +309,10 @@ int model_save(Ctx *cx, const Model *m, const char *path, int64_t epoch, TsErr *
     strcat(sh, "]");
     meta[2 * nmeta] = arena_printf(cx, "%s.shape", q->name), meta[2 * nmeta + 1] = arena_strndup(cx, sh, strlen(sh)), nmeta++;
   }
-  rc = ts_st_write(path, out, n, meta, nmeta, e);
+  rc = ts_st_write_fill(path, out, n, meta, nmeta, export_fill, &fill, e);
 done:
   for (int k = 0; k < nints; k++) free(ints[k]);
-  free(out), free(ints), free(tracked), ts_free(tmp);
+  free(out), free(ints), free(tracked), ts_free(tmp), free(fill.pt), free(fill.src);
   return rc;
 }
 
