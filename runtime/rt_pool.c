@@ -19,7 +19,9 @@
  * caller sees the worker), and the caller closes the job before waiting for active == 0. A
  * worker that wakes up late therefore finds the job closed and never touches its tiles or a
  * later job's. Calls made from inside a tile, or while another thread is using the pool, run
- * serially on the calling thread.
+ * serially on the calling thread. So do all calls for SOLO_S after the caller has spent a
+ * large share of two windows of calls waiting for tiles in progress (a worker descheduled
+ * inside a tile: another process on its core); then the pool is tried again.
  *
  * Measured overhead (Debian 12 VM, 2 cores, gcc -O2, a 2-thread pool, 20000 back-to-back
  * ts_pool_run calls with 2 empty tiles, median of 7 runs), static mapping before the claims:
@@ -45,6 +47,12 @@
 #ifndef CALLER_SPIN_S
 #define CALLER_SPIN_S 50e-6    /* the caller spins this long for stragglers before sleeping */
 #endif
+#ifndef STALL_SHARE
+#define STALL_SHARE 0.3        /* the caller waiting for tiles in progress this share of the time... */
+#endif
+#define STALL_WINDOW_S 20e-3   /* ...over a window of calls at least this long... */
+#define STALL_WINDOWS 2        /* ...in this many windows in a row... */
+#define SOLO_S 1.0             /* ...runs the next calls alone for this long, then tries again */
 #define MAX_THREADS 1024
 
 typedef struct Worker {
@@ -73,6 +81,10 @@ struct TsPool {
   _Atomic uint32_t closed;                  // the last generation whose job is over
   _Atomic uint32_t caller_sleeping;         // the caller sleeps on done or on active
   _Alignas(64) _Atomic int busy;            // a caller is using the pool
+  // The caller's own (under busy): its time in tiles and waiting in the current window, and
+  // until when it runs calls alone (see ts_pool_run).
+  double win_work, win_wait, solo_until;
+  int stalls;            // windows in a row over STALL_SHARE
 };
 
 static _Thread_local int tls_in_pool;       // inside a tile (or a worker): run nested serially
@@ -264,6 +276,20 @@ void ts_pool_run(TsPool *p, TsTileFn fn, void *ctx, int64_t ntiles) {
     tls_in_pool = was;
     return;
   }
+  // A busy machine: a worker descheduled inside a tile holds the call up for the rest of the
+  // scheduler's time slice, and short calls then spend most of their time waiting for it.
+  // When the caller's waits for tiles in progress reach STALL_SHARE of STALL_WINDOWS windows
+  // in a row, it runs the calls of the next SOLO_S alone: the idle workers go to sleep, which
+  // frees their cores, and the scheduler moves the caller to a free one if its own is the busy
+  // one. Results are the same either way (no tile depends on the thread that runs it).
+  double t0 = ts_now();
+  if (t0 < p->solo_until) {
+    tls_in_pool = 1;
+    run_tiles(fn, ctx, ntiles);
+    tls_in_pool = 0;
+    atomic_store_explicit(&p->busy, 0, memory_order_release);
+    return;
+  }
   // No worker is inside the previous job (its call waited for active == 0): set up this one.
   p->fn = fn;
   p->ctx = ctx;
@@ -279,7 +305,15 @@ void ts_pool_run(TsPool *p, TsTileFn fn, void *ctx, int64_t ntiles) {
   tls_in_pool = 0;
   if (ran) atomic_fetch_add(&p->done, ran);
 
+  double t1 = ts_now();
   wait_until(p, &p->done, (uint32_t)ntiles);   // every tile ran (the tiles' writes: acquire)
+  double t2 = ts_now();
+  p->win_work += t1 - t0, p->win_wait += t2 - t1;
+  if (p->win_work + p->win_wait >= STALL_WINDOW_S) {
+    p->stalls = p->win_wait > STALL_SHARE * (p->win_work + p->win_wait) ? p->stalls + 1 : 0;
+    if (p->stalls >= STALL_WINDOWS) p->solo_until = t2 + SOLO_S, p->stalls = 0;
+    p->win_work = p->win_wait = 0;
+  }
   atomic_store(&p->closed, g);                   // late workers now back out...
   wait_until(p, &p->active, 0);                  // ...and the ones inside leave
   atomic_store_explicit(&p->busy, 0, memory_order_release);
