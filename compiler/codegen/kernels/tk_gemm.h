@@ -214,6 +214,17 @@ TK_AI void tk__rows(long m0, long m1, int nv, long tail, long K,
     tk__kern(1, nv, tail, K, A + m * sam, sam, sak, Bm, ldb, C + m * ldc, ldc, init, init == TK_INIT_RBIAS ? bias + m : bias);
 }
 
+// Rows [m0, m1) of one column group of width w <= TK_NP: full vectors and a padded one, nv
+// and tail literals per branch (folded when w is constant).
+TK_AI void tk__rows_w(long m0, long m1, long w, long K, const float *A, long sam, long sak,
+                      const float *Bm, long ldb, float *C, long ldc, int init, const float *bias) {
+  long t = w % 16;
+  if (w == TK_NP) tk__rows(m0, m1, TK_NV, 0, K, A, sam, sak, Bm, ldb, C, ldc, init, bias);
+  else if (w >= 32) tk__rows(m0, m1, 2, t, K, A, sam, sak, Bm, ldb, C, ldc, init, bias);
+  else if (w >= 16) tk__rows(m0, m1, 1, t, K, A, sam, sak, Bm, ldb, C, ldc, init, bias);
+  else tk__rows(m0, m1, 0, t, K, A, sam, sak, Bm, ldb, C, ldc, init, bias);
+}
+
 // Columns [n0, n1): panels of 48, then one group of the remaining < 48 columns.
 // nv and tail are literals per branch (folded when n1 - n0 is constant).
 TK_AI void tk__panels(long m0, long m1, long n0, long n1, long K,
@@ -224,13 +235,9 @@ TK_AI void tk__panels(long m0, long m1, long n0, long n1, long K,
     long nq = n0 + q * TK_NP;
     tk__rows(m0, m1, TK_NV, 0, K, A, sam, sak, Bm + nq, ldb, C + nq, ldc, init, bias && init == TK_INIT_BIAS ? bias + nq : bias);
   }
-  if (r <= 0) return;
-  const float *bn = Bm + n, *biasn = bias && init == TK_INIT_BIAS ? bias + n : bias;
-  float *cn = C + n;
-  long t = r % 16;
-  if (r >= 32) tk__rows(m0, m1, 2, t, K, A, sam, sak, bn, ldb, cn, ldc, init, biasn);
-  else if (r >= 16) tk__rows(m0, m1, 1, t, K, A, sam, sak, bn, ldb, cn, ldc, init, biasn);
-  else tk__rows(m0, m1, 0, t, K, A, sam, sak, bn, ldb, cn, ldc, init, biasn);
+  if (r > 0)
+    tk__rows_w(m0, m1, r, K, A, sam, sak, Bm + n, ldb, C + n, ldc, init,
+               bias && init == TK_INIT_BIAS ? bias + n : bias);
 }
 
 // One (kc, w <= 48) block of B copied into the contiguous panel P (row stride TK_NP), then
@@ -243,10 +250,7 @@ TK_AI void tk__packed_rows(long m0, long m1, long w, long kc, const float *A, lo
   for (long kk = 0; kk < kc; kk++)
     for (int j = 0; j < TK_NV; j++)
       if (j < nv + (t > 0)) tk__store(P + kk * TK_NP + 16 * j, tk__ldv(Bm + kk * ldb, j, nv, t));
-  if (w == TK_NP) tk__rows(m0, m1, TK_NV, 0, kc, A, sam, sak, P, TK_NP, C, ldc, init, bias);
-  else if (w >= 32) tk__rows(m0, m1, 2, t, kc, A, sam, sak, P, TK_NP, C, ldc, init, bias);
-  else if (w >= 16) tk__rows(m0, m1, 1, t, kc, A, sam, sak, P, TK_NP, C, ldc, init, bias);
-  else tk__rows(m0, m1, 0, t, kc, A, sam, sak, P, TK_NP, C, ldc, init, bias);
+  tk__rows_w(m0, m1, w, kc, A, sam, sak, P, TK_NP, C, ldc, init, bias);
 }
 
 // One column panel of width w (a literal at each call site) through all of K: even blocks
@@ -451,11 +455,7 @@ TK_AI void tk__gemm_nt(long m0, long m1, long n0, long n1, long K,
       }
       int in = k0 == 0 ? init : TK_INIT_ACC;
       const float *a = A + k0;
-      long t = w % 16;
-      if (w == TK_NP) tk__rows(m0, m1, TK_NV, 0, kc, a, lda, 1, P, TK_NP, C + n, ldc, in, 0);
-      else if (w >= 32) tk__rows(m0, m1, 2, t, kc, a, lda, 1, P, TK_NP, C + n, ldc, in, 0);
-      else if (w >= 16) tk__rows(m0, m1, 1, t, kc, a, lda, 1, P, TK_NP, C + n, ldc, in, 0);
-      else tk__rows(m0, m1, 0, t, kc, a, lda, 1, P, TK_NP, C + n, ldc, in, 0);
+      tk__rows_w(m0, m1, w, kc, a, lda, 1, P, TK_NP, C + n, ldc, in, 0);
     }
   }
 }
